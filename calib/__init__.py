@@ -1,0 +1,1 @@
+"""Calibration data readers and INT8 quantization (QDQ) for deployable builds."""

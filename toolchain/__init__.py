@@ -1,0 +1,1 @@
+"""compress toolchain: everything that imports torch, plus orchestration and the CLI."""
