@@ -1,0 +1,164 @@
+"""torch -> ONNX with BatchNorm kept and every parameter's torch name AND value preserved.
+
+This is the join key between `graphs` (ONNX) and `toolchain` (torch): an initializer named
+`layer1.0.conv1.weight` must hold exactly the torch tensor of that name. The legacy exporter with
+constant folding off keeps BN unfolded (PLATFORM.md); its one remaining habit, de-duplicating equal
+initializers behind Identity nodes, is undone here so each parameter is its own initializer.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import onnx
+import torch
+from onnx import numpy_helper
+from torch import nn
+
+from graphs.errors import InputError
+
+__all__ = ["export_onnx", "export_spec", "undo_initializer_dedup"]
+
+MAX_IR_VERSION = 10  # onnxruntime 1.31 loads at most 13; onnx 1.23 would write 14
+
+
+def _count_outputs(out) -> int:
+    if isinstance(out, torch.Tensor):
+        return 1
+    if isinstance(out, (tuple, list)):
+        return sum(_count_outputs(o) for o in out)
+    if isinstance(out, dict):
+        return sum(_count_outputs(o) for o in out.values())
+    return 0  # non-tensor leaves are not graph outputs
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
+    return lines[0].strip() if lines else type(e).__name__
+
+
+def undo_initializer_dedup(model: onnx.ModelProto) -> int:
+    """Replace each Identity fed by an initializer with an initializer of its own (a copy).
+
+    The legacy exporter keeps one copy of equal tensors (e.g. all BN weights == 1 at random init)
+    and re-creates the others by Identity nodes named after the torch parameter. Graph surgery
+    slices initializers per layer, so a shared one would couple unrelated layers. Returns the number
+    of Identity nodes removed.
+    """
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    graph_outputs = {o.name for o in graph.output}
+    keep, removed = [], 0
+    for node in graph.node:  # topological order, so Identity chains resolve front to back
+        if (node.op_type == "Identity" and len(node.input) == 1 and node.input[0] in inits
+                and node.output[0] not in inits and node.output[0] not in graph_outputs):
+            copy = onnx.TensorProto()
+            copy.CopyFrom(inits[node.input[0]])
+            copy.name = node.output[0]
+            graph.initializer.append(copy)
+            inits[copy.name] = copy
+            removed += 1
+        else:
+            keep.append(node)
+    if removed:
+        del graph.node[:]
+        graph.node.extend(keep)
+    return removed
+
+
+def export_onnx(model: nn.Module, input_shape, path: str | os.PathLike | None, *, opset: int = 17,
+                spec: str | None = None) -> onnx.ModelProto:
+    """Export `model` (put in eval mode) for `input_shape`, batch dimension dynamic.
+
+    Writes `path` atomically when given; returns the checked ModelProto. Raises InputError when the
+    model cannot be traced/exported.
+    """
+    shape = tuple(int(s) for s in input_shape)
+    if len(shape) < 2 or any(s <= 0 for s in shape):
+        raise InputError(f"input shape {input_shape!r} must be positive integers, batch first (e.g. 1,3,224,224)")
+    name = spec or type(model).__name__
+    model = model.eval()
+    x = torch.randn(*shape)
+    try:
+        with torch.no_grad():
+            n_out = _count_outputs(model(x))
+    except Exception as e:
+        raise InputError(f"{name} does not run on input shape {shape}: {type(e).__name__}: {_first_line(e)}") from e
+    if n_out == 0:
+        raise InputError(f"{name} returns no tensor, nothing to export")
+    outputs = ["output"] if n_out == 1 else [f"output_{i}" for i in range(n_out)]
+    dynamic = {n: {0: "batch"} for n in ["input", *outputs]}
+
+    buf = io.BytesIO()
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            # Legacy exporter + no constant folding: BN stays a node, params keep torch names/values.
+            torch.onnx.export(model, (x,), buf, dynamo=False, do_constant_folding=False,
+                              opset_version=opset, input_names=["input"], output_names=outputs,
+                              dynamic_axes=dynamic)
+    except Exception as e:
+        raise InputError(f"cannot export {name} to ONNX: {type(e).__name__}: {_first_line(e)}") from e
+
+    proto = onnx.load_from_string(buf.getvalue())
+    undo_initializer_dedup(proto)
+    proto.ir_version = min(proto.ir_version, MAX_IR_VERSION)
+    meta = {"compress.input_shape": ",".join(map(str, shape))}
+    if spec:
+        meta["compress.spec"] = spec
+    _set_metadata(proto, meta)
+    onnx.checker.check_model(proto)
+    data = proto.SerializeToString()
+    _check_onnxruntime_loads(data, name)
+    if path is not None:
+        _write_atomic(Path(path), data)
+    return proto
+
+
+def _set_metadata(proto: onnx.ModelProto, meta: dict[str, str]) -> None:
+    existing = {p.key: p for p in proto.metadata_props}
+    for k, v in meta.items():
+        if k in existing:
+            existing[k].value = v
+        else:
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = k, v
+
+
+def _check_onnxruntime_loads(data: bytes, name: str) -> None:
+    try:
+        import onnxruntime as ort
+    except ImportError:  # onnxruntime is an extra (cpu/gpu); the checker already passed
+        return
+    try:
+        ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    except Exception as e:
+        raise InputError(f"onnxruntime cannot load the export of {name}: {_first_line(e)}") from e
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    # Temp file in the same directory, then rename: readers never see a half-written model.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def export_spec(spec: str, path: str | os.PathLike | None, input_shape=None,
+                checkpoint: str | None = None, *, opset: int = 17) -> onnx.ModelProto:
+    """Build the model named by `spec` (see toolchain.zoo), load `checkpoint`, export it."""
+    from toolchain.zoo import build_model, default_input_shape
+
+    model = build_model(spec, checkpoint=checkpoint)
+    shape = tuple(input_shape) if input_shape is not None else default_input_shape(spec)
+    return export_onnx(model, shape, path, opset=opset, spec=spec)
