@@ -1,0 +1,1 @@
+"""Latency: backends (runners), the measurement protocol, and the SQLite store of measurements."""
