@@ -13,10 +13,12 @@ import os
 import tempfile
 import warnings
 from pathlib import Path
+from unittest import mock
+
+import numpy as np
 
 import onnx
 import torch
-from onnx import numpy_helper
 from torch import nn
 
 from graphs.errors import InputError
@@ -94,15 +96,19 @@ def export_onnx(model: nn.Module, input_shape, path: str | os.PathLike | None, *
     dynamic = {n: {0: "batch"} for n in ["input", *outputs]}
 
     buf = io.BytesIO()
+    # The exporter prints the whole TorchScript graph on failure (to C++ stdout, whatever the log
+    # setting); silence it so a bad model gives one line, not pages.
+    quiet = mock.patch.object(torch._C, "_jit_onnx_log", lambda *a: None, create=True)
     try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
+        with warnings.catch_warnings(record=True) as caught, torch.no_grad(), quiet:
+            warnings.simplefilter("always")
             # Legacy exporter + no constant folding: BN stays a node, params keep torch names/values.
             torch.onnx.export(model, (x,), buf, dynamo=False, do_constant_folding=False,
                               opset_version=opset, input_names=["input"], output_names=outputs,
                               dynamic_axes=dynamic)
     except Exception as e:
         raise InputError(f"cannot export {name} to ONNX: {type(e).__name__}: {_first_line(e)}") from e
+    tracer = [str(w.message) for w in caught if w.category.__name__ == "TracerWarning"]
 
     proto = onnx.load_from_string(buf.getvalue())
     undo_initializer_dedup(proto)
@@ -113,7 +119,10 @@ def export_onnx(model: nn.Module, input_shape, path: str | os.PathLike | None, *
     _set_metadata(proto, meta)
     onnx.checker.check_model(proto)
     data = proto.SerializeToString()
-    _check_onnxruntime_loads(data, name)
+    session = _onnxruntime_session(data, name)
+    if tracer and session is not None:
+        # Tracing turned a tensor into a Python value: a branch or size may be baked in. Check.
+        _check_traced_faithfully(model, session, shape, name, tracer[0])
     if path is not None:
         _write_atomic(Path(path), data)
     return proto
@@ -129,15 +138,48 @@ def _set_metadata(proto: onnx.ModelProto, meta: dict[str, str]) -> None:
             entry.key, entry.value = k, v
 
 
-def _check_onnxruntime_loads(data: bytes, name: str) -> None:
+def _onnxruntime_session(data: bytes, name: str):
     try:
         import onnxruntime as ort
     except ImportError:  # onnxruntime is an extra (cpu/gpu); the checker already passed
-        return
+        return None
     try:
-        ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(data, providers=["CPUExecutionProvider"])
     except Exception as e:
         raise InputError(f"onnxruntime cannot load the export of {name}: {_first_line(e)}") from e
+
+
+def _flat(out) -> list[torch.Tensor]:
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, (tuple, list)):
+        return [t for o in out for t in _flat(o)]
+    if isinstance(out, dict):
+        return [t for o in out.values() for t in _flat(o)]
+    return []
+
+
+def _check_traced_faithfully(model, session, shape, name: str, warning: str) -> None:
+    """Compare onnxruntime with torch on fresh inputs (batch 3, x and -x: a sign test flips)."""
+    x = torch.randn(3, *shape[1:])
+    for inp in (x, -x):
+        with torch.no_grad():
+            ref = [t.numpy() for t in _flat(model(inp))]
+        try:
+            got = session.run(None, {"input": inp.numpy()})
+        except Exception as e:
+            got, err = None, _first_line(e)
+        else:
+            err = None
+        for r, g in zip(ref, got or ref):
+            if not np.isfinite(r).all():
+                continue
+            tol = 1e-4 * max(1.0, float(np.abs(r).max()))
+            if g.shape != r.shape or float(np.abs(g - r).max()) > tol:
+                err = "outputs differ from torch"
+        if err:
+            raise InputError(f"cannot export {name} faithfully ({err} on a new input; data-dependent "
+                             f"control flow?); tracer said: {warning.split('. ')[0]}")
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
