@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
+import re
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -147,10 +148,13 @@ def _read_state_dict(path: str) -> dict[str, torch.Tensor]:
         else:
             obj = torch.load(str(p), map_location="cpu", weights_only=True)
     except Exception as e:
-        # weights_only refuses pickles that carry classes/code: say so instead of a traceback.
-        if type(e).__name__ == "UnpicklingError":
+        # weights_only refuses pickles that carry classes/code: say which global it refused.
+        reason = _unpickler_reason(e)
+        if reason and "global" in reason.lower():
             raise InputError(f"checkpoint {path} is not a weights-only state dict "
-                             f"(refused to unpickle code): {_first_line(e)}") from e
+                             f"(refused to unpickle code): {reason}") from e
+        if reason:
+            raise InputError(f"checkpoint {path} is unreadable: not a torch checkpoint ({reason})") from e
         raise InputError(f"checkpoint {path} is unreadable: {type(e).__name__}: {_first_line(e)}") from e
     if isinstance(obj, dict):
         for key in ("state_dict", "model"):
@@ -163,6 +167,15 @@ def _read_state_dict(path: str) -> dict[str, torch.Tensor]:
     if obj and all(k.startswith("module.") for k in obj):  # saved from DDP / DataParallel
         obj = {k[len("module."):]: v for k, v in obj.items()}
     return obj
+
+
+def _unpickler_reason(e: BaseException) -> str | None:
+    """The useful line of torch's long weights_only error, e.g. 'Unsupported global: GLOBAL x.Y'."""
+    if type(e).__name__ != "UnpicklingError":
+        return None
+    m = re.search(r"WeightsUnpickler error:\s*(\S.*)", str(e))
+    text = m.group(1) if m else _first_line(e)
+    return text.split(" was not an allowed")[0].strip()
 
 
 def _few(names: list[str], n: int = 3) -> str:
