@@ -198,7 +198,8 @@ def test_export_failures_are_input_errors(tmp_path, capfd):
     cases = [(_Unsupported(), (1, 3, 8, 8), ["_Unsupported", "aten::fft_fft2"]),
              (_Branchy(), (1, 3, 8, 8), ["_Branchy", "data-dependent"]),
              (build_model("builtin:resnet20"), (1, 5, 32, 32), ["does not run", "(1, 5, 32, 32)"]),
-             (build_model("builtin:resnet20"), (1, 3, 0, 32), ["input shape"])]
+             (build_model("builtin:resnet20"), (1, 3, 0, 32), ["input shape"]),
+             (build_model("builtin:resnet20"), ("1", "x"), ["input shape"])]
     for model, shape, words in cases:
         with pytest.raises(InputError) as e:
             export_onnx(model, shape, tmp_path / "bad.onnx")

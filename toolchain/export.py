@@ -79,7 +79,10 @@ def export_onnx(model: nn.Module, input_shape, path: str | os.PathLike | None, *
     Writes `path` atomically when given; returns the checked ModelProto. Raises InputError when the
     model cannot be traced/exported.
     """
-    shape = tuple(int(s) for s in input_shape)
+    try:
+        shape = tuple(int(s) for s in input_shape)
+    except (TypeError, ValueError):
+        shape = ()
     if len(shape) < 2 or any(s <= 0 for s in shape):
         raise InputError(f"input shape {input_shape!r} must be positive integers, batch first (e.g. 1,3,224,224)")
     name = spec or type(model).__name__
