@@ -1,0 +1,184 @@
+"""Removable blocks and layers, found from the graph and the torch module scopes in node names.
+
+Two kinds:
+- `residual`: a module whose nodes take one tensor x, end in `x + f(x)` (plus unary ops such as the
+  final ReLU), and give back a tensor of x's shape. Removing it makes the module the identity.
+- `layer`: a single-path conv (+ BatchNorm + activation) outside residual blocks, whose input
+  feeds nothing else. Removing it passes its input straight on; when its input and output widths
+  differ, the next conv gets the new input width, freshly initialised (LayerPrune section 4.1).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import onnx
+
+from graphs.deps import module_of_node, module_of_param
+
+UNARY_TAIL = {"Relu", "Clip", "LeakyRelu", "HardSwish", "HardSigmoid", "Sigmoid", "Tanh", "Elu", "Selu",
+              "Gelu", "Identity", "Dropout", "Mish", "Softplus"}
+LAYER_TAIL = {"BatchNormalization", "Relu", "Clip", "LeakyRelu", "HardSwish", "Elu", "Selu", "Identity", "Dropout"}
+SPATIAL_PASS = {"MaxPool", "AveragePool", "Relu", "Dropout", "Identity"}
+
+
+@dataclass
+class Block:
+    id: str
+    kind: str  # "residual" | "layer"
+    members: list[str]  # torch modules replaced by identity
+    entry: str  # tensor the block consumes
+    exit: str  # tensor the block produces (replaced by `entry`)
+    nodes: list[str]
+    next_conv: str | None = None  # layer kind, widths differ: the conv node that gets a new input width
+    next_weight: str | None = None  # ... and its weight initializer (torch name)
+    width_in: int | None = None
+    width_out: int | None = None
+
+    def as_dict(self) -> dict:
+        return {"id": self.id, "kind": self.kind, "members": self.members, "width_in": self.width_in,
+                "width_out": self.width_out, "reinit": module_of_param(self.next_weight) if self.next_weight and self.width_in != self.width_out else None}
+
+
+class _Graph:
+    def __init__(self, model: onnx.ModelProto, shapes: dict):
+        self.nodes = list(model.graph.node)
+        self.inits = {i.name for i in model.graph.initializer}
+        self.graph_inputs = {i.name for i in model.graph.input}
+        self.graph_outputs = {o.name for o in model.graph.output}
+        self.shapes = shapes
+        self.producer = {out: n for n in self.nodes for out in n.output}
+        self.consumers: dict[str, list[onnx.NodeProto]] = {}
+        for n in self.nodes:
+            for name in n.input:
+                self.consumers.setdefault(name, []).append(n)
+        self.scope = {n.name: module_of_node(n.name) for n in self.nodes}
+
+    def under(self, module: str) -> list[onnx.NodeProto]:
+        return [n for n in self.nodes if self.scope[n.name] == module or self.scope[n.name].startswith(module + ".")]
+
+    def activations(self, node: onnx.NodeProto) -> list[str]:
+        return [name for name in node.input if name and name not in self.inits]
+
+    def uses(self, name: str) -> int:
+        return len(self.consumers.get(name, [])) + (name in self.graph_outputs)
+
+
+def removable_blocks(model: onnx.ModelProto, shapes: dict) -> list[Block]:
+    """Blocks and layers of a normalised model (see graphs.deps.analyze), in topological order."""
+    g = _Graph(model, shapes)
+    residual = _residual_blocks(g)
+    inside = [b.id for b in residual]
+    layers = [b for b in _layers(g) if not any(b.id == r or b.id.startswith(r + ".") for r in inside)]
+    order = {n.name: i for i, n in enumerate(g.nodes)}
+    return sorted(residual + layers, key=lambda b: order[b.nodes[0]])
+
+
+def _same_shape(g: _Graph, a: str, b: str) -> bool:
+    sa, sb = g.shapes.get(a), g.shapes.get(b)
+    return sa is not None and sb is not None and len(sa) == len(sb) and all(
+        x == y for x, y in zip(sa[1:], sb[1:])) and None not in sa[1:]
+
+
+def _residual_blocks(g: _Graph) -> list[Block]:
+    blocks: dict[str, Block] = {}
+    for add in g.nodes:
+        if add.op_type not in ("Add", "Sum") or len(g.activations(add)) != 2:
+            continue
+        module = g.scope[add.name]
+        if not module or module in blocks:
+            continue
+        region = g.under(module)
+        names = {n.name for n in region}
+        produced = {out for n in region for out in n.output}
+        inputs = {i for n in region for i in g.activations(n) if i not in produced}
+        outputs = [o for o in produced if o in g.graph_outputs or any(c.name not in names for c in g.consumers.get(o, []))]
+        if len(inputs) != 1 or len(outputs) != 1:
+            continue
+        (entry,), (exit_,) = inputs, outputs
+        if entry not in add.input or not _same_shape(g, entry, exit_):
+            continue
+        current, ok = add.output[0], True
+        while current != exit_ and ok:  # after the add, only unary ops (the block's final ReLU)
+            nxt = [c for c in g.consumers.get(current, []) if c.name in names]
+            ok = len(nxt) == 1 and nxt[0].op_type in UNARY_TAIL
+            current = nxt[0].output[0] if ok else current
+        if ok:
+            members = [module]
+            shape = g.shapes[entry]
+            blocks[module] = Block(module, "residual", members, entry, exit_, [n.name for n in region],
+                                   width_in=shape[1], width_out=shape[1])
+    return list(blocks.values())
+
+
+def _layers(g: _Graph) -> list[Block]:
+    layers = []
+    for conv in g.nodes:
+        if conv.op_type != "Conv" or conv.input[1] not in g.inits:
+            continue
+        if any(a.name == "group" and a.i != 1 for a in conv.attribute):
+            continue
+        entry = conv.input[0]
+        if entry in g.graph_inputs or g.uses(entry) != 1:
+            continue
+        chain, current = [conv], conv.output[0]
+        while g.uses(current) == 1 and current not in g.graph_outputs:
+            (nxt,) = g.consumers[current]
+            if nxt.op_type not in LAYER_TAIL or g.activations(nxt) != [current]:
+                break
+            chain.append(nxt)
+            current = nxt.output[0]
+        exit_ = current
+        s_in, s_out = g.shapes.get(entry), g.shapes.get(exit_)
+        if s_in is None or s_out is None or len(s_in) != 4 or s_in[2:] != s_out[2:] or None in s_in[1:]:
+            continue
+        members = _layer_members(g, chain)
+        if members is None:
+            continue
+        block = Block(module_of_param(conv.input[1]) if len(members) > 1 else members[0], "layer", members,
+                      entry, exit_, [n.name for n in chain], width_in=s_in[1], width_out=s_out[1])
+        nxt = _next_conv(g, exit_)
+        if nxt is not None:  # needed when widths differ, before or after channel pruning
+            block.next_conv, block.next_weight = nxt.name, nxt.input[1]
+        elif s_in[1] != s_out[1]:
+            continue
+        layers.append(block)
+    return layers
+
+
+def _layer_members(g: _Graph, chain: list[onnx.NodeProto]) -> list[str] | None:
+    """Torch modules that, replaced by identity, remove exactly the chain's nodes (None if none do)."""
+    chain_names = {n.name for n in chain}
+    scopes = [g.scope[n.name] for n in chain]
+    if not all(scopes):
+        return None
+    common = scopes[0].split(".")
+    for scope in scopes[1:]:
+        parts = scope.split(".")
+        k = 0
+        while k < min(len(common), len(parts)) and common[k] == parts[k]:
+            k += 1
+        common = common[:k]
+    while common:  # one enclosing module (a ConvBNAct) is the cleanest member
+        module = ".".join(common)
+        if {n.name for n in g.under(module)} == chain_names:
+            return [module]
+        common = common[:-1]
+    members = list(dict.fromkeys(scopes))
+    if all({n.name for n in g.under(m)} <= chain_names for m in members):
+        return members
+    return None
+
+
+def _next_conv(g: _Graph, tensor: str) -> onnx.NodeProto | None:
+    """The conv that consumes `tensor` through single-consumer, channel-preserving ops."""
+    current = tensor
+    while g.uses(current) == 1 and current not in g.graph_outputs:
+        (nxt,) = g.consumers[current]
+        if nxt.op_type == "Conv" and nxt.input[0] == current and nxt.input[1] in g.inits:
+            if all(a.name != "group" or a.i == 1 for a in nxt.attribute):
+                return nxt
+            return None
+        if nxt.op_type not in SPATIAL_PASS:
+            return None
+        current = nxt.output[0]
+    return None

@@ -1,0 +1,41 @@
+"""Parameter and multiply-accumulate counts of an ONNX model, at batch 1."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from graphs.shapes import tensor_shapes
+
+
+def count_params(model: onnx.ModelProto) -> int:
+    """Elements of floating-point initializers (weights, biases, BN statistics)."""
+    floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
+    return int(sum(np.prod(i.dims) for i in model.graph.initializer if i.data_type in floats))
+
+
+def count_macs(model: onnx.ModelProto) -> int:
+    """Multiply-accumulates of Conv, ConvTranspose, Gemm and MatMul for one input."""
+    shapes = tensor_shapes(model)
+    dims = {i.name: tuple(i.dims) for i in model.graph.initializer}
+    total = 0
+    for node in model.graph.node:
+        out = shapes.get(node.output[0]) if node.output else None
+        if out is None:
+            continue
+        out = [1 if d is None else d for d in out]
+        if node.op_type in ("Conv", "ConvTranspose"):
+            w = dims.get(node.input[1]) or shapes.get(node.input[1])
+            if w is None:
+                continue
+            if node.op_type == "Conv":
+                total += int(np.prod(out)) * int(np.prod(w[1:]))
+            else:
+                inp = shapes.get(node.input[0])
+                total += int(np.prod([1 if d is None else d for d in inp])) * int(np.prod(w[1:])) if inp else 0
+        elif node.op_type in ("Gemm", "MatMul"):
+            a = shapes.get(node.input[0])
+            if a is None or not a:
+                continue
+            k = a[0] if node.op_type == "Gemm" and any(x.name == "transA" and x.i for x in node.attribute) else a[-1]
+            total += int(np.prod(out)) * int(k or 1)
+    return total
