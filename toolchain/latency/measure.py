@@ -1,0 +1,116 @@
+"""The measurement protocol: warm up, run many times, keep robust statistics.
+
+Absolute times on a shared 2-core host drift up to 25% between runs (PLATFORM.md), so tables store
+the ratio of a candidate's median to an interleaved reference's median plus the reference's absolute
+time: drift that hits both cancels. The ratio is the median of per-pair ratios (see interleaved_ratio).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from graphs.errors import InputError
+
+# Paper protocols, by name. "default" is what this host needs for repeatable single-model figures.
+PROTOCOLS = {
+    "layerprune": dict(warmup=10, runs=1000),
+    "sp-lamp": dict(warmup=0, runs=3000, keep_last=2500),
+    "default": dict(warmup=10, runs=200),
+}
+# Interleaved candidate-vs-reference defaults (see bench/measure_noise.py for the figures behind them).
+INTERLEAVED = dict(warmup=5, runs=60, pause_s=0.1)
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Robust summary of one series of inference times (times in ms; cv = std / mean, unitless)."""
+    median: float
+    p90: float
+    mean: float
+    std: float
+    count: int
+    cv: float
+
+    @classmethod
+    def from_times(cls, times_ms) -> "Stats":
+        t = np.asarray(times_ms, dtype=np.float64)
+        if t.size == 0:
+            raise ValueError("no times to summarise")
+        mean, std = float(t.mean()), float(t.std())
+        return cls(median=float(np.median(t)), p90=float(np.percentile(t, 90)), mean=mean, std=std,
+                   count=int(t.size), cv=std / mean if mean > 0 else 0.0)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RatioResult:
+    ratio: float             # median over pairs of candidate_i / reference_i (adjacent calls)
+    candidate: Stats
+    reference: Stats
+    ratio_of_medians: float  # median(candidate) / median(reference), for comparison
+
+
+def protocol(name: str) -> dict:
+    if name not in PROTOCOLS:
+        raise InputError(f"unknown protocol {name!r}: known are {', '.join(PROTOCOLS)}")
+    return dict(PROTOCOLS[name])
+
+
+def _timed(runner) -> float:
+    timed_run = getattr(runner, "timed_run", None)
+    if timed_run is not None:  # GPU runners time themselves with CUDA events
+        return timed_run()
+    t0 = time.perf_counter()
+    runner.run()
+    return (time.perf_counter() - t0) * 1e3
+
+
+def time_runner(runner, warmup: int = 10, runs: int = 200, keep_last: int | None = None,
+                pause_s: float = 0.0) -> Stats:
+    """Time `runs` calls after `warmup` untimed ones; keep only the last `keep_last` if given."""
+    if runs < 1 or warmup < 0 or (keep_last is not None and not 1 <= keep_last <= runs):
+        raise InputError(f"bad protocol: warmup={warmup} runs={runs} keep_last={keep_last}")
+    for _ in range(warmup):
+        runner.run()
+    times = []
+    for _ in range(runs):
+        times.append(_timed(runner))
+        if pause_s:
+            time.sleep(pause_s)
+    return Stats.from_times(times[-keep_last:] if keep_last else times)
+
+
+def interleaved_ratio(candidate, reference, warmup: int = INTERLEAVED["warmup"],
+                      runs: int = INTERLEAVED["runs"], pause_s: float = INTERLEAVED["pause_s"],
+                      keep_last: int | None = None) -> RatioResult:
+    """Alternate candidate and reference call by call (who goes first alternates too).
+
+    The pause after every call lets an onnxruntime session's worker threads stop spinning before the
+    other session runs; without it, on 2 cores, each session steals the other's core and times inflate
+    ~2x, pulling ratios toward 1. Trade-off: the sleep is outside the timed region, so it never enters
+    a measurement, but it sets the wall-clock cost (2 * runs * pause_s, 12 s at the defaults, whatever
+    the model's size): for sub-millisecond models lower pause_s or use spinning=False on the session.
+    """
+    if runs < 1 or warmup < 0:
+        raise InputError(f"bad protocol: warmup={warmup} runs={runs}")
+    cand, ref = [], []
+    for i in range(warmup + runs):
+        pair = ((candidate, cand), (reference, ref)) if i % 2 == 0 else ((reference, ref), (candidate, cand))
+        for runner, sink in pair:
+            t = _timed(runner)
+            if i >= warmup:
+                sink.append(t)
+            if pause_s:
+                time.sleep(pause_s)
+    if keep_last:
+        cand, ref = cand[-keep_last:], ref[-keep_last:]
+    c, r = Stats.from_times(cand), Stats.from_times(ref)
+    # The median of per-pair ratios, not the ratio of medians: load from other processes comes in
+    # bursts, and a burst covering part of the run moves each median by a different amount, while
+    # adjacent calls see the same load (resnet18 vs itself under load: 11 pts spread vs 1 pt).
+    pairs = float(np.median(np.asarray(cand) / np.asarray(ref)))
+    return RatioResult(ratio=pairs, candidate=c, reference=r, ratio_of_medians=c.median / r.median)
