@@ -1,0 +1,120 @@
+"""`compress prune`: Plan -> pruned ONNX + synced torch weights + summary, written atomically."""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from safetensors.torch import save_file
+
+from graphs.blocks import removable_blocks
+from graphs.deps import Analysis, analyze
+from graphs.errors import InputError
+from graphs.onnx_io import initializer_arrays, load_model, model_sha256, save_model
+from graphs.plan import Plan, write_json
+from graphs.stats import count_macs, count_params
+from graphs.surgery import apply_plan
+from toolchain.sync import apply_edits
+from toolchain.zoo import build_model
+
+
+def metadata(model: onnx.ModelProto) -> dict[str, str]:
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def uniform_plan(analysis: Analysis, ratio: float, round_to: int = 1) -> Plan:
+    """Remove a fraction `ratio` of every prunable group's channels (the simple baseline)."""
+    if not 0.0 <= ratio < 1.0:
+        raise InputError(f"--ratio must be in [0, 1), got {ratio}")
+    channels = {g.id: {"count": max(1, int(round(g.channels * (1.0 - ratio))))} for g in analysis.groups if g.prunable}
+    return Plan(channels=channels, round_to=round_to, provenance={"criterion": "l1", "solver": "uniform", "ratio": ratio})
+
+
+def torch_module_for(model: onnx.ModelProto, spec: str | None = None) -> tuple[torch.nn.Module, str]:
+    """The torch module behind an exported model, holding the ONNX's own values (the join by name)."""
+    spec = spec or metadata(model).get("compress.spec")
+    if not spec:
+        raise InputError("the ONNX model does not say which torch model it came from: export it with "
+                         "`compress export` or pass --spec")
+    module = build_model(spec)
+    values = initializer_arrays(model)
+    state = module.state_dict()
+    with torch.no_grad():
+        for name, tensor in state.items():
+            if name in values:
+                if tuple(values[name].shape) != tuple(tensor.shape):
+                    raise InputError(f"spec {spec} does not match the ONNX model: {name} has shape "
+                                     f"{tuple(values[name].shape)} in the ONNX, {tuple(tensor.shape)} in torch")
+                tensor.copy_(torch.from_numpy(np.array(values[name])))
+    return module, spec
+
+
+def prune_to_dir(onnx_path: str, out_dir: str, plan: Plan, spec: str | None = None, seed: int = 0) -> dict:
+    """Apply `plan` to the ONNX model and its torch module; write DIR/{model.onnx, plan.json,
+    weights.safetensors, summary.json} all at once (a temporary directory renamed at the end)."""
+    model = load_model(onnx_path)
+    analysis = analyze(model)
+    module, spec = torch_module_for(model, spec)
+    meta = metadata(model)
+    plan.model = {"onnx_sha256": model_sha256(model), "spec": spec,
+                  "input_shape": [int(v) for v in meta.get("compress.input_shape", "").split(",") if v] or None,
+                  **{k: v for k, v in plan.model.items() if k not in ("onnx_sha256", "spec", "input_shape")}} \
+        if not plan.model.get("onnx_sha256") else plan.model
+    pruned, edits = apply_plan(model, plan, analysis=analysis, seed=seed)
+    apply_edits(module, edits)
+    plan.notes = edits.notes
+    if not plan.channels:
+        plan.channels = {}
+    for gid, keep in edits.kept.items():
+        plan.channels[gid] = {"keep": keep}  # record the exact channels chosen
+
+    blocks = {b.id: b for b in removable_blocks(analysis.model, analysis.shapes)}
+    summary = {
+        "spec": spec,
+        "params": {"before": count_params(model), "after": count_params(pruned)},
+        "macs": {"before": count_macs(model), "after": count_macs(pruned)},
+        "groups": [{"id": g.id, "before": g.channels, "after": len(edits.kept.get(g.id, range(g.channels))),
+                    "prunable": g.prunable} for g in analysis.groups],
+        "removed": [{"id": b, "kind": blocks[b].kind, "members": blocks[b].members} for b in plan.remove],
+        "structure": {"identity_modules": edits.removed, "conv_groups": edits.conv_groups,
+                      "reinit": sorted(edits.reinit)},
+        "notes": edits.notes,
+    }
+    state = {k: v.detach().clone().contiguous() for k, v in module.state_dict().items()}
+    _write_dir(out_dir, lambda tmp: (
+        save_model(pruned, tmp / "model.onnx"),
+        write_json(plan.to_dict(), tmp / "plan.json"),
+        save_file(state, str(tmp / "weights.safetensors"), metadata={"spec": spec}),
+        write_json(summary, tmp / "summary.json"),
+    ))
+    return summary
+
+
+def _write_dir(out_dir: str, write) -> None:
+    """Write into a sibling temporary directory, then swap it in: never a half-written DIR."""
+    target = Path(out_dir).resolve()
+    if target.exists() and not target.is_dir():
+        raise InputError(f"{out_dir}: exists and is not a directory")
+    if target.is_symlink():
+        raise InputError(f"{out_dir}: is a symlink; give a real directory")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    except OSError as exc:
+        raise InputError(f"{out_dir}: cannot write there ({exc.strerror})") from None
+    try:
+        write(tmp)
+        if target.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
+            os.replace(target, old / "dir")
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

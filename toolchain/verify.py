@@ -1,0 +1,108 @@
+"""`compress verify DIR`: does the synced torch module compute what DIR/model.onnx computes?"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from safetensors.torch import load_file
+
+from graphs.errors import InputError
+from graphs.onnx_io import load_model
+from graphs.plan import load_plan
+from graphs.verify import Parity, parity, run_onnx
+from toolchain.sync import _fix_widths, _replace_tensor
+from toolchain.zoo import build_model
+
+
+def load_pruned_module(directory: str | Path) -> torch.nn.Module:
+    """Rebuild the pruned torch module from the plan's spec, the summary's structure and the weights."""
+    directory = Path(directory)
+    for name in ("plan.json", "summary.json", "weights.safetensors", "model.onnx"):
+        if not (directory / name).is_file():
+            raise InputError(f"{directory}: no {name} (is it a `compress prune` output directory?)")
+    plan = load_plan(directory / "plan.json")
+    structure = json.loads((directory / "summary.json").read_text()).get("structure", {})
+    spec = plan.model.get("spec")
+    if not spec:
+        raise InputError(f"{directory}/plan.json does not name the torch model (model.spec)")
+    module = build_model(spec)
+    state = load_file(str(directory / "weights.safetensors"))
+    for name in structure.get("identity_modules", []):
+        module.set_submodule(name, torch.nn.Identity())
+    current = module.state_dict()
+    unknown = [k for k in state if k not in current]
+    if unknown:
+        raise InputError(f"{directory}/weights.safetensors does not fit {spec}: unexpected {unknown[0]}")
+    with torch.no_grad():
+        for name, value in state.items():
+            _replace_tensor(module, name, value)
+    for weight_name, groups in structure.get("conv_groups", {}).items():
+        owner = weight_name.rsplit(".", 1)[0]
+        if not any(owner == r or owner.startswith(r + ".") for r in structure.get("identity_modules", [])):
+            module.get_submodule(owner).groups = groups
+    for name, sub in module.named_modules():
+        _fix_widths(sub)
+    return module.eval()
+
+
+@dataclass
+class VerifyResult:
+    parity: Parity
+    recalibrated: bool  # BatchNorm statistics were set from the verification input first
+
+    def as_dict(self) -> dict:
+        return {"ok": self.parity.ok, "max_abs_diff": self.parity.max_diff, "output_scale": self.parity.scale,
+                "tolerance": self.parity.tolerance, "degenerate_scale": self.parity.degenerate,
+                "bn_recalibrated": self.recalibrated}
+
+
+def verify_module(module: torch.nn.Module, model: onnx.ModelProto, input_shape, batch: int = 2,
+                  seed: int = 0) -> VerifyResult:
+    """Run both on the same seeded input; if the output scale is degenerate, set BatchNorm statistics
+    from the input in torch, copy them into the ONNX by name, and compare again."""
+    shape = (batch, *input_shape[1:])
+    x = torch.from_numpy(np.random.default_rng(seed).standard_normal(shape).astype(np.float32))
+    result = _compare(module, model, x)
+    if not result.degenerate:
+        return VerifyResult(result, False)
+    model = _with_recalibrated_bn(module, model, x)
+    return VerifyResult(_compare(module, model, x), True)
+
+
+def _compare(module, model, x) -> Parity:
+    with torch.no_grad():
+        out = module(x)
+    outs = [o.numpy() for o in (out if isinstance(out, (tuple, list)) else [out])]
+    return parity(outs, run_onnx(model, {model.graph.input[0].name: x.numpy()}))
+
+
+def _with_recalibrated_bn(module, model, x) -> onnx.ModelProto:
+    norms = [m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the calibration batches
+    module.train()
+    with torch.no_grad():
+        for chunk in x.split(1):
+            module(torch.cat([chunk, chunk]))  # BN in train mode needs more than one value per channel
+    module.eval()
+    state = module.state_dict()
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    for init in model.graph.initializer:
+        if init.name in state and (init.name.endswith("running_mean") or init.name.endswith("running_var")):
+            init.CopyFrom(onnx.numpy_helper.from_array(state[init.name].numpy(), init.name))
+    return model
+
+
+def verify_dir(directory: str | Path, batch: int = 2, seed: int = 0) -> VerifyResult:
+    directory = Path(directory)
+    module = load_pruned_module(directory)
+    model = load_model(directory / "model.onnx")
+    plan = load_plan(directory / "plan.json")
+    input_shape = plan.model.get("input_shape") or [
+        d.dim_value or 1 for d in model.graph.input[0].type.tensor_type.shape.dim]
+    return verify_module(module, model, input_shape, batch=batch, seed=seed)
