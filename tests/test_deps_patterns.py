@@ -1,0 +1,729 @@
+"""Channel dependency groups and channel pruning on small hand-built CNNs, one per pattern.
+
+Every pruning test checks PARITY: the pruned ONNX graph (graphs.surgery) and the torch module with
+the same edits applied (toolchain.sync) must compute the same function on the same input, and the
+pruned graph must really be narrower.
+"""
+from __future__ import annotations
+
+import copy
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from graphs.blocks import removable_blocks
+from graphs.deps import analyze, round_count
+from graphs.errors import InputError
+from graphs.onnx_io import model_sha256
+from graphs.plan import Plan
+from graphs.surgery import apply_plan
+from graphs.verify import parity, run_onnx
+from toolchain.export import export_onnx
+from toolchain.sync import apply_edits
+
+H = W = 16
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def randomize_norms(module: nn.Module, seed: int = 0) -> nn.Module:
+    """Non-trivial BN statistics and affine parameters, so activations stay well-scaled and BN matters."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                n = m.num_features
+                m.running_mean.copy_(torch.rand(n, generator=gen) - 0.5)
+                m.running_var.copy_(torch.rand(n, generator=gen) * 1.5 + 0.5)
+                if m.affine:
+                    m.weight.copy_(torch.rand(n, generator=gen) + 0.5)
+                    m.bias.copy_(torch.rand(n, generator=gen) * 0.4 - 0.2)
+            elif isinstance(m, (nn.LayerNorm, nn.GroupNorm)) and getattr(m, "weight", None) is not None:
+                m.weight.copy_(torch.rand(m.weight.shape, generator=gen) + 0.5)
+                m.bias.copy_(torch.rand(m.bias.shape, generator=gen) * 0.4 - 0.2)
+    return module
+
+
+def export(module: nn.Module, input_shape=(1, 3, H, W)) -> onnx.ModelProto:
+    module.eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        return export_onnx(module, input_shape, Path(tmp) / "model.onnx")
+
+
+def inits(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    return {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+
+
+def torch_params(module: nn.Module) -> dict[str, np.ndarray]:
+    return {k: v.detach().numpy().copy() for k, v in module.state_dict().items()}
+
+
+def check_parity(onnx_model: onnx.ModelProto, module: nn.Module, input_shape, seed: int = 1):
+    x = np.random.default_rng(seed).standard_normal((2, *input_shape[1:])).astype(np.float32)
+    got = run_onnx(onnx_model, {"input": x})
+    with torch.no_grad():
+        out = module.eval()(torch.from_numpy(x))
+    outs = [o.numpy() for o in (out if isinstance(out, (tuple, list)) else (out,))]
+    p = parity(outs, got)
+    assert p.ok, f"parity failed: max diff {p.max_diff:g} > {p.tolerance:g} (scale {p.scale:g})"
+    assert not p.degenerate, f"degenerate output scale {p.scale:g}"
+    return p
+
+
+def prune_and_check(module: nn.Module, input_shape, plan_fn, expect_shapes: dict | None = None, seed: int = 0,
+                    adjust=None, model: onnx.ModelProto | None = None):
+    """Export, analyze, plan with plan_fn(analysis, blocks), apply to ONNX and to a torch copy, check parity.
+
+    `model`: the module's export, when the caller already has it (randomize_norms(module, seed) was applied).
+    `adjust(pruned_module, edits)` may change python-level constants of the pruned module before the check.
+    `expect_shapes` maps initializer (= torch parameter) names to their shape in the pruned graph.
+    Returns (analysis, pruned, edits, pruned_module).
+    """
+    torch.manual_seed(seed)
+    module.eval()
+    if model is None:
+        randomize_norms(module, seed)
+        model = export(module, input_shape)
+        check_parity(model, module, input_shape)  # the unpruned export is faithful
+    analysis = analyze(model)
+    blocks = removable_blocks(analysis.model, analysis.shapes)
+    plan = plan_fn(analysis, blocks)
+    if isinstance(plan, dict):
+        plan = Plan(channels=plan)
+    pruned, edits = apply_plan(model, plan, analysis=analysis)
+    pruned_module = apply_edits(copy.deepcopy(module), edits)
+    if adjust is not None:
+        adjust(pruned_module, edits)
+    check_parity(pruned, pruned_module, input_shape)
+    values = inits(pruned)
+    for name, shape in (expect_shapes or {}).items():
+        assert name in values, f"{name} missing from the pruned graph"
+        assert values[name].shape == tuple(shape), f"{name}: {values[name].shape} != {tuple(shape)}"
+    return analysis, pruned, edits, pruned_module
+
+
+def group_of(analysis, module_name: str):
+    """The group whose members include `module_name` as a producer (its output channels)."""
+    found = [g for g in analysis.groups if module_name in g.widths]
+    assert len(found) == 1, f"{module_name}: {[g.id for g in found]}"
+    return found[0]
+
+
+def cbr(cin, cout, k=3, stride=1, groups=1):
+    return nn.Sequential(nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
+
+
+# ----------------------------------------------------------------------------- models
+
+class Chain(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.conv2, self.bn2 = nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.conv3 = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = F.relu(self.bn2(self.conv2(x)))
+        return self.conv3(x)
+
+
+class Block(nn.Module):
+    def __init__(self, cin, cout, stride=1):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout)
+        self.conv2, self.bn2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class ResNetTiny(nn.Module):
+    def __init__(self, project=False):
+        super().__init__()
+        self.stem = cbr(3, 8)
+        self.block1 = Block(8, 8)
+        self.block2 = Block(8, 12, stride=2) if project else Block(8, 8)
+        self.head = nn.Conv2d(12 if project else 8, 4, 1)
+
+    def forward(self, x):
+        return self.head(self.block2(self.block1(self.stem(x))))
+
+
+# ----------------------------------------------------------------------------- plain chain
+
+def test_chain_groups_and_parity():
+    a, pruned, edits, m = prune_and_check(
+        Chain(), (1, 3, H, W), lambda a, b: {"conv1": {"keep": [0, 2, 5]}, "conv2": {"count": 4}},
+        {"conv1.weight": (3, 3, 3, 3), "conv1.bias": (3,), "bn1.running_mean": (3,),
+         "conv2.weight": (4, 3, 3, 3), "conv3.weight": (4, 4, 1, 1)})
+    assert [g.id for g in a.groups] == ["input", "conv1", "conv2", "conv3"]
+    assert a.group("conv1").prunable and a.group("conv1").channels == 8
+    assert set(a.group("conv1").members) == {"conv1", "bn1", "conv2"}
+    assert set(a.group("conv2").members) == {"conv2", "bn2", "conv3"}
+    assert edits.kept["conv1"] == [0, 2, 5]
+    assert m.conv1.out_channels == 3 and m.bn1.num_features == 3 and m.conv2.in_channels == 3
+    assert m.conv3.in_channels == 4
+
+
+def test_kept_filters_are_the_original_ones():
+    src = randomize_norms(Chain())
+    ref = torch_params(src)
+    _, pruned, _, _ = prune_and_check(src, (1, 3, H, W), lambda a, b: {"conv1": {"keep": [1, 6]}})
+    got = inits(pruned)
+    np.testing.assert_array_equal(got["conv1.weight"], ref["conv1.weight"][[1, 6]])
+    np.testing.assert_array_equal(got["conv2.weight"], ref["conv2.weight"][:, [1, 6]])
+    np.testing.assert_array_equal(got["bn1.running_var"], ref["bn1.running_var"][[1, 6]])
+
+
+def test_graph_input_and_output_never_prunable():
+    a = analyze(export(Chain()))
+    assert a.group("input").prunable is False and a.group("input").reason == "graph input"
+    assert a.group("conv3").prunable is False and a.group("conv3").reason == "graph output"
+    with pytest.raises(InputError):
+        apply_plan(a.model, Plan(channels={"conv3": {"count": 2}}), analysis=a)
+    with pytest.raises(InputError):
+        apply_plan(a.model, Plan(channels={"input": {"count": 2}}), analysis=a)
+
+
+# ----------------------------------------------------------------------------- residual
+
+def test_residual_identity_shares_one_group():
+    def plan(a, b):
+        g = group_of(a, "stem.0")
+        return {g.id: {"keep": [0, 1, 3, 4, 7]}, group_of(a, "block1.conv1").id: {"count": 3}}
+
+    a, pruned, edits, m = prune_and_check(ResNetTiny(), (1, 3, H, W), plan, {
+        "stem.0.weight": (5, 3, 3, 3), "block1.conv1.weight": (3, 5, 3, 3), "block1.conv2.weight": (5, 3, 3, 3),
+        "block2.conv2.weight": (5, 8, 3, 3), "block2.conv1.weight": (8, 5, 3, 3), "head.weight": (4, 5, 1, 1)})
+    g = group_of(a, "stem.0")
+    assert g.id == "stem.0" and g.prunable
+    # the stem and every conv feeding the adds, plus all their consumers, are one group
+    for member in ("stem.0", "stem.1", "block1.conv2", "block1.bn2", "block2.conv2", "block2.bn2",
+                   "block1.conv1", "block2.conv1", "head"):
+        assert member in g.members, member
+    assert group_of(a, "block1.conv2") is g and group_of(a, "block2.conv2") is g
+    inner = group_of(a, "block1.conv1")
+    assert inner is not g and inner.prunable and set(inner.members) == {"block1.conv1", "block1.bn1", "block1.conv2"}
+    assert m.block1.bn2.num_features == 5
+
+
+def test_residual_projection_shortcut():
+    def plan(a, b):
+        return {group_of(a, "block2.conv2").id: {"count": 7}, group_of(a, "stem.0").id: {"count": 6}}
+
+    a, pruned, edits, m = prune_and_check(ResNetTiny(project=True), (1, 3, H, W), plan, {
+        "block2.conv2.weight": (7, 12, 3, 3), "block2.shortcut.0.weight": (7, 6, 1, 1),
+        "block2.conv1.weight": (12, 6, 3, 3), "head.weight": (4, 7, 1, 1), "block2.shortcut.1.running_mean": (7,)})
+    out = group_of(a, "block2.conv2")
+    assert group_of(a, "block2.shortcut.0") is out and out.prunable and out.channels == 12
+    assert "block2.shortcut.1" in out.members and "head" in out.members
+    stem = group_of(a, "stem.0")
+    assert stem is not out and "block2.shortcut.0" in stem.members  # its input side
+    assert m.block2.shortcut[0].out_channels == 7 and m.block2.shortcut[0].in_channels == 6
+
+
+# ----------------------------------------------------------------------------- concat
+
+class ConcatNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = cbr(3, 8)
+        self.b1 = nn.Conv2d(8, 4, 3, padding=1)
+        self.b2 = nn.Conv2d(8, 6, 1)
+        self.bn = nn.BatchNorm2d(10)
+        self.out = nn.Conv2d(10, 4, 3, padding=1)
+
+    def forward(self, x):
+        x = self.stem(x)
+        return self.out(F.relu(self.bn(torch.cat([self.b1(x), self.b2(x)], 1))))
+
+
+def test_concat_offsets():
+    src = ConcatNet()
+    randomize_norms(src)
+    ref = torch_params(src)
+    a, pruned, edits, m = prune_and_check(src, (1, 3, H, W), lambda a, b: {"b2": {"keep": [1, 4]}},
+                                          {"b1.weight": (4, 8, 3, 3), "b2.weight": (2, 8, 1, 1),
+                                           "bn.weight": (6,), "out.weight": (4, 6, 3, 3)})
+    assert a.group("b1").prunable and a.group("b2").prunable
+    assert a.group("b1").channels == 4 and a.group("b2").channels == 6
+    assert "out" in a.group("b2").members and "bn" in a.group("b2").members
+    got = inits(pruned)
+    cols = [0, 1, 2, 3, 4 + 1, 4 + 4]
+    np.testing.assert_array_equal(got["out.weight"], ref["out.weight"][:, cols])
+    np.testing.assert_array_equal(got["bn.running_mean"], ref["bn.running_mean"][cols])
+
+
+def test_concat_both_branches():
+    prune_and_check(ConcatNet(), (1, 3, H, W), lambda a, b: {"b1": {"keep": [3]}, "b2": {"count": 5}},
+                    {"out.weight": (4, 6, 3, 3)})
+
+
+# ----------------------------------------------------------------------------- depthwise / grouped
+
+class Depthwise(nn.Module):
+    def __init__(self, mult=1):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.dw, self.bn2 = nn.Conv2d(8, 8 * mult, 3, padding=1, groups=8), nn.BatchNorm2d(8 * mult)
+        self.pw = nn.Conv2d(8 * mult, 4, 1)
+
+    def forward(self, x):
+        x = F.relu(self.bn1(self.conv1(x)))
+        return self.pw(F.relu(self.bn2(self.dw(x))))
+
+
+def test_depthwise_follows_input():
+    a, pruned, edits, m = prune_and_check(Depthwise(), (1, 3, H, W), lambda a, b: {"conv1": {"count": 5}},
+                                          {"conv1.weight": (5, 3, 3, 3), "dw.weight": (5, 1, 3, 3), "dw.bias": (5,),
+                                           "bn2.weight": (5,), "pw.weight": (4, 5, 1, 1)})
+    g = a.group("conv1")
+    assert {"conv1", "bn1", "dw", "bn2", "pw"} <= set(g.members)
+    assert not any(x.id == "dw" for x in a.groups)  # the depthwise conv creates no channels of its own
+    dw = next(n for n in pruned.graph.node if n.op_type == "Conv" and n.input[1] == "dw.weight")
+    assert onnx.helper.get_attribute_value(next(x for x in dw.attribute if x.name == "group")) == 5
+    assert m.dw.groups == 5 and m.dw.in_channels == 5 and m.dw.out_channels == 5
+
+
+def test_depthwise_multiplier_two():
+    src = Depthwise(mult=2)
+    randomize_norms(src)
+    ref = torch_params(src)
+    a, pruned, edits, m = prune_and_check(src, (1, 3, H, W), lambda a, b: {"conv1": {"keep": [0, 3, 6]}},
+                                          {"dw.weight": (6, 1, 3, 3), "bn2.running_mean": (6,), "pw.weight": (4, 6, 1, 1)})
+    g = a.group("conv1")
+    assert g.channels == 8 and "dw" in g.members and "pw" in g.members
+    np.testing.assert_array_equal(inits(pruned)["dw.weight"], ref["dw.weight"][[0, 1, 6, 7, 12, 13]])
+    assert m.dw.groups == 3 and m.dw.out_channels == 6
+
+
+class Grouped(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.gconv, self.bn2 = nn.Conv2d(8, 8, 3, padding=1, groups=4), nn.BatchNorm2d(8)
+        self.out = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        x = F.relu(self.bn1(self.conv1(x)))
+        return self.out(F.relu(self.bn2(self.gconv(x))))
+
+
+def test_grouped_conv_keeps_groups_equal():
+    a, pruned, edits, m = prune_and_check(Grouped(), (1, 3, H, W),
+                                          lambda a, b: {"conv1": {"count": 1}, "gconv": {"keep": [1]}},
+                                          {"conv1.weight": (4, 3, 3, 3), "gconv.weight": (4, 1, 3, 3), "out.weight": (4, 4, 1, 1)})
+    # 8 channels in 4 groups of 2: position j of every group is one unit
+    assert a.group("conv1").channels == 2 and a.group("conv1").multiplicity == 4
+    assert a.group("gconv").channels == 2 and a.group("gconv").multiplicity == 4
+    assert m.gconv.groups == 4 and m.gconv.in_channels == 4 and m.gconv.out_channels == 4
+    assert len(edits.kept["conv1"]) == 1
+
+
+# ----------------------------------------------------------------------------- heads
+
+class FlattenHead(nn.Module):
+    def __init__(self, pool=False):
+        super().__init__()
+        self.pool = pool
+        self.conv, self.bn = nn.Conv2d(3, 4, 3, stride=4, padding=1), nn.BatchNorm2d(4)  # -> 4x4
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(4 if pool else 4 * 16, 5)
+
+    def forward(self, x):
+        x = F.relu(self.bn(self.conv(x)))
+        if self.pool:
+            x = self.avgpool(x)
+        return self.fc(torch.flatten(x, 1))
+
+
+def test_flatten_linear_block_mapping():
+    src = FlattenHead()
+    randomize_norms(src)
+    ref = torch_params(src)
+    a, pruned, edits, m = prune_and_check(src, (1, 3, H, W), lambda a, b: {"conv": {"keep": [1, 3]}},
+                                          {"conv.weight": (2, 3, 3, 3), "fc.weight": (5, 32), "fc.bias": (5,)})
+    assert "fc" in a.group("conv").members
+    cols = list(range(16, 32)) + list(range(48, 64))
+    np.testing.assert_array_equal(inits(pruned)["fc.weight"], ref["fc.weight"][:, cols])
+    assert m.fc.in_features == 32
+
+
+def test_avgpool_flatten_linear():
+    a, pruned, edits, m = prune_and_check(FlattenHead(pool=True), (1, 3, H, W), lambda a, b: {"conv": {"count": 3}},
+                                          {"fc.weight": (5, 3)})
+    assert "fc" in a.group("conv").members
+    assert a.group("fc").reason == "graph output" and not a.group("fc").prunable
+
+
+# ----------------------------------------------------------------------------- squeeze-excitation, layer scale
+
+class SE(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.fc1, self.fc2 = nn.Conv2d(8, 4, 1), nn.Conv2d(4, 8, 1)
+        self.out = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        x = F.relu(self.bn(self.conv(x)))
+        s = torch.sigmoid(self.fc2(F.relu(self.fc1(F.adaptive_avg_pool2d(x, 1)))))
+        return self.out(x * s)
+
+
+def test_squeeze_excitation():
+    a, pruned, edits, m = prune_and_check(SE(), (1, 3, H, W), lambda a, b: {"conv": {"count": 5}, "fc1": {"count": 2}},
+                                          {"conv.weight": (5, 3, 3, 3), "fc1.weight": (2, 5, 1, 1),
+                                           "fc2.weight": (5, 2, 1, 1), "fc2.bias": (5,), "out.weight": (4, 5, 1, 1)})
+    g = a.group("conv")
+    assert g.prunable and {"conv", "bn", "fc1", "fc2", "out"} <= set(g.members)
+    assert group_of(a, "fc2") is g
+    assert a.group("fc1").prunable and set(a.group("fc1").members) == {"fc1", "fc2"}
+
+
+class LayerScale(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.scale = nn.Module()
+        self.scale.gamma = nn.Parameter(torch.rand(8, 1, 1) + 0.5)
+        self.out = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        return self.out(F.relu(self.conv(x) * self.scale.gamma))
+
+
+def test_layer_scale_parameter():
+    src = LayerScale()
+    ref = torch_params(src)
+    a, pruned, edits, m = prune_and_check(src, (1, 3, H, W), lambda a, b: {"conv": {"keep": [2, 3, 7]}},
+                                          {"scale.gamma": (3, 1, 1), "out.weight": (4, 3, 1, 1)})
+    assert "scale" in a.group("conv").members and a.group("conv").prunable
+    np.testing.assert_array_equal(inits(pruned)["scale.gamma"], ref["scale.gamma"][[2, 3, 7]])
+    assert tuple(m.scale.gamma.shape) == (3, 1, 1)
+
+
+class TopLevelScale(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.gamma = nn.Parameter(torch.rand(8, 1, 1) + 0.5)
+        self.out = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        return self.out(self.conv(x) * self.gamma)
+
+
+@pytest.mark.xfail(strict=True, reason="toolchain.sync.apply_edits: touched.add(name.rsplit('.', 1)[0]) turns a top-level "
+                   "parameter 'gamma' into module name 'gamma', then get_submodule('gamma') raises AttributeError")
+def test_layer_scale_top_level_parameter():
+    prune_and_check(TopLevelScale(), (1, 3, H, W), lambda a, b: {"conv": {"count": 4}}, {"gamma": (4, 1, 1)})
+
+
+# ----------------------------------------------------------------------------- split / chunk / slice / shuffle
+
+class ChunkGLU(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.out = nn.Conv2d(4, 4, 1)
+
+    def forward(self, x):
+        a, b = torch.chunk(self.conv(x), 2, dim=1)
+        return self.out(a * torch.sigmoid(b))
+
+
+def test_chunk_channel_axis():
+    a, pruned, edits, m = prune_and_check(ChunkGLU(), (1, 3, H, W), lambda a, b: {"conv": {"count": 2}},
+                                          {"conv.weight": (4, 3, 3, 3), "out.weight": (4, 2, 1, 1)})
+    g = a.group("conv")
+    # a * b ties position i of both halves: 4 units of 2 filters
+    assert g.prunable and g.channels == 4 and g.multiplicity == 2
+
+
+class SplitBranches(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.sizes = [3, 5]  # a python constant: sync cannot change it, the test does
+        self.conv, self.bn = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.left = nn.Conv2d(3, 4, 1)
+        self.right = nn.Conv2d(5, 4, 1)
+
+    def forward(self, x):
+        x = F.relu(self.bn(self.conv(x)))
+        a, b = torch.split(x, self.sizes, dim=1)
+        return self.left(a) + self.right(b)
+
+
+def test_split_unequal_parts():
+    """Split sizes [3, 5] are rewritten in the graph; the torch module's python list is set by hand."""
+    src = SplitBranches()
+    randomize_norms(src)
+    ref = torch_params(src)
+    a, pruned, edits, m = prune_and_check(src, (1, 3, H, W), lambda a, b: {"conv": {"keep": [0, 2, 4, 7]}},
+                                          {"left.weight": (4, 2, 1, 1), "right.weight": (4, 2, 1, 1)},
+                                          adjust=lambda m, e: setattr(m, "sizes", [2, 2]))
+    assert {"left", "right"} <= set(a.group("conv").members)
+    np.testing.assert_array_equal(inits(pruned)["right.weight"], ref["right.weight"][:, [1, 4]])
+    split = next(n for n in pruned.graph.node if n.op_type == "Split")
+    assert inits(pruned)[split.input[1]].tolist() == [2, 2]
+
+
+@pytest.mark.xfail(strict=True, reason="Split with constant unequal sizes is reported prunable and rewritten in ONNX, but the "
+                   "torch module's hard-coded sizes cannot follow: synced module crashes (should freeze with a reason)")
+def test_split_hard_coded_sizes_prune_with_parity_or_freeze():
+    a = analyze(export(randomize_norms(SplitBranches())))
+    if not a.group("conv").prunable:
+        assert a.group("conv").reason
+        return
+    prune_and_check(SplitBranches(), (1, 3, H, W), lambda a, b: {"conv": {"keep": [0, 2, 4, 7]}})
+
+
+class SliceBranches(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.left = nn.Conv2d(2, 4, 1)
+        self.right = nn.Conv2d(6, 4, 1)
+
+    def forward(self, x):
+        x = F.relu(self.conv(x))
+        return self.left(x[:, :2]) + self.right(x[:, 2:])
+
+
+def test_slice_channel_axis():
+    """Hard-coded slice bounds: torch cannot follow a rewrite, so freezing with a reason is right too."""
+    a = analyze(export(randomize_norms(SliceBranches())))
+    if not a.group("conv").prunable:
+        assert "Slice" in a.group("conv").reason
+        return
+    prune_and_check(SliceBranches(), (1, 3, H, W), lambda a, b: {"conv": {"keep": [1, 3, 4, 6]}},
+                    {"conv.weight": (4, 3, 3, 3), "left.weight": (4, 1, 1, 1), "right.weight": (4, 3, 1, 1)})
+
+
+class Shuffle(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.out = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        x = F.relu(self.bn(self.conv(x)))
+        n, c, h, w = x.shape
+        x = x.reshape(n, 2, c // 2, h, w).transpose(1, 2).reshape(n, c, h, w)
+        return self.out(x)
+
+
+def test_channel_shuffle_prunes_with_parity_or_is_frozen():
+    module = randomize_norms(Shuffle())
+    a = analyze(export(module))
+    g = a.group("conv")
+    if not g.prunable:
+        assert g.reason
+        return
+    # the shuffle interleaves channel i of one half with channel i of the other: pairs are units
+    assert g.channels * g.multiplicity == 8
+    prune_and_check(Shuffle(), (1, 3, H, W), lambda a, b: {"conv": {"count": 2}}, {"out.weight": (4, 2 * 8 // g.channels, 1, 1)})
+
+
+# ----------------------------------------------------------------------------- spatial ops between two convs
+
+MIDDLE = {
+    "maxpool": lambda x: F.max_pool2d(x, 2),
+    "avgpool": lambda x: F.avg_pool2d(x, 2),
+    "global_avgpool": lambda x: F.adaptive_avg_pool2d(x, 1),
+    "reduce_mean": lambda x: x.mean((2, 3), keepdim=True),
+    "reduce_mean_mul": lambda x: x * torch.sigmoid(x.mean((2, 3), keepdim=True)),
+    "pad": lambda x: F.pad(x, (1, 1, 2, 0)),
+    "reflect_pad": lambda x: F.pad(x, (1, 1, 1, 1), mode="reflect"),
+    "nearest": lambda x: F.interpolate(x, scale_factor=2, mode="nearest"),
+    "bilinear": lambda x: F.interpolate(x, size=(24, 24), mode="bilinear", align_corners=False),
+}
+
+
+class Middle(nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+        self.conv1, self.bn1 = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.conv2 = nn.Conv2d(8, 4, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv2(self.fn(F.relu(self.bn1(self.conv1(x)))))
+
+
+PAD_XFAIL = pytest.mark.xfail(strict=True, reason="graphs.shapes.ConstEvaluator has no Transpose, so the legacy F.pad pads "
+                              "subgraph (...Slice->Transpose->Reshape->Cast) is not evaluated and the Pad rule then "
+                              "freezes the group as 'pads the channel axis'")
+
+
+@pytest.mark.parametrize("op", [pytest.param(op, marks=PAD_XFAIL) if "pad" in op else op for op in sorted(MIDDLE)])
+def test_spatial_ops_pass_channels(op):
+    a, *_ = prune_and_check(Middle(MIDDLE[op]), (1, 3, H, W), lambda a, b: {"conv1": {"keep": [0, 1, 5, 6, 7]}},
+                            {"conv1.weight": (5, 3, 3, 3), "conv2.weight": (4, 5, 3, 3)})
+    assert a.group("conv1").prunable and {"conv1", "bn1", "conv2"} <= set(a.group("conv1").members)
+
+
+# ----------------------------------------------------------------------------- transpose conv, NHWC linear
+
+class Deconv(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn1 = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.up, self.bn2 = nn.ConvTranspose2d(8, 6, 2, stride=2), nn.BatchNorm2d(6)
+        self.out = nn.Conv2d(6, 4, 3, padding=1)
+
+    def forward(self, x):
+        x = F.relu(self.bn1(self.conv(x)))
+        return self.out(F.relu(self.bn2(self.up(x))))
+
+
+def test_conv_transpose():
+    a, pruned, edits, m = prune_and_check(Deconv(), (1, 3, H, W), lambda a, b: {"conv": {"count": 5}, "up": {"keep": [0, 5]}},
+                                          {"up.weight": (5, 2, 2, 2), "up.bias": (2,), "bn2.weight": (2,), "out.weight": (4, 2, 3, 3)})
+    assert "up" in a.group("conv").members and a.group("up").prunable
+    assert set(a.group("up").members) == {"up", "bn2", "out"}
+    assert m.up.in_channels == 5 and m.up.out_channels == 2
+
+
+class NHWCBlock(nn.Module):
+    """ConvNeXt-like: dwconv -> permute -> LayerNorm -> Linear -> GELU -> Linear -> permute, residual."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.dw = nn.Conv2d(8, 8, 7, padding=3, groups=8)
+        self.norm = nn.LayerNorm(8)
+        self.pw1, self.pw2 = nn.Linear(8, 16), nn.Linear(16, 8)
+        self.ls = nn.Module()
+        self.ls.gamma = nn.Parameter(torch.rand(8) + 0.5)
+        self.head = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        x = self.stem(x)
+        y = self.norm(self.dw(x).permute(0, 2, 3, 1))
+        y = self.pw2(F.gelu(self.pw1(y))) * self.ls.gamma
+        return self.head(x + y.permute(0, 3, 1, 2))
+
+
+def test_nhwc_linear_and_layernorm():
+    a, pruned, edits, m = prune_and_check(
+        NHWCBlock(), (1, 3, H, W), lambda a, b: {group_of(a, "pw1").id: {"count": 10}},
+        {"pw1.weight": (10, 8), "pw1.bias": (10,), "pw2.weight": (8, 10)})
+    hidden = group_of(a, "pw1")
+    assert hidden.prunable and set(hidden.members) == {"pw1", "pw2"}
+    stream = group_of(a, "stem")
+    # LayerNorm normalises over the channels: the residual stream either prunes with it or is frozen with a reason
+    assert stream.prunable or stream.reason
+    if stream.prunable:
+        assert {"norm", "pw1", "pw2", "dw", "head"} <= set(stream.members)
+
+
+def test_nhwc_stream_pruning():
+    a = analyze(export(randomize_norms(NHWCBlock())))
+    if not group_of(a, "stem").prunable:
+        pytest.skip(f"stream frozen: {group_of(a, 'stem').reason}")
+    prune_and_check(NHWCBlock(), (1, 3, H, W), lambda a, b: {group_of(a, "stem").id: {"count": 5}},
+                    {"norm.weight": (5,), "pw1.weight": (16, 5), "pw2.weight": (5, 16), "ls.gamma": (5,), "head.weight": (4, 5, 1, 1)})
+
+
+# ----------------------------------------------------------------------------- unsupported ops
+
+class PixelShuffleNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.conv2 = nn.Conv2d(8, 16, 3, padding=1)
+        self.out = nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x):
+        x = F.relu(self.bn1(self.conv1(x)))
+        return self.out(F.pixel_shuffle(self.conv2(x), 2))
+
+
+def test_unsupported_op_freezes_touched_groups():
+    a, pruned, edits, m = prune_and_check(PixelShuffleNet(), (1, 3, H, W), lambda a, b: {"conv1": {"count": 3}},
+                                          {"conv2.weight": (16, 3, 3, 3)})
+    assert any(n.op_type == "DepthToSpace" for n in a.model.graph.node)
+    g = a.group("conv2")
+    assert not g.prunable and "DepthToSpace" in g.reason and "unsupported" in g.reason
+    assert a.group("conv1").prunable  # untouched groups stay prunable
+    with pytest.raises(InputError, match="cannot be pruned"):
+        apply_plan(a.model, Plan(channels={"conv2": {"count": 8}}), analysis=a)
+
+
+def test_custom_domain_op_does_not_crash():
+    model = export(randomize_norms(Chain()))
+    for node in model.graph.node:
+        if node.op_type == "Relu":
+            node.op_type, node.domain = "MyAct", "com.example"
+            break
+    model.opset_import.append(onnx.helper.make_opsetid("com.example", 1))
+    a = analyze(model)
+    g = a.group("conv1")
+    assert not g.prunable and "MyAct" in g.reason
+    assert a.group("conv2").prunable
+    with pytest.raises(InputError):
+        apply_plan(model, Plan(channels={"conv1": {"count": 2}}), analysis=a)
+
+
+# ----------------------------------------------------------------------------- round_to
+
+def test_round_to_rounds_down_and_never_to_zero():
+    assert round_count(5, 8, 1, 4) == 4
+    assert round_count(1, 8, 1, 4) == 4
+    assert round_count(7, 8, 1, 4) == 8
+    assert round_count(3, 8, 1, 1) == 3
+    a, pruned, edits, _ = prune_and_check(Chain(), (1, 3, H, W), lambda a, b: Plan(channels={"conv1": {"count": 5}}, round_to=4),
+                                          {"conv1.weight": (4, 3, 3, 3)})
+    assert len(edits.kept["conv1"]) == 4
+    a, pruned, edits, _ = prune_and_check(Chain(), (1, 3, H, W), lambda a, b: Plan(channels={"conv1": {"count": 1}}, round_to=4),
+                                          {"conv1.weight": (4, 3, 3, 3)})
+    assert len(edits.kept["conv1"]) == 4
+
+
+def test_round_to_wider_than_group_keeps_it_whole():
+    _, _, edits, _ = prune_and_check(Chain(), (1, 3, H, W), lambda a, b: Plan(channels={"conv1": {"count": 3}}, round_to=16),
+                                     {"conv1.weight": (8, 3, 3, 3)})
+    assert len(edits.kept["conv1"]) == 8 and edits.notes
+
+
+# ----------------------------------------------------------------------------- bad plans
+
+@pytest.fixture(scope="module")
+def chain_model():
+    return export(randomize_norms(Chain()))
+
+
+@pytest.mark.parametrize("plan, match", [
+    (Plan(channels={"nope": {"count": 2}}), "unknown channel group"),
+    (Plan(channels={"conv3": {"count": 2}}), "cannot be pruned"),
+    (Plan(channels={"conv1": {"count": 9}}), "count"),
+    (Plan(channels={"conv1": {"count": 0}}), "count"),
+    (Plan(channels={"conv1": {"keep": [0, 8]}}), "keep"),
+    (Plan(channels={"conv1": {"keep": [-1, 2]}}), "keep"),
+    (Plan(channels={"conv1": {"keep": []}}), "keep"),
+    (Plan(remove=["conv9"]), "unknown block"),
+    (Plan(model={"onnx_sha256": "0" * 64}), "another model"),
+], ids=["unknown-group", "unprunable", "count>channels", "count0", "keep-high", "keep-negative", "keep-empty",
+        "unknown-block", "sha256"])
+def test_bad_plans_raise_input_error(chain_model, plan, match):
+    with pytest.raises(InputError, match=match):
+        apply_plan(chain_model, plan)
+
+
+def test_plan_with_matching_sha256_applies(chain_model):
+    pruned, _ = apply_plan(chain_model, Plan(channels={"conv1": {"count": 4}}, model={"onnx_sha256": model_sha256(chain_model)}))
+    assert inits(pruned)["conv1.weight"].shape == (4, 3, 3, 3)
