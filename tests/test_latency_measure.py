@@ -98,3 +98,33 @@ def test_wider_model_is_not_faster(narrow_wide):
         assert res.reference.median < res.candidate.median
     finally:
         narrow.close(), wide.close()
+
+
+class Fixed:
+    """A runner whose 'time' is scripted: lets the estimator be checked exactly."""
+    def __init__(self, times):
+        self.times, self.i = list(times), 0
+
+    def timed_run(self):
+        self.i += 1
+        return self.times[(self.i - 1) % len(self.times)]
+
+    def run(self):
+        pass
+
+
+def test_pair_ratio_ignores_load_bursts():
+    # a burst doubles both calls of the last 4 pairs: the ratio of medians moves, pair ratios do not
+    cand = [1.2] * 5 + [2.4] * 4
+    ref = [1.0] * 5 + [2.0] * 4
+    res = interleaved_ratio(Fixed(cand), Fixed(ref), warmup=0, runs=9, pause_s=0)
+    assert res.ratio == pytest.approx(1.2)
+    assert res.ratio_se == pytest.approx(0.0)
+
+
+def test_target_se_extends_runs():
+    noisy = Fixed([1.0, 1.5, 0.8, 1.3, 0.9, 1.6, 1.1, 0.7])
+    res = interleaved_ratio(noisy, Fixed([1.0]), warmup=0, runs=8, pause_s=0, target_se=1e-6, max_runs=20)
+    assert res.candidate.count == 20
+    res = interleaved_ratio(Fixed([1.0]), Fixed([1.0]), warmup=0, runs=8, pause_s=0, target_se=0.01)
+    assert res.candidate.count == 8 and res.ratio == 1.0

@@ -52,6 +52,7 @@ class RatioResult:
     candidate: Stats
     reference: Stats
     ratio_of_medians: float  # median(candidate) / median(reference), for comparison
+    ratio_se: float          # robust standard error of `ratio`: re-measure when it is large
 
 
 def protocol(name: str) -> dict:
@@ -84,9 +85,16 @@ def time_runner(runner, warmup: int = 10, runs: int = 200, keep_last: int | None
     return Stats.from_times(times[-keep_last:] if keep_last else times)
 
 
+def _ratio_se(pair_ratios: np.ndarray) -> float:
+    """Standard error of a median, from the MAD: robust to the load bursts the median ignores."""
+    mad = float(np.median(np.abs(pair_ratios - np.median(pair_ratios))))
+    return 1.2533 * 1.4826 * mad / np.sqrt(pair_ratios.size)
+
+
 def interleaved_ratio(candidate, reference, warmup: int = INTERLEAVED["warmup"],
                       runs: int = INTERLEAVED["runs"], pause_s: float = INTERLEAVED["pause_s"],
-                      keep_last: int | None = None) -> RatioResult:
+                      keep_last: int | None = None, target_se: float | None = None,
+                      max_runs: int | None = None) -> RatioResult:
     """Alternate candidate and reference call by call (who goes first alternates too).
 
     The pause after every call lets an onnxruntime session's worker threads stop spinning before the
@@ -94,23 +102,35 @@ def interleaved_ratio(candidate, reference, warmup: int = INTERLEAVED["warmup"],
     ~2x, pulling ratios toward 1. Trade-off: the sleep is outside the timed region, so it never enters
     a measurement, but it sets the wall-clock cost (2 * runs * pause_s, 12 s at the defaults, whatever
     the model's size): for sub-millisecond models lower pause_s or use spinning=False on the session.
+    With `target_se`, runs continue in chunks (up to `max_runs`, default 4 x runs) until the ratio's
+    standard error is below it: a loaded host then pays with time instead of with accuracy.
     """
     if runs < 1 or warmup < 0:
         raise InputError(f"bad protocol: warmup={warmup} runs={runs}")
+    max_runs = max(max_runs or 4 * runs, runs)
     cand, ref = [], []
-    for i in range(warmup + runs):
-        pair = ((candidate, cand), (reference, ref)) if i % 2 == 0 else ((reference, ref), (candidate, cand))
-        for runner, sink in pair:
-            t = _timed(runner)
-            if i >= warmup:
-                sink.append(t)
-            if pause_s:
-                time.sleep(pause_s)
-    if keep_last:
-        cand, ref = cand[-keep_last:], ref[-keep_last:]
-    c, r = Stats.from_times(cand), Stats.from_times(ref)
-    # The median of per-pair ratios, not the ratio of medians: load from other processes comes in
-    # bursts, and a burst covering part of the run moves each median by a different amount, while
-    # adjacent calls see the same load (resnet18 vs itself under load: 11 pts spread vs 1 pt).
-    pairs = float(np.median(np.asarray(cand) / np.asarray(ref)))
-    return RatioResult(ratio=pairs, candidate=c, reference=r, ratio_of_medians=c.median / r.median)
+    i, goal = 0, warmup + runs
+    while True:
+        while i < goal:
+            pair = ((candidate, cand), (reference, ref)) if i % 2 == 0 else ((reference, ref), (candidate, cand))
+            for runner, sink in pair:
+                t = _timed(runner)
+                if i >= warmup:
+                    sink.append(t)
+                if pause_s:
+                    time.sleep(pause_s)
+            i += 1
+        kept = slice(-keep_last, None) if keep_last else slice(None)
+        c_t, r_t = np.asarray(cand[kept]), np.asarray(ref[kept])
+        # The median of per-pair ratios, not the ratio of medians: load from other processes comes in
+        # bursts, and a burst over part of the run moves each median by a different amount, while
+        # adjacent calls see the same load (bench/measure_noise.py: resnet18 vs itself on a loaded
+        # host, worst of 8 repetitions 3.9 points off vs 14.5 for the ratio of medians).
+        pair_ratios = c_t / r_t
+        se = _ratio_se(pair_ratios)
+        if target_se is None or se <= target_se or len(cand) >= max_runs:
+            break
+        goal = min(goal + max(runs // 2, 1), warmup + max_runs)
+    c, r = Stats.from_times(c_t), Stats.from_times(r_t)
+    return RatioResult(ratio=float(np.median(pair_ratios)), candidate=c, reference=r,
+                       ratio_of_medians=c.median / r.median, ratio_se=se)
