@@ -283,10 +283,14 @@ def split(t: "Tracer", node: onnx.NodeProto) -> None:
         return
     sizes = t.consts.value(node.input[1]) if len(node.input) > 1 and node.input[1] else attrs(node).get("split")
     n = layout.ids.size
-    if sizes is None:
-        parts = len(node.output)
+    parts = len(node.output)
+    if sizes is None or len(set(int(s) for s in sizes)) == 1:
+        # An equal split (torch.chunk) is recomputed from the run-time width: parts must stay equal.
         sizes = [n // parts] * parts
-        t.tie_equal_parts(layout.ids, parts)  # equal split of the pruned width needs equal parts
+        t.tie_equal_parts(layout.ids, parts)
+    else:
+        # Unequal sizes come from a list in the model's code, which pruning cannot rewrite.
+        t.freeze(layout, f"Split {node.name} has sizes {list(map(int, sizes))} fixed in the model code")
     bounds = np.cumsum([0, *[int(s) for s in sizes]])
     _split_outputs(t, node, layout, list(zip(bounds[:-1], bounds[1:])))
     if len(node.input) > 1 and node.input[1]:
@@ -471,7 +475,9 @@ def pad(t: "Tracer", node: onnx.NodeProto) -> None:
     layout = t.layout(node.input[0])
     if layout is not None:
         pads = t.consts.value(node.input[1]) if len(node.input) > 1 and node.input[1] else attrs(node).get("pads")
-        if pads is None or any(int(pads[a]) or int(pads[a + layout.rank]) for a in layout.axes):
+        if pads is None:
+            t.freeze(layout, f"Pad {node.name} has pads that cannot be evaluated")
+        elif any(int(pads[a]) or int(pads[a + layout.rank]) for a in layout.axes):
             t.freeze(layout, f"Pad {node.name} pads the channel axis")
     t.set_layout(node.output[0], layout)
 

@@ -102,6 +102,8 @@ class ConstEvaluator:
             for s, e, a, st in zip(starts, ends, axes, steps):
                 index[int(a)] = slice(int(s), int(e), int(st))
             return data[tuple(index)]
+        if op == "Transpose":
+            return np.transpose(args[0], attrs.get("perm"))
         if op == "Identity":
             return args[0]
         if op == "Reshape":

@@ -15,10 +15,16 @@ def count_params(model: onnx.ModelProto) -> int:
 
 def count_macs(model: onnx.ModelProto) -> int:
     """Multiply-accumulates of Conv, ConvTranspose, Gemm and MatMul for one input."""
-    shapes = tensor_shapes(model)
+    return sum(macs_per_node(model).values())
+
+
+def macs_per_node(model: onnx.ModelProto, shapes: dict | None = None) -> dict[str, int]:
+    """Node name -> multiply-accumulates, for the ops that carry nearly all of a CNN's arithmetic."""
+    shapes = shapes or tensor_shapes(model)
     dims = {i.name: tuple(i.dims) for i in model.graph.initializer}
-    total = 0
+    per_node: dict[str, int] = {}
     for node in model.graph.node:
+        total = 0
         out = shapes.get(node.output[0]) if node.output else None
         if out is None:
             continue
@@ -28,14 +34,16 @@ def count_macs(model: onnx.ModelProto) -> int:
             if w is None:
                 continue
             if node.op_type == "Conv":
-                total += int(np.prod(out)) * int(np.prod(w[1:]))
+                total = int(np.prod(out)) * int(np.prod(w[1:]))
             else:
                 inp = shapes.get(node.input[0])
-                total += int(np.prod([1 if d is None else d for d in inp])) * int(np.prod(w[1:])) if inp else 0
+                total = int(np.prod([1 if d is None else d for d in inp])) * int(np.prod(w[1:])) if inp else 0
         elif node.op_type in ("Gemm", "MatMul"):
             a = shapes.get(node.input[0])
             if a is None or not a:
                 continue
             k = a[0] if node.op_type == "Gemm" and any(x.name == "transA" and x.i for x in node.attribute) else a[-1]
-            total += int(np.prod(out)) * int(k or 1)
-    return total
+            total = int(np.prod(out)) * int(k or 1)
+        if total:
+            per_node[node.name] = total
+    return per_node

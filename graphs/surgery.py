@@ -82,8 +82,12 @@ def resolve_kept(analysis: Analysis, plan: Plan, scores: dict[str, np.ndarray] |
 
 
 def apply_plan(model: onnx.ModelProto, plan: Plan, scores: dict[str, np.ndarray] | None = None,
-               seed: int = 0, analysis: Analysis | None = None) -> tuple[onnx.ModelProto, Edits]:
-    """The pruned model and the edits made, or InputError when the plan does not fit the model."""
+               seed: int = 0, analysis: Analysis | None = None, check: bool = True) -> tuple[onnx.ModelProto, Edits]:
+    """The pruned model and the edits made, or InputError when the plan does not fit the model.
+
+    `check=False` skips shape inference and the checker: for the many throw-away candidates a latency
+    table times, where onnxruntime's own load is the check.
+    """
     expected = plan.model.get("onnx_sha256")
     if expected and expected != model_sha256(model):
         raise InputError("the plan was made for another model (onnx_sha256 differs)")
@@ -118,8 +122,9 @@ def apply_plan(model: onnx.ModelProto, plan: Plan, scores: dict[str, np.ndarray]
     pruned.ir_version = min(model.ir_version, MAX_IR_VERSION)
     del pruned.metadata_props[:]
     pruned.metadata_props.extend(model.metadata_props)
-    pruned = onnx.shape_inference.infer_shapes(pruned)
-    onnx.checker.check_model(pruned)
+    if check:
+        pruned = onnx.shape_inference.infer_shapes(pruned)
+        onnx.checker.check_model(pruned)
     return pruned, edits
 
 
@@ -185,8 +190,14 @@ def _remove_blocks(plan: Plan, blocks: dict[str, Block], analysis: Analysis, kee
             if a is not b and set(a.nodes) & set(b.nodes):
                 raise InputError(f"blocks '{a.id}' and '{b.id}' overlap: remove only one of them")
     by_exit = {b.exit: b for b in chosen}
+
+    def live_entry(tensor: str) -> str:
+        while tensor in by_exit:  # consecutive removed blocks: skip back to the first one's input
+            tensor = by_exit[tensor].entry
+        return tensor
+
     for block in chosen:
-        entry, exit_ = tensors[block.entry], tensors[block.exit]
+        entry, exit_ = tensors[live_entry(block.entry)], tensors[block.exit]
         for consumer in list(exit_.outputs):
             for position, tensor in enumerate(consumer.inputs):
                 if tensor is exit_:
@@ -197,8 +208,7 @@ def _remove_blocks(plan: Plan, blocks: dict[str, Block], analysis: Analysis, kee
     removed_nodes = {n for b in chosen for n in b.nodes}
 
     def pruned_width(tensor: str) -> int:
-        while tensor in by_exit:  # consecutive removed layers: the next conv sees the first one's input
-            tensor = by_exit[tensor].entry
+        tensor = live_entry(tensor)
         layout = analysis_layout(analysis, tensor)
         return int(keep_id[layout].sum()) if layout is not None else int(analysis.shapes[tensor][1])
 

@@ -113,8 +113,6 @@ def test_vgg_width_changing_layer_removed_next_conv_reinitialised():
     assert plan.reinit["features.3.0"]["in_channels"] == 8
 
 
-@pytest.mark.xfail(strict=True, reason="graphs.surgery._remove_blocks rewires the 2nd block's consumers to its entry, which is "
-                   "the 1st removed block's exit (still produced by its nodes): ONNX keeps features.1, torch drops it")
 def test_two_consecutive_layers_removed():
     a, pruned, edits, m = prune_and_check(VGGTiny(), (1, 3, H, W), lambda a, b: Plan(remove=["features.1", "features.2"]),
                                           {"features.3.0.weight": (16, 8, 3, 3)})

@@ -426,8 +426,6 @@ class TopLevelScale(nn.Module):
         return self.out(self.conv(x) * self.gamma)
 
 
-@pytest.mark.xfail(strict=True, reason="toolchain.sync.apply_edits: touched.add(name.rsplit('.', 1)[0]) turns a top-level "
-                   "parameter 'gamma' into module name 'gamma', then get_submodule('gamma') raises AttributeError")
 def test_layer_scale_top_level_parameter():
     prune_and_check(TopLevelScale(), (1, 3, H, W), lambda a, b: {"conv": {"count": 4}}, {"gamma": (4, 1, 1)})
 
@@ -467,28 +465,13 @@ class SplitBranches(nn.Module):
         return self.left(a) + self.right(b)
 
 
-def test_split_unequal_parts():
-    """Split sizes [3, 5] are rewritten in the graph; the torch module's python list is set by hand."""
-    src = SplitBranches()
-    randomize_norms(src)
-    ref = torch_params(src)
-    a, pruned, edits, m = prune_and_check(src, (1, 3, H, W), lambda a, b: {"conv": {"keep": [0, 2, 4, 7]}},
-                                          {"left.weight": (4, 2, 1, 1), "right.weight": (4, 2, 1, 1)},
-                                          adjust=lambda m, e: setattr(m, "sizes", [2, 2]))
-    assert {"left", "right"} <= set(a.group("conv").members)
-    np.testing.assert_array_equal(inits(pruned)["right.weight"], ref["right.weight"][:, [1, 4]])
-    split = next(n for n in pruned.graph.node if n.op_type == "Split")
-    assert inits(pruned)[split.input[1]].tolist() == [2, 2]
-
-
-@pytest.mark.xfail(strict=True, reason="Split with constant unequal sizes is reported prunable and rewritten in ONNX, but the "
-                   "torch module's hard-coded sizes cannot follow: synced module crashes (should freeze with a reason)")
-def test_split_hard_coded_sizes_prune_with_parity_or_freeze():
+def test_split_unequal_parts_is_frozen_with_reason():
+    """torch.split(x, [3, 5]): the sizes live in the model's code, which pruning cannot rewrite."""
     a = analyze(export(randomize_norms(SplitBranches())))
-    if not a.group("conv").prunable:
-        assert a.group("conv").reason
-        return
-    prune_and_check(SplitBranches(), (1, 3, H, W), lambda a, b: {"conv": {"keep": [0, 2, 4, 7]}})
+    g = a.group("conv")
+    assert not g.prunable and "fixed in the model code" in g.reason
+    with pytest.raises(InputError, match="cannot be pruned"):
+        apply_plan(export(randomize_norms(SplitBranches())), Plan(channels={"conv": {"count": 4}}))
 
 
 class SliceBranches(nn.Module):
@@ -564,12 +547,8 @@ class Middle(nn.Module):
         return self.conv2(self.fn(F.relu(self.bn1(self.conv1(x)))))
 
 
-PAD_XFAIL = pytest.mark.xfail(strict=True, reason="graphs.shapes.ConstEvaluator has no Transpose, so the legacy F.pad pads "
-                              "subgraph (...Slice->Transpose->Reshape->Cast) is not evaluated and the Pad rule then "
-                              "freezes the group as 'pads the channel axis'")
 
-
-@pytest.mark.parametrize("op", [pytest.param(op, marks=PAD_XFAIL) if "pad" in op else op for op in sorted(MIDDLE)])
+@pytest.mark.parametrize("op", sorted(MIDDLE))
 def test_spatial_ops_pass_channels(op):
     a, *_ = prune_and_check(Middle(MIDDLE[op]), (1, 3, H, W), lambda a, b: {"conv1": {"keep": [0, 1, 5, 6, 7]}},
                             {"conv1.weight": (5, 3, 3, 3), "conv2.weight": (4, 5, 3, 3)})

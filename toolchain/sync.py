@@ -30,12 +30,12 @@ def apply_edits(module: nn.Module, edits: Edits) -> nn.Module:
             for axis, kept in cuts:
                 value = value.index_select(axis, torch.as_tensor(np.asarray(kept), dtype=torch.long))
             _replace_tensor(module, name, value)
-            touched.add(name.rsplit(".", 1)[0])
+            touched.add(name.rpartition(".")[0])
         for name, values in edits.reinit.items():
             _replace_tensor(module, name, torch.as_tensor(np.asarray(values)))
-            touched.add(name.rsplit(".", 1)[0])
+            touched.add(name.rpartition(".")[0])
     for weight_name, groups in edits.conv_groups.items():
-        module.get_submodule(weight_name.rsplit(".", 1)[0]).groups = groups
+        module.get_submodule(weight_name.rpartition(".")[0]).groups = groups
     for owner in touched:
         _fix_widths(module.get_submodule(owner) if owner else module)
     for name in edits.removed:
@@ -44,7 +44,8 @@ def apply_edits(module: nn.Module, edits: Edits) -> nn.Module:
 
 
 def _is_torch_name(name: str) -> bool:
-    return "." in name and not name.startswith(("/", "onnx::"))
+    # ONNX-only constants are named by node paths ('/layer1/Constant_output_0') or 'onnx::...'.
+    return not name.startswith(("/", "onnx::")) and "_output_" not in name and "_pruned" not in name
 
 
 def _replace_tensor(module: nn.Module, name: str, value: torch.Tensor) -> None:
