@@ -1,0 +1,178 @@
+"""Latency lookup tables (SP-LAMP eq. 7): whole-network latency with only one group narrowed to k
+channels (coupled layers narrowed together, wherever they sit), or with one block removed.
+
+Every entry is a ratio to the unpruned model, timed interleaved with it (measure.py), and stored in
+the SQLite store under a key that says exactly when it can be reused. Profiling skips what the
+store already holds, so an interrupted run resumes where it stopped.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+
+from graphs.blocks import removable_blocks
+from graphs.deps import Analysis, Group, analyze
+from graphs.errors import InputError
+from graphs.onnx_io import load_model, model_sha256
+from graphs.plan import Plan
+from graphs.surgery import apply_plan
+from toolchain.latency.backends import get_backend
+from toolchain.latency.measure import interleaved_ratio
+from toolchain.latency.store import Key, Store
+
+
+@dataclass
+class ProfileConfig:
+    backend: str = "ort"
+    precision: str = "fp32"
+    batch: int = 1
+    round_to: int = 8
+    points: int = 4  # widths sampled per group below full width (full width is the reference)
+    warmup: int = 3
+    runs: int = 25
+    pause_s: float = 0.0
+    spinning: bool = False  # ORT: idle threads must not spin, so two interleaved sessions can share 2 cores
+    groups: bool = True
+    blocks: bool = True
+
+    @property
+    def protocol(self) -> str:
+        return f"interleaved-w{self.warmup}-r{self.runs}-p{self.pause_s:g}-s{int(self.spinning)}"
+
+    def backend_options(self) -> dict:
+        return {"spinning": self.spinning, "precision": self.precision} if self.backend == "ort" else {}
+
+
+@dataclass
+class Candidate:
+    kind: str  # "group" | "block"
+    item: str
+    k: int  # kept units for groups; -1 for blocks
+    plan: Plan
+
+
+@dataclass
+class Table:
+    """Measured ratios for one model on one backend/device; `base_ms` is the reference's median."""
+
+    base_ms: float
+    groups: dict[str, dict[int, float]] = field(default_factory=dict)  # gid -> {k: ratio}
+    blocks: dict[str, float] = field(default_factory=dict)  # bid -> ratio
+    widths: dict[str, int] = field(default_factory=dict)  # gid -> full width (ratio 1.0 there)
+
+    def group_ratio(self, gid: str, k: int) -> float:
+        """Whole-network ratio with group `gid` at k units, interpolated linearly between samples."""
+        samples = self.groups.get(gid)
+        if not samples:
+            return 1.0
+        ks = sorted(samples) + [self.widths[gid]]
+        rs = [samples[x] for x in sorted(samples)] + [1.0]
+        return float(np.interp(k, ks, rs))
+
+    def block_ratio(self, bid: str) -> float:
+        return self.blocks.get(bid, 1.0)
+
+
+def group_grid(group: Group, round_to: int, points: int) -> list[int]:
+    """Widths to sample below full width: aligned to round_to, spread evenly down to the narrowest."""
+    step = max(1, round_to // math.gcd(round_to, max(1, group.multiplicity)))
+    aligned = list(range(step, group.channels, step))
+    if not aligned:
+        return []
+    picks = np.unique(np.round(np.linspace(0, len(aligned) - 1, points)).astype(int)) if points < len(aligned) \
+        else np.arange(len(aligned))
+    return [aligned[i] for i in picks]
+
+
+def candidates(analysis: Analysis, config: ProfileConfig) -> list[Candidate]:
+    out = []
+    if config.groups:
+        for g in analysis.groups:
+            if g.prunable:
+                for k in group_grid(g, config.round_to, config.points):
+                    out.append(Candidate("group", g.id, k, Plan(channels={g.id: {"count": k}})))
+    if config.blocks:
+        for b in removable_blocks(analysis.model, analysis.shapes):
+            out.append(Candidate("block", b.id, -1, Plan(remove=[b.id])))
+    return out
+
+
+def candidate_bytes(model: onnx.ModelProto, analysis: Analysis, candidate: Candidate) -> bytes:
+    pruned, _ = apply_plan(model, candidate.plan, analysis=analysis, check=False)
+    return pruned.SerializeToString()
+
+
+def _key(sha: str, candidate_or_base, device: dict, config: ProfileConfig) -> Key:
+    kind, item, k = ("base", "", -1) if candidate_or_base is None else (
+        candidate_or_base.kind, candidate_or_base.item, candidate_or_base.k)
+    return Key(sha, kind, item, k, config.backend, device["device"], config.precision, config.batch,
+               f"{device['runtime']} {device['runtime_version']}", config.protocol)
+
+
+def measure_pair(backend, reference_runner, candidate_model: bytes, config: ProfileConfig) -> dict:
+    runner = backend.prepare(candidate_model, batch=config.batch)
+    try:
+        result = interleaved_ratio(runner, reference_runner, warmup=config.warmup, runs=config.runs,
+                                   pause_s=config.pause_s)
+    finally:
+        runner.close()
+    return {"ratio": result.ratio, "ref_median_ms": result.reference.median, "median_ms": result.candidate.median,
+            "p90_ms": result.candidate.p90, "std_ms": result.candidate.std, "count": result.candidate.count}
+
+
+def profile(onnx_path: str, store_path: str, config: ProfileConfig, progress=None, fresh: bool = False,
+            ray_address: str | None = None, ray_resource: str | None = None) -> Table:
+    """Measure what the store lacks for this model/backend/device, then return the full table."""
+    if config.batch < 1:
+        raise InputError(f"--batch must be >= 1, got {config.batch}")
+    model = load_model(onnx_path)
+    sha = model_sha256(model)
+    analysis = analyze(model)
+    backend = get_backend(config.backend, **config.backend_options())
+    device = backend.device()
+    todo = candidates(analysis, config)
+    with Store(store_path) as store:
+        store.bind(sha, config.backend, config.precision, config.batch, device["device"],
+                   f"{device['runtime']} {device['runtime_version']}", device, fresh=fresh)
+        missing = [c for c in todo if store.get(_key(sha, c, device, config)) is None]
+        if progress is not None:
+            progress.start(len(todo), len(todo) - len(missing))
+        if ray_address:
+            from toolchain.latency.distributed import measure_on_ray
+
+            measure_on_ray(ray_address, ray_resource, model, analysis, missing, config, device,
+                           lambda c, values: _record(store, sha, c, device, config, values, progress))
+        else:
+            reference = backend.prepare(model.SerializeToString(), batch=config.batch)
+            try:
+                for c in missing:
+                    values = measure_pair(backend, reference, candidate_bytes(model, analysis, c), config)
+                    _record(store, sha, c, device, config, values, progress)
+            finally:
+                reference.close()
+        return load_table(store, sha, analysis, device, config)
+
+
+def _record(store: Store, sha: str, candidate: Candidate, device: dict, config: ProfileConfig, values: dict,
+            progress) -> None:
+    store.put(_key(sha, candidate, device, config), values)
+    if progress is not None:
+        progress.advance(candidate)
+
+
+def load_table(store: Store, sha: str, analysis: Analysis, device: dict, config: ProfileConfig) -> Table:
+    rows = store.items(sha, config.backend, device=device["device"], precision=config.precision,
+                       batch=config.batch, protocol=config.protocol,
+                       runtime_version=f"{device['runtime']} {device['runtime_version']}")
+    ref = [r["ref_median_ms"] for r in rows if r["ref_median_ms"]]
+    table = Table(base_ms=float(np.median(ref)) if ref else float("nan"),
+                  widths={g.id: g.channels for g in analysis.groups})
+    for r in rows:
+        if r["kind"] == "group":
+            table.groups.setdefault(r["item"], {})[int(r["k"])] = float(r["ratio"])
+        elif r["kind"] == "block":
+            table.blocks[r["item"]] = float(r["ratio"])
+    return table
