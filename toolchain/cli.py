@@ -183,6 +183,85 @@ def verify(
     raise typer.Exit(0 if result.parity.ok else 1)
 
 
+class _TableProgress:
+    """rich progress bar with ETA for `profile`; already-stored entries count as done."""
+
+    def __init__(self):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.bar = Progress(TextColumn("[bold]profiling[/bold] {task.fields[item]}"), BarColumn(),
+                            MofNCompleteColumn(), TimeRemainingColumn(), console=err, transient=True)
+        self.task = None
+
+    def start(self, total: int, done: int) -> None:
+        self.bar.start()
+        self.task = self.bar.add_task("profile", total=total, completed=done, item="")
+
+    def advance(self, candidate) -> None:
+        label = f"{candidate.item} k={candidate.k}" if candidate.kind == "group" else f"{candidate.item} removed"
+        self.bar.update(self.task, advance=1, item=label)
+
+    def stop(self) -> None:
+        self.bar.stop()
+
+
+@command
+def profile(
+    model: Path = typer.Argument(..., help="ONNX file (from `compress export`)"),
+    backend: str = typer.Option("ort", help="ort (onnxruntime, CPU by default), tensorrt, torch"),
+    store: Path = typer.Option(Path("latency.sqlite"), help="SQLite store of measurements (shared, resumable)"),
+    batch: int = typer.Option(1, help="batch size to time"),
+    precision: str = typer.Option("fp32", help="fp32 | fp16 | int8 (the backend must support it)"),
+    round_to: int = typer.Option(8, "--round-to", help="sample group widths on multiples of N"),
+    points: int = typer.Option(4, help="widths sampled per group below full width"),
+    runs: int = typer.Option(25, help="interleaved candidate/reference pairs per entry"),
+    warmup: int = typer.Option(3, help="untimed pairs first"),
+    pause: float = typer.Option(0.0, help="seconds to sleep after each call (see PLATFORM.md on spinning threads)"),
+    blocks_only: bool = typer.Option(False, "--blocks-only", help="only the removable-block entries"),
+    groups_only: bool = typer.Option(False, "--groups-only", help="only the group-width entries"),
+    fresh: bool = typer.Option(False, help="drop this model's stored rows for this backend/precision/batch first"),
+    ray: Optional[str] = typer.Option(None, "--ray", help="Ray address ('local' starts one) to spread measurements over"),
+    ray_resource: Optional[str] = typer.Option(None, "--ray-resource", help="Ray resource naming the target device"),
+    as_json: bool = typer.Option(False, "--json", help="print the table summary as JSON"),
+) -> None:
+    """Build latency tables on the real backend: whole-network latency with each group narrowed to k
+    channels (coupled layers together, SP-LAMP eq. 7) and with each removable block gone. Entries are
+    ratios to the unpruned model, timed interleaved with it; the store resumes an interrupted run."""
+    from toolchain.latency.lut import ProfileConfig
+    from toolchain.latency.lut import profile as build_table
+
+    if blocks_only and groups_only:
+        raise InputError("--blocks-only and --groups-only exclude each other")
+    if precision not in ("fp32", "fp16", "int8"):
+        raise InputError(f"unknown precision {precision!r}: fp32, fp16 or int8")
+    if backend == "ort" and precision != "fp32":
+        raise InputError("the ort backend times the model as given (fp32); pass an fp16 or QDQ model, or use tensorrt")
+    if min(batch, points, runs, round_to) < 1 or warmup < 0 or pause < 0:
+        raise InputError("--batch, --points, --runs and --round-to must be >= 1; --warmup and --pause >= 0")
+    config = ProfileConfig(backend=backend, precision=precision, batch=batch, round_to=round_to, points=points,
+                           runs=runs, warmup=warmup, pause_s=pause, groups=not blocks_only, blocks=not groups_only)
+    progress = _TableProgress()
+    try:
+        table = build_table(str(model), str(store), config, progress=progress, fresh=fresh,
+                            ray_address=ray, ray_resource=ray_resource)
+    finally:
+        progress.stop()
+    summary = {"base_ms": table.base_ms, "store": str(store), "protocol": config.protocol,
+               "groups": {g: {str(k): r for k, r in sorted(v.items())} for g, v in table.groups.items()},
+               "blocks": table.blocks}
+    if as_json:
+        _print_json(summary)
+        return
+    t = Table(title=f"Latency table of {model.name} on {backend} (ratio to the unpruned model, {table.base_ms:.2f} ms)")
+    t.add_column("entry")
+    t.add_column("widths k: ratio")
+    for gid, samples in table.groups.items():
+        t.add_row(gid, "  ".join(f"{k}: {r:.3f}" for k, r in sorted(samples.items())))
+    for bid, ratio in table.blocks.items():
+        t.add_row(f"{bid} (removed)", f"{ratio:.3f}")
+    out.print(t)
+
+
 def main() -> None:
     app()
 

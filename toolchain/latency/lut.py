@@ -132,7 +132,12 @@ def profile(onnx_path: str, store_path: str, config: ProfileConfig, progress=Non
     sha = model_sha256(model)
     analysis = analyze(model)
     backend = get_backend(config.backend, **config.backend_options())
-    device = backend.device()
+    if ray_address:
+        from toolchain.latency import distributed
+
+        device = distributed.worker_device(ray_address, ray_resource, config)
+    else:
+        device = backend.device()
     todo = candidates(analysis, config)
     with Store(store_path) as store:
         store.bind(sha, config.backend, config.precision, config.batch, device["device"],
@@ -141,10 +146,10 @@ def profile(onnx_path: str, store_path: str, config: ProfileConfig, progress=Non
         if progress is not None:
             progress.start(len(todo), len(todo) - len(missing))
         if ray_address:
-            from toolchain.latency.distributed import measure_on_ray
-
-            measure_on_ray(ray_address, ray_resource, model, analysis, missing, config, device,
-                           lambda c, values: _record(store, sha, c, device, config, values, progress))
+            distributed.measure_on_ray(
+                ray_address, ray_resource, model.SerializeToString(), missing,
+                lambda c: candidate_bytes(model, analysis, c), config, device,
+                lambda c, values: _record(store, sha, c, device, config, values, progress))
         else:
             reference = backend.prepare(model.SerializeToString(), batch=config.batch)
             try:
