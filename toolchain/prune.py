@@ -53,18 +53,24 @@ def torch_module_for(model: onnx.ModelProto, spec: str | None = None) -> tuple[t
     return module, spec
 
 
-def prune_to_dir(onnx_path: str, out_dir: str, plan: Plan, spec: str | None = None, seed: int = 0) -> dict:
+def prune_to_dir(onnx_path: str, out_dir: str, plan: Plan, spec: str | None = None, seed: int = 0,
+                 module: torch.nn.Module | None = None, structure: dict | None = None,
+                 extra: dict | None = None) -> dict:
     """Apply `plan` to the ONNX model and its torch module; write DIR/{model.onnx, plan.json,
-    weights.safetensors, summary.json} all at once (a temporary directory renamed at the end)."""
+    weights.safetensors, summary.json} all at once (a temporary directory renamed at the end).
+
+    `module` and `structure` continue from an earlier pruning (a multi-stage schedule): the module
+    already pruned, and the structure its summary recorded.
+    """
     model = load_model(onnx_path)
     analysis = analyze(model)
-    module, spec = torch_module_for(model, spec)
-    meta = metadata(model)
-    plan.model = {"onnx_sha256": model_sha256(model), "spec": spec,
-                  "input_shape": [int(v) for v in meta.get("compress.input_shape", "").split(",") if v] or None,
-                  **{k: v for k, v in plan.model.items() if k not in ("onnx_sha256", "spec", "input_shape")}} \
-        if not plan.model.get("onnx_sha256") else plan.model
-    pruned, edits = apply_plan(model, plan, analysis=analysis, seed=seed)
+    if module is None:
+        module, spec = torch_module_for(model, spec)
+    else:
+        spec = spec or metadata(model).get("compress.spec")
+    pruned, edits = apply_plan(model, plan, analysis=analysis, seed=seed)  # checks plan.model's hash
+    shape = [int(v) for v in metadata(model).get("compress.input_shape", "").split(",") if v]
+    plan.model = {**plan.model, "onnx_sha256": model_sha256(model), "spec": spec, "input_shape": shape or None}
     apply_edits(module, edits)
     plan.notes = edits.notes
     if not plan.channels:
@@ -80,9 +86,9 @@ def prune_to_dir(onnx_path: str, out_dir: str, plan: Plan, spec: str | None = No
         "groups": [{"id": g.id, "before": g.channels, "after": len(edits.kept.get(g.id, range(g.channels))),
                     "prunable": g.prunable} for g in analysis.groups],
         "removed": [{"id": b, "kind": blocks[b].kind, "members": blocks[b].members} for b in plan.remove],
-        "structure": {"identity_modules": edits.removed, "conv_groups": edits.conv_groups,
-                      "reinit": sorted(edits.reinit)},
+        "structure": _merge_structure(structure or {}, edits),
         "notes": edits.notes,
+        **(extra or {}),
     }
     state = {k: v.detach().clone().contiguous() for k, v in module.state_dict().items()}
     _write_dir(out_dir, lambda tmp: (
@@ -92,6 +98,13 @@ def prune_to_dir(onnx_path: str, out_dir: str, plan: Plan, spec: str | None = No
         write_json(summary, tmp / "summary.json"),
     ))
     return summary
+
+
+def _merge_structure(previous: dict, edits) -> dict:
+    """What rebuilds the pruned torch module from its spec: modules now identity, conv group counts."""
+    return {"identity_modules": list(previous.get("identity_modules", [])) + list(edits.removed),
+            "conv_groups": {**previous.get("conv_groups", {}), **edits.conv_groups},
+            "reinit": sorted(set(previous.get("reinit", [])) | set(edits.reinit))}
 
 
 def _write_dir(out_dir: str, write) -> None:

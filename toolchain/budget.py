@@ -1,0 +1,148 @@
+"""`compress prune --budget`: profile what is missing, score, solve, prune, then measure for real.
+
+A budget is met when the *measured* latency meets it: after pruning, the model is timed
+interleaved with the unpruned one; if it misses by more than the tolerance, the solver's target is
+tightened by the miss and the plan re-solved (at most `refine` times). Multi-stage schedules
+(SP-LAMP section 3.3) prune in k steps of equal latency reduction, re-profiling and re-scoring the
+current model each time, with a hook between stages (fine-tuning).
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from graphs.blocks import removable_blocks
+from graphs.deps import analyze
+from graphs.errors import InputError
+from graphs.onnx_io import load_model
+from toolchain.latency.backends import get_backend
+from toolchain.latency.lut import ProfileConfig, profile
+from toolchain.latency.measure import interleaved_ratio
+from toolchain.prune import prune_to_dir, torch_module_for
+from toolchain.solve.budget import Decision, solve_filter, solve_joint, solve_layer
+from toolchain.verify import load_pruned_module
+
+MODES = ("filter", "layer", "joint")
+
+
+@dataclass
+class BudgetRequest:
+    budget: float
+    mode: str = "joint"
+    criterion: str = "l1"
+    layer_criterion: str | None = None  # default: the mean of `criterion` over each block
+    solver: str = "group-knapsack"  # filter mode: or "halp"
+    round_to: int = 8
+    stages: int = 1
+    loader: object | None = None  # data for data-dependent criteria
+    batches: int = 8
+    tolerance: float = 0.03
+    refine: int = 2
+    measure_runs: int = 60
+    between_stages: Callable[[int, Path], None] | None = None
+    log: Callable[[str], None] = field(default=lambda message: None)
+
+
+def measure_against(reference_onnx: str, candidate_onnx: str, config: ProfileConfig, runs: int) -> dict:
+    backend = get_backend(config.backend, **config.backend_options())
+    reference = backend.prepare(Path(reference_onnx).read_bytes(), batch=config.batch)
+    candidate = backend.prepare(Path(candidate_onnx).read_bytes(), batch=config.batch)
+    try:
+        result = interleaved_ratio(candidate, reference, warmup=config.warmup, runs=runs, pause_s=config.pause_s)
+    finally:
+        candidate.close()
+        reference.close()
+    return {"ratio": result.ratio, "reference_ms": result.reference.median, "pruned_ms": result.candidate.median}
+
+
+def _scores(request: BudgetRequest, module: torch.nn.Module, analysis, blocks):
+    from toolchain.criteria import filter_scores, layer_scores
+
+    group = filter_scores(request.criterion, module, analysis, loader=request.loader, batches=request.batches)
+    layer = None
+    if request.mode == "layer":
+        name = request.layer_criterion or f"mean:{request.criterion}"
+        layer = layer_scores(name, module, analysis, blocks, loader=request.loader, batches=request.batches)
+    return group, layer
+
+
+def _solve(request: BudgetRequest, target: float, analysis, table, blocks, group, layer) -> Decision:
+    if request.mode == "filter":
+        return solve_filter(analysis, table, group, target, request.round_to, request.solver, request.criterion)
+    if request.mode == "layer":
+        return solve_layer(analysis, table, blocks, layer, target, request.layer_criterion or f"mean:{request.criterion}", group)
+    return solve_joint(analysis, table, blocks, group, target, request.round_to, request.criterion)
+
+
+def prune_to_budget(onnx_path: str, out_dir: str, request: BudgetRequest, store: str, config: ProfileConfig,
+                    progress=None) -> dict:
+    if request.mode not in MODES:
+        raise InputError(f"unknown mode {request.mode!r}: {', '.join(MODES)}")
+    if not 0.0 < request.budget <= 1.0:
+        raise InputError(f"--budget must be in (0, 1], got {request.budget}")
+    if request.stages < 1:
+        raise InputError(f"--stages must be >= 1, got {request.stages}")
+    workspace = Path(tempfile.mkdtemp(prefix=".compress-stages-", dir=Path(out_dir).resolve().parent))
+    try:
+        return _run_stages(onnx_path, out_dir, request, store, config, progress, workspace)
+    finally:
+        shutil.rmtree(workspace, ignore_errors=True)
+
+
+def _run_stages(onnx_path, out_dir, request, store, config, progress, workspace: Path) -> dict:
+    current, module, structure, achieved = onnx_path, None, None, 1.0
+    history = []
+    for stage in range(1, request.stages + 1):
+        stage_budget = 1.0 - (1.0 - request.budget) * stage / request.stages  # of the original latency
+        last = stage == request.stages
+        stage_dir = Path(out_dir) if last else workspace / f"stage-{stage}"
+        model = load_model(current)
+        analysis = analyze(model)
+        blocks = removable_blocks(analysis.model, analysis.shapes)
+        request.log(f"stage {stage}/{request.stages}: profiling {Path(current).name}")
+        table = profile(current, store, config, progress=progress)
+        if module is None:
+            module, _ = torch_module_for(model)
+        group, layer = _scores(request, module, analysis, blocks)
+        target = min(1.0, stage_budget / achieved)
+        for attempt in range(request.refine + 1):
+            decision = _solve(request, target, analysis, table, blocks, group, layer)
+            stage_module = load_pruned_module(Path(current).parent) if structure is not None else torch_module_for(model)[0]
+            summary = prune_to_dir(current, str(stage_dir), decision.plan, module=stage_module, structure=structure)
+            measured = measure_against(onnx_path, str(stage_dir / "model.onnx"), config, request.measure_runs)
+            request.log(f"  target {target:.3f} of the stage input: predicted {decision.predicted.corrected * achieved:.3f}, "
+                        f"measured {measured['ratio']:.3f} of the original (budget {stage_budget:.3f})")
+            history.append({"stage": stage, "attempt": attempt, "target": target,
+                            "predicted": decision.predicted.corrected * achieved,
+                            "predicted_additive": decision.predicted.additive * achieved, **measured})
+            if measured["ratio"] <= stage_budget * (1.0 + request.tolerance) or attempt == request.refine:
+                break
+            target *= stage_budget / measured["ratio"]  # tighten by the measured miss
+        achieved = measured["ratio"]
+        structure = summary["structure"]
+        module = load_pruned_module(stage_dir)
+        if request.between_stages is not None and not last:
+            request.between_stages(stage, stage_dir)
+            module = load_pruned_module(stage_dir)
+        current = str(stage_dir / "model.onnx")
+    latency = {"budget": request.budget, "measured": achieved, "predicted": history[-1]["predicted"],
+               "predicted_additive": history[-1]["predicted_additive"], "reference_ms": history[-1]["reference_ms"],
+               "pruned_ms": history[-1]["pruned_ms"], "met": achieved <= request.budget * (1.0 + request.tolerance),
+               "backend": config.backend, "history": history}
+    _add_to_summary(Path(out_dir) / "summary.json", {"latency": latency})
+    return {**summary, "latency": latency}
+
+
+def _add_to_summary(path: Path, fields: dict) -> None:
+    import json
+
+    from graphs.plan import write_json
+
+    data = json.loads(path.read_text())
+    data.update(fields)
+    write_json(data, path)

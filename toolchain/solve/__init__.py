@@ -1,0 +1,1 @@
+"""Knapsack solvers that turn importance scores and latency tables into a Plan."""

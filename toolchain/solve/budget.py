@@ -1,0 +1,215 @@
+"""Decide what to cut under a latency budget, from latency tables and importance scores.
+
+Three modes, one cost model: a change's cost is the whole-network latency ratio its table entry
+measured, and changes add up (SP-LAMP eq. 6); toolchain/latency/predict.py corrects the overlaps
+afterwards and the pruned model is then measured for real.
+- filter: SP-LAMP's group knapsack (each group keeps exactly one width >= 1), or HALP's 0-1
+  knapsack over single channels as the baseline;
+- layer: LayerPrune, remove the least important blocks until the budget is met;
+- joint: groups and blocks in one group knapsack. A removable block is one item whose options
+  are "removed" or "kept with each combination of widths of the groups that live inside it".
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from graphs.blocks import Block
+from graphs.deps import Analysis, Group
+from graphs.errors import InputError
+from graphs.plan import Plan
+from toolchain.latency.lut import Table
+from toolchain.latency.predict import LayerMap, Prediction, predict
+from toolchain.solve.knapsack import RESOLUTION, group_knapsack, to_units, zero_one_knapsack
+
+MAX_BLOCK_OPTIONS = 4096
+
+
+@dataclass
+class Decision:
+    plan: Plan
+    kept: dict[str, int]  # group id -> kept units
+    removed: list[Block]
+    predicted: Prediction
+    smallest: float  # smallest latency ratio this mode can reach (additive model)
+
+
+def width_options(group: Group, round_to: int) -> np.ndarray:
+    """Kept-unit counts a group may take: aligned to round_to (channels x multiplicity), plus full width."""
+    step = max(1, round_to // math.gcd(round_to, max(1, group.multiplicity)))
+    ks = list(range(step, group.channels, step)) + [group.channels]
+    return np.array(ks, dtype=np.int64)
+
+
+def _top_values(scores: np.ndarray, ks: np.ndarray) -> np.ndarray:
+    ordered = np.sort(np.asarray(scores, dtype=np.float64))[::-1]
+    return np.concatenate([[0.0], np.cumsum(ordered)])[ks]
+
+
+def _keep_indices(scores: np.ndarray, k: int) -> list[int]:
+    return sorted(np.argsort(-np.asarray(scores), kind="stable")[:k].tolist())
+
+
+def _check_budget(budget: float) -> None:
+    if not 0.0 < budget <= 1.0:
+        raise InputError(f"--budget must be in (0, 1], got {budget}")
+
+
+def _unreachable(budget: float, smallest: float, mode: str) -> InputError:
+    return InputError(f"budget {budget:.3f} is below the smallest latency {mode} pruning reaches here: "
+                      f"{smallest:.3f} of the unpruned model (predicted)")
+
+
+def _plan(analysis: Analysis, scores: dict, kept: dict[str, int], removed: list[Block], round_to: int,
+          provenance: dict) -> Plan:
+    channels = {gid: {"keep": _keep_indices(scores[gid], k)} for gid, k in kept.items()
+                if k < analysis.group(gid).channels}
+    return Plan(channels=channels, remove=[b.id for b in removed], round_to=round_to, provenance=provenance)
+
+
+def _decision(analysis, table, scores, kept, removed, round_to, budget, smallest, provenance) -> Decision:
+    kept = {g: k for g, k in kept.items() if k < analysis.group(g).channels}
+    prediction = predict(table, analysis, kept, removed, LayerMap.build(analysis))
+    provenance = {**provenance, "budget": budget, "predicted_latency_ratio": round(prediction.corrected, 4),
+                  "predicted_additive_ratio": round(prediction.additive, 4)}
+    return Decision(_plan(analysis, scores, kept, removed, round_to, provenance), kept, removed, prediction, smallest)
+
+
+def solve_filter(analysis: Analysis, table: Table, scores: dict[str, np.ndarray], budget: float,
+                 round_to: int = 8, solver: str = "group-knapsack", criterion: str = "") -> Decision:
+    """Widths only. `solver`: "group-knapsack" (SP-LAMP Alg. 1) or "halp" (0-1 knapsack baseline)."""
+    _check_budget(budget)
+    groups = [g for g in analysis.groups if g.prunable]
+    if solver == "halp":
+        return _solve_halp(analysis, table, scores, groups, budget, round_to, criterion)
+    if solver != "group-knapsack":
+        raise InputError(f"unknown solver {solver!r}: group-knapsack or halp")
+    options = [width_options(g, round_to) for g in groups]
+    deltas = [np.array([table.group_ratio(g.id, int(k)) - 1.0 for k in ks]) for g, ks in zip(groups, options)]
+    values = [_top_values(scores[g.id], ks) for g, ks in zip(groups, options)]
+    smallest = 1.0 + sum(d.min() for d in deltas)
+    picked = _knapsack(values, deltas, budget)
+    if picked is None:
+        raise _unreachable(budget, smallest, "filter")
+    kept = {g.id: int(ks[i]) for g, ks, i in zip(groups, options, picked)}
+    return _decision(analysis, table, scores, kept, [], round_to, budget, smallest,
+                     {"criterion": criterion, "solver": "group-knapsack", "mode": "filter"})
+
+
+def _knapsack(values: list[np.ndarray], deltas: list[np.ndarray], budget: float) -> list[int] | None:
+    """Group knapsack on latency deltas: weights are each option's delta above the item's cheapest."""
+    floors = [float(d.min()) for d in deltas]
+    weights = [to_units(d - f) for d, f in zip(deltas, floors)]
+    capacity = int(math.floor((budget - 1.0 - sum(floors)) * RESOLUTION + 1e-9))
+    return group_knapsack(values, weights, capacity)
+
+
+def _solve_halp(analysis, table, scores, groups, budget, round_to, criterion) -> Decision:
+    """HALP: every channel is an item (value = its score, weight = the latency it adds as the j-th
+    kept channel of its group); a group the knapsack empties keeps its best channel (HALP's fix-up)."""
+    resolution = 2000  # items x capacity booleans: 2,000 keeps resnet50 under ~100 MB
+    item_group, item_rank, item_values, item_weights = [], [], [], []
+    floor = 1.0
+    for gi, g in enumerate(groups):
+        ratios = np.array([table.group_ratio(g.id, j) for j in range(1, g.channels + 1)])
+        floor += ratios[0] - 1.0
+        marginal = np.diff(ratios, prepend=ratios[0])  # the first channel is never removable
+        ordered = np.sort(scores[g.id])[::-1]
+        for j in range(1, g.channels):
+            item_group.append(gi)
+            item_rank.append(j)
+            item_values.append(ordered[j])
+            item_weights.append(max(0.0, marginal[j]))
+    capacity = int(math.floor((budget - floor) * resolution + 1e-9))
+    if capacity < 0:
+        raise _unreachable(budget, floor, "filter (halp)")
+    mask = zero_one_knapsack(np.array(item_values), np.round(np.array(item_weights) * resolution).astype(np.int64),
+                             capacity)
+    counts = np.ones(len(groups), dtype=np.int64)
+    np.add.at(counts, np.array(item_group, dtype=np.int64)[mask], 1)
+    kept = {g.id: int(c) for g, c in zip(groups, counts)}
+    return _decision(analysis, table, scores, kept, [], 1, budget, floor,
+                     {"criterion": criterion, "solver": "halp-0-1-knapsack", "mode": "filter"})
+
+
+def solve_layer(analysis: Analysis, table: Table, blocks: list[Block], layer_scores: dict[str, float],
+                budget: float, criterion: str = "", group_scores: dict | None = None) -> Decision:
+    """LayerPrune: remove blocks from the least important up until the predicted latency fits."""
+    _check_budget(budget)
+    order = sorted(blocks, key=lambda b: layer_scores.get(b.id, 0.0))
+    layers = LayerMap.build(analysis)
+    removed: list[Block] = []
+    smallest = 1.0 + sum(min(0.0, table.block_ratio(b.id) - 1.0) for b in blocks)
+    for block in order:
+        if predict(table, analysis, {}, removed, layers).corrected <= budget:
+            break
+        if any(set(block.nodes) & set(r.nodes) for r in removed):
+            continue
+        removed.append(block)
+    if predict(table, analysis, {}, removed, layers).corrected > budget:
+        raise _unreachable(budget, min(smallest, predict(table, analysis, {}, removed, layers).corrected), "layer")
+    scores = group_scores or {}
+    return _decision(analysis, table, scores, {}, removed, 1, budget, smallest,
+                     {"criterion": criterion, "solver": "layer-budget", "mode": "layer"})
+
+
+def _inside(module: str, members: list[str]) -> bool:
+    return any(module == m or module.startswith(m + ".") for m in members)
+
+
+def solve_joint(analysis: Analysis, table: Table, blocks: list[Block], scores: dict[str, np.ndarray],
+                budget: float, round_to: int = 8, criterion: str = "") -> Decision:
+    """Width and depth under one budget (one group knapsack; see the module docstring)."""
+    _check_budget(budget)
+    groups = [g for g in analysis.groups if g.prunable]
+    inner: dict[str, list[Group]] = {}
+    owner: dict[str, str] = {}
+    for b in blocks:
+        for g in groups:
+            if g.id not in owner and g.widths and all(_inside(m, b.members) for m in g.widths):
+                inner.setdefault(b.id, []).append(g)
+                owner[g.id] = b.id
+    options = {g.id: width_options(g, round_to) for g in groups}
+    full_value = {g.id: float(np.sum(scores[g.id])) for g in groups}
+
+    items, values, deltas = [], [], []
+    for g in groups:
+        if g.id in owner:
+            continue
+        ks = options[g.id]
+        items.append(("group", g, ks))
+        values.append(_top_values(scores[g.id], ks))
+        deltas.append(np.array([table.group_ratio(g.id, int(k)) - 1.0 for k in ks]))
+    for b in blocks:
+        members = inner.get(b.id, [])
+        # Removing the block also deletes its filters in groups that continue outside it (a residual
+        # stream): charge their share of those groups' value, by producer count.
+        outside_loss = sum(full_value[g.id] * sum(_inside(m, b.members) for m in g.widths) / len(g.widths)
+                           for g in groups if g.id not in owner and g.widths)
+        combos = list(itertools.product(*[options[g.id] for g in members])) or [()]
+        if len(combos) > MAX_BLOCK_OPTIONS:
+            step = math.ceil(len(combos) / MAX_BLOCK_OPTIONS)
+            combos = combos[::step] + [tuple(options[g.id][-1] for g in members)]
+        keep_values = [sum(_top_values(scores[g.id], np.array([k]))[0] for g, k in zip(members, combo)) for combo in combos]
+        keep_deltas = [sum(table.group_ratio(g.id, int(k)) - 1.0 for g, k in zip(members, combo)) for combo in combos]
+        items.append(("block", b, combos, members))
+        values.append(np.array(keep_values + [-outside_loss]))
+        deltas.append(np.array(keep_deltas + [table.block_ratio(b.id) - 1.0]))
+    smallest = 1.0 + sum(d.min() for d in deltas)
+    picked = _knapsack(values, deltas, budget)
+    if picked is None:
+        raise _unreachable(budget, smallest, "joint")
+    kept, removed = {}, []
+    for item, choice in zip(items, picked):
+        if item[0] == "group":
+            kept[item[1].id] = int(item[2][choice])
+        elif choice == len(item[2]):
+            removed.append(item[1])
+        else:
+            for g, k in zip(item[3], item[2][choice]):
+                kept[g.id] = int(k)
+    return _decision(analysis, table, scores, kept, removed, round_to, budget, smallest,
+                     {"criterion": criterion, "solver": "joint-group-knapsack", "mode": "joint"})

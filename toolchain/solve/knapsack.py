@@ -1,0 +1,71 @@
+"""The two knapsacks of the papers, vectorised with numpy.
+
+Costs are latency (ratio to the unpruned model) scaled to integers: SP-LAMP multiplies by 10,000.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+RESOLUTION = 10_000
+
+
+def to_units(costs: np.ndarray, resolution: int = RESOLUTION) -> np.ndarray:
+    return np.round(np.asarray(costs, dtype=np.float64) * resolution).astype(np.int64)
+
+
+def group_knapsack(values: list[np.ndarray], weights: list[np.ndarray], capacity: int) -> list[int] | None:
+    """Pick exactly one option per item: maximise total value with total weight <= capacity.
+
+    SP-LAMP Algorithm 1 (f[l][v] = max(f[l-1][v], f[l-1][v - C] + I)). Weights are non-negative
+    integers. Returns the option index per item, or None when no choice fits.
+    """
+    if capacity < 0:
+        return None
+    size = capacity + 1
+    best = np.zeros(size)  # best[c]: best value of the items so far with total weight <= c
+    choices = []
+    for vals, wts in zip(values, weights):
+        new = np.full(size, -np.inf)
+        pick = np.full(size, -1, dtype=np.int32)
+        for option, (v, w) in enumerate(zip(vals.tolist(), wts.tolist())):
+            if w > capacity:
+                continue
+            candidate = np.full(size, -np.inf)
+            candidate[w:] = best[: size - w] + v
+            better = candidate > new
+            new[better] = candidate[better]
+            pick[better] = option
+        best = new
+        choices.append(pick)
+    if not np.isfinite(best[capacity]):
+        return None
+    picked, c = [], capacity
+    for item in range(len(values) - 1, -1, -1):
+        option = int(choices[item][c])
+        picked.append(option)
+        c -= int(weights[item][option])
+    return picked[::-1]
+
+
+def zero_one_knapsack(values: np.ndarray, weights: np.ndarray, capacity: int) -> np.ndarray | None:
+    """HALP's 0-1 knapsack: a mask of the items taken (max value, total weight <= capacity)."""
+    if capacity < 0:
+        return None
+    size = capacity + 1
+    best = np.zeros(size)
+    take = np.zeros((len(values), size), dtype=bool)
+    for i, (v, w) in enumerate(zip(values.tolist(), weights.tolist())):
+        if w > capacity:
+            continue
+        candidate = np.full(size, -np.inf)
+        candidate[w:] = best[: size - w] + v
+        better = candidate > best
+        take[i] = better
+        best = np.where(better, candidate, best)
+    mask = np.zeros(len(values), dtype=bool)
+    c = capacity
+    for i in range(len(values) - 1, -1, -1):
+        if take[i, c]:
+            mask[i] = True
+            c -= int(weights[i])
+    return mask
