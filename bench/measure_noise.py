@@ -50,18 +50,19 @@ def main() -> None:
         print(f"device: {backend.device()}")
         print(f"resnet18 vs itself, interleaved, warmup={args.warmup} runs={args.runs}, {args.reps} repetitions")
         for pause in (float(p) for p in args.pauses.split(",")):
-            ratios, pairs, medians = [], [], []
+            ratios, pairs, medians, ses = [], [], [], []
             t0 = time.perf_counter()
             for _ in range(args.reps):
                 a, b = backend.prepare(path), backend.prepare(path)  # fresh sessions, like a table build
                 res = interleaved_ratio(a, b, warmup=args.warmup, runs=args.runs, pause_s=pause)
                 ratios.append(res.ratio_of_medians)
                 pairs.append(res.ratio)
+                ses.append(res.ratio_se)
                 medians.append(res.reference.median)
                 a.close(), b.close()
             wall = time.perf_counter() - t0
             print(f"pause {pause:.3f} s: reference median {min(medians):.1f}-{max(medians):.1f} ms, "
-                  f"{wall:.0f} s wall")
+                  f"{wall:.0f} s wall, estimated se of the pair ratio {min(ses):.3f}-{max(ses):.3f}")
             for label, rs in (("ratio of medians", ratios), ("median of pair ratios", pairs)):  # tables store the latter
                 print(f"  {label:22s} {' '.join(f'{r:.3f}' for r in rs)} | spread "
                       f"{(max(rs) - min(rs)) * 100:.1f} pts, worst |ratio-1| "

@@ -128,3 +128,13 @@ def test_target_se_extends_runs():
     assert res.candidate.count == 20
     res = interleaved_ratio(Fixed([1.0]), Fixed([1.0]), warmup=0, runs=8, pause_s=0, target_se=0.01)
     assert res.candidate.count == 8 and res.ratio == 1.0
+
+
+def test_rewarm_adds_one_untimed_call():
+    c, r = Counter(), Counter()
+    interleaved_ratio(c, r, warmup=0, runs=3, pause_s=0, rewarm=True)
+    assert c.calls == r.calls == 6
+    quick = Fixed([1.0])  # 1 ms is over pause_s * 100 = 0.1 ms: only the very first call is rewarmed
+    quick.run = lambda: setattr(quick, "warm", getattr(quick, "warm", 0) + 1)
+    interleaved_ratio(quick, Fixed([1.0]), warmup=0, runs=3, pause_s=0.001)
+    assert quick.warm == 1
