@@ -4,8 +4,9 @@ Two kinds:
 - `residual`: a module whose nodes take one tensor x, end in `x + f(x)` (plus unary ops such as the
   final ReLU), and give back a tensor of x's shape. Removing it makes the module the identity.
 - `layer`: a single-path conv (+ BatchNorm + activation) outside residual blocks, whose input
-  feeds nothing else. Removing it passes its input straight on; when its input and output widths
-  differ, the next conv gets the new input width, freshly initialised (LayerPrune section 4.1).
+  feeds nothing else and whose output reaches the next conv on a single path. Removing it passes
+  its input straight on; when its input and output widths differ (before or after channel
+  pruning), the next conv gets the new input width, freshly initialised (LayerPrune section 4.1).
 """
 from __future__ import annotations
 
@@ -137,10 +138,11 @@ def _layers(g: _Graph) -> list[Block]:
         block = Block(module_of_param(conv.input[1]) if len(members) > 1 else members[0], "layer", members,
                       entry, exit_, [n.name for n in chain], width_in=s_in[1], width_out=s_out[1])
         nxt = _next_conv(g, exit_)
-        if nxt is not None:  # needed when widths differ, before or after channel pruning
-            block.next_conv, block.next_weight = nxt.name, nxt.input[1]
-        elif s_in[1] != s_out[1]:
+        if nxt is None:
+            # Channel pruning can make the input and output widths differ even when they start equal;
+            # only a next conv (re-created with the new width) can absorb that.
             continue
+        block.next_conv, block.next_weight = nxt.name, nxt.input[1]
         layers.append(block)
     return layers
 

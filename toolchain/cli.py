@@ -125,9 +125,23 @@ def prune(
     round_to: int = typer.Option(1, "--round-to", help="keep channel counts multiples of N (8 for TensorRT FP16 / ORT NCHWc)"),
     spec: Optional[str] = typer.Option(None, help="torch model spec, if the ONNX does not record one"),
     seed: int = typer.Option(0, help="seed for layers re-created after a layer removal"),
+    criterion: str = typer.Option("sp-lamp", help="filter importance with --budget: l1, l2, taylor, taylor-fm, bn-gamma, halp, sp-lamp, lamp, random"),
+    mode: str = typer.Option("joint", help="with --budget: filter (widths), layer (blocks), joint (both)"),
+    solver: str = typer.Option("group-knapsack", help="filter mode: group-knapsack (SP-LAMP) or halp (0-1 knapsack)"),
+    layer_criterion: Optional[str] = typer.Option(None, help="layer mode: mean:<criterion> (default), imprinting, ensemble:a,b"),
+    stages: int = typer.Option(1, help="prune in K stages of equal latency reduction (SP-LAMP 3.3)"),
+    data: Optional[str] = typer.Option(None, help="data for data-dependent criteria: mnist5k, digits, imagefolder:PATH, cifar10:PATH, npz:PATH"),
+    batches: int = typer.Option(8, help="batches of --data the criterion may use"),
+    backend: str = typer.Option("ort", help="with --budget: the backend whose latency the budget is about"),
+    store: Path = typer.Option(Path("latency.sqlite"), help="with --budget: the latency store (see `compress profile`)"),
+    runs: int = typer.Option(25, help="with --budget: interleaved pairs per table entry"),
     as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
 ) -> None:
-    """Prune: write DIR/model.onnx, DIR/plan.json, DIR/weights.safetensors (synced torch weights) and DIR/summary.json."""
+    """Prune: write DIR/model.onnx, DIR/plan.json, DIR/weights.safetensors (synced torch weights) and DIR/summary.json.
+
+    --budget B asks for a measured latency <= B x the unpruned model's on --backend: missing table
+    entries are profiled, the solver picks widths and/or blocks, the pruned model is measured, and the
+    plan is tightened if it misses by more than 3%."""
     from graphs.deps import analyze as analyze_graph
     from graphs.onnx_io import load_model
     from graphs.plan import load_plan
@@ -139,7 +153,16 @@ def prune(
     if round_to < 1:
         raise InputError(f"--round-to must be >= 1, got {round_to}")
     if budget is not None:
-        raise InputError("--budget needs latency tables and a solver, which this build does not have yet: use --plan or --ratio")
+        summary = _prune_budget(model, output, budget, criterion, mode, solver, layer_criterion, stages, data,
+                                batches, backend, store, runs, round_to)
+        if as_json:
+            _print_json(summary)
+            return
+        lat = summary["latency"]
+        status = "[green]met[/green]" if lat["met"] else "[red]missed[/red]"
+        out.print(f"wrote {output}/: budget {lat['budget']:.3f}, predicted {lat['predicted']:.3f}, measured "
+                  f"{lat['measured']:.3f} of the unpruned latency ({lat['pruned_ms']:.2f} ms vs {lat['reference_ms']:.2f} ms) {status}")
+        return
     if plan is not None:
         the_plan = load_plan(plan)
         if round_to > 1:
@@ -157,6 +180,32 @@ def prune(
               f"{len(summary['removed'])} blocks removed")
     for note in summary["notes"]:
         err.print(f"[yellow]note:[/yellow] {note}", highlight=False)
+
+
+def _prune_budget(model, output, budget, criterion, mode, solver, layer_criterion, stages, data, batches, backend,
+                  store, runs, round_to) -> dict:
+    from graphs.onnx_io import load_model
+    from toolchain.budget import BudgetRequest, prune_to_budget
+    from toolchain.latency.lut import ProfileConfig
+
+    if not 0.0 < budget <= 1.0:
+        raise InputError(f"--budget must be in (0, 1], got {budget}")
+    loader = None
+    if data is not None:
+        from toolchain.data import make_loader
+        from toolchain.prune import metadata
+
+        shape = [int(v) for v in metadata(load_model(model)).get("compress.input_shape", "1,3,224,224").split(",")]
+        loader = make_loader(data, tuple(shape), "train", batch_size=32, seed=0)
+    request = BudgetRequest(budget=budget, mode=mode, criterion=criterion, layer_criterion=layer_criterion,
+                            solver=solver, round_to=round_to, stages=stages, loader=loader, batches=batches,
+                            log=lambda message: err.print(message, highlight=False))
+    config = ProfileConfig(backend=backend, round_to=round_to, runs=runs)
+    progress = _TableProgress()
+    try:
+        return prune_to_budget(str(model), str(output), request, str(store), config, progress=progress)
+    finally:
+        progress.stop()
 
 
 @command

@@ -85,7 +85,7 @@ def _with_recalibrated_bn(module, model, x) -> onnx.ModelProto:
     for m in norms:
         m.reset_running_stats()
         m.momentum = None  # cumulative average over the calibration batches
-    module.train()
+        m.train()  # only the norms: the model's own train mode may change its graph (aux heads, dropout)
     with torch.no_grad():
         for chunk in x.split(1):
             module(torch.cat([chunk, chunk]))  # BN in train mode needs more than one value per channel
