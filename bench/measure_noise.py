@@ -42,6 +42,10 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=INTERLEAVED["warmup"])
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--pauses", default="0,0.1")
+    ap.add_argument("--target-se", type=float, default=None,
+                    help=f"extend runs until the ratio's se is below this (the library default is "
+                         f"{INTERLEAVED['target_se']}); default here: fixed --runs")
+    ap.add_argument("--max-runs", type=int, default=INTERLEAVED["max_runs"])
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "resnet18.onnx"
@@ -50,19 +54,21 @@ def main() -> None:
         print(f"device: {backend.device()}")
         print(f"resnet18 vs itself, interleaved, warmup={args.warmup} runs={args.runs}, {args.reps} repetitions")
         for pause in (float(p) for p in args.pauses.split(",")):
-            ratios, pairs, medians, ses = [], [], [], []
+            ratios, pairs, medians, ses, counts = [], [], [], [], []
             t0 = time.perf_counter()
             for _ in range(args.reps):
                 a, b = backend.prepare(path), backend.prepare(path)  # fresh sessions, like a table build
-                res = interleaved_ratio(a, b, warmup=args.warmup, runs=args.runs, pause_s=pause)
+                res = interleaved_ratio(a, b, warmup=args.warmup, runs=args.runs, pause_s=pause,
+                                        target_se=args.target_se, max_runs=args.max_runs)
                 ratios.append(res.ratio_of_medians)
                 pairs.append(res.ratio)
                 ses.append(res.ratio_se)
+                counts.append(res.candidate.count)
                 medians.append(res.reference.median)
                 a.close(), b.close()
             wall = time.perf_counter() - t0
             print(f"pause {pause:.3f} s: reference median {min(medians):.1f}-{max(medians):.1f} ms, "
-                  f"{wall:.0f} s wall, estimated se of the pair ratio {min(ses):.3f}-{max(ses):.3f}")
+                  f"{wall:.0f} s wall, estimated se of the pair ratio {min(ses):.3f}-{max(ses):.3f}, runs {min(counts)}-{max(counts)}")
             for label, rs in (("ratio of medians", ratios), ("median of pair ratios", pairs)):  # tables store the latter
                 print(f"  {label:22s} {' '.join(f'{r:.3f}' for r in rs)} | spread "
                       f"{(max(rs) - min(rs)) * 100:.1f} pts, worst |ratio-1| "

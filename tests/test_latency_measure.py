@@ -54,7 +54,8 @@ def test_presets():
 
 def test_interleaving_alternates_who_goes_first():
     log = []
-    res = interleaved_ratio(Counter(log, "c"), Counter(log, "r"), warmup=1, runs=3, pause_s=0)
+    res = interleaved_ratio(Counter(log, "c"), Counter(log, "r"), warmup=1, runs=3, pause_s=0,
+                            target_se=None)
     assert "".join(log) == "crrccrrc"
     assert res.candidate.count == res.reference.count == 3
 
@@ -93,7 +94,7 @@ def test_wider_model_is_not_faster(narrow_wide):
         n = time_runner(narrow, warmup=5, runs=40)
         w = time_runner(wide, warmup=5, runs=40)
         assert w.median > n.median
-        res = interleaved_ratio(wide, narrow, warmup=2, runs=15)
+        res = interleaved_ratio(wide, narrow, warmup=2, runs=15, target_se=None)
         assert res.ratio > 1, res
         assert res.reference.median < res.candidate.median
     finally:
@@ -132,9 +133,9 @@ def test_target_se_extends_runs():
 
 def test_rewarm_adds_one_untimed_call():
     c, r = Counter(), Counter()
-    interleaved_ratio(c, r, warmup=0, runs=3, pause_s=0, rewarm=True)
+    interleaved_ratio(c, r, warmup=0, runs=3, pause_s=0, rewarm=True, target_se=None)
     assert c.calls == r.calls == 6
     quick = Fixed([1.0])  # 1 ms is over pause_s * 100 = 0.1 ms: only the very first call is rewarmed
     quick.run = lambda: setattr(quick, "warm", getattr(quick, "warm", 0) + 1)
-    interleaved_ratio(quick, Fixed([1.0]), warmup=0, runs=3, pause_s=0.001)
+    interleaved_ratio(quick, Fixed([1.0]), warmup=0, runs=3, pause_s=0.001, target_se=None)
     assert quick.warm == 1

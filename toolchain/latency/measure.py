@@ -19,8 +19,10 @@ PROTOCOLS = {
     "sp-lamp": dict(warmup=0, runs=3000, keep_last=2500),
     "default": dict(warmup=10, runs=200),
 }
-# Interleaved candidate-vs-reference defaults (see bench/measure_noise.py for the figures behind them).
-INTERLEAVED = dict(warmup=5, runs=60, pause_s=0.1)
+# Interleaved candidate-vs-reference defaults (bench/measure_noise.py gives the figures behind them):
+# 60 runs give a ~1 point spread on a quiet host; when other processes load it (se 0.05-0.09 seen),
+# runs extend up to 240 until the ratio's standard error is <= 0.01, paying with time, not accuracy.
+INTERLEAVED = dict(warmup=5, runs=60, pause_s=0.1, target_se=0.01, max_runs=240)
 
 
 @dataclass(frozen=True)
@@ -93,8 +95,8 @@ def _ratio_se(pair_ratios: np.ndarray) -> float:
 
 def interleaved_ratio(candidate, reference, warmup: int = INTERLEAVED["warmup"],
                       runs: int = INTERLEAVED["runs"], pause_s: float = INTERLEAVED["pause_s"],
-                      keep_last: int | None = None, target_se: float | None = None,
-                      max_runs: int | None = None, rewarm: bool | None = None) -> RatioResult:
+                      keep_last: int | None = None, target_se: float | None = INTERLEAVED["target_se"],
+                      max_runs: int | None = INTERLEAVED["max_runs"], rewarm: bool | None = None) -> RatioResult:
     """Alternate candidate and reference call by call (who goes first alternates too).
 
     The pause after every call lets an onnxruntime session's worker threads stop spinning before the
@@ -106,8 +108,8 @@ def interleaved_ratio(candidate, reference, warmup: int = INTERLEAVED["warmup"],
     (a 4x-MAC pair: 2.0-2.2 cold, 2.7-2.8 rewarmed). So a timed call can follow one untimed call of
     the same runner (`rewarm`; its own spinning threads do not hurt it); by default only for calls
     under pause_s / 10 (10 ms), where the extra call costs little wall time.
-    With `target_se`, runs continue in chunks (up to `max_runs`, default 4 x runs) until the ratio's
-    standard error is below it: a loaded host then pays with time instead of with accuracy.
+    With `target_se` (None: exactly `runs`), runs continue in chunks, up to `max_runs`, until the
+    ratio's standard error is below it: a loaded host then pays with time instead of with accuracy.
     """
     if runs < 1 or warmup < 0:
         raise InputError(f"bad protocol: warmup={warmup} runs={runs}")
