@@ -45,7 +45,7 @@ def main() -> None:
     ap.add_argument("--target-se", type=float, default=None,
                     help=f"extend runs until the ratio's se is below this (the library default is "
                          f"{INTERLEAVED['target_se']}); default here: fixed --runs")
-    ap.add_argument("--max-runs", type=int, default=INTERLEAVED["max_runs"])
+    ap.add_argument("--max-runs", type=int, default=None, help="default: 4 x --runs")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "resnet18.onnx"
