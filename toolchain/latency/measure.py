@@ -1,7 +1,7 @@
 """The measurement protocol: warm up, run many times, keep robust statistics.
 
 Absolute times on a shared 2-core host drift up to 25% between runs (PLATFORM.md), so tables store
-the ratio of a candidate's median to an interleaved reference's median plus the reference's absolute
+a candidate's time relative to a reference run interleaved with it, plus the reference's absolute
 time: drift that hits both cancels. The ratio is the median of per-pair ratios (see interleaved_ratio).
 """
 from __future__ import annotations
