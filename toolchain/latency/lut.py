@@ -35,12 +35,13 @@ class ProfileConfig:
     runs: int = 25
     pause_s: float = 0.0
     spinning: bool = False  # ORT: idle threads must not spin, so two interleaved sessions can share 2 cores
+    target_se: float | None = 0.01  # extend an entry's runs (up to 3x) until the ratio's standard error fits
     groups: bool = True
     blocks: bool = True
 
     @property
     def protocol(self) -> str:
-        return f"interleaved-w{self.warmup}-r{self.runs}-p{self.pause_s:g}-s{int(self.spinning)}"
+        return f"interleaved-w{self.warmup}-r{self.runs}-p{self.pause_s:g}-s{int(self.spinning)}-se{self.target_se or 0:g}"
 
     def backend_options(self) -> dict:
         return {"spinning": self.spinning, "precision": self.precision} if self.backend == "ort" else {}
@@ -116,7 +117,7 @@ def measure_pair(backend, reference_runner, candidate_model: bytes, config: Prof
     runner = backend.prepare(candidate_model, batch=config.batch)
     try:
         result = interleaved_ratio(runner, reference_runner, warmup=config.warmup, runs=config.runs,
-                                   pause_s=config.pause_s)
+                                   pause_s=config.pause_s, target_se=config.target_se, max_runs=3 * config.runs)
     finally:
         runner.close()
     return {"ratio": result.ratio, "ref_median_ms": result.reference.median, "median_ms": result.candidate.median,
