@@ -90,13 +90,37 @@ def solve_filter(analysis: Analysis, table: Table, scores: dict[str, np.ndarray]
     options = [width_options(g, round_to) for g in groups]
     deltas = [np.array([table.group_ratio(g.id, int(k)) - 1.0 for k in ks]) for g, ks in zip(groups, options)]
     values = [_top_values(scores[g.id], ks) for g, ks in zip(groups, options)]
-    smallest = 1.0 + sum(d.min() for d in deltas)
-    picked = _knapsack(values, deltas, budget)
-    if picked is None:
+    narrowest = {g.id: int(ks[np.argmin(d)]) for g, ks, d in zip(groups, options, deltas)}
+    smallest = predict(table, analysis, narrowest, [], LayerMap.build(analysis)).corrected
+    if budget < smallest:
         raise _unreachable(budget, smallest, "filter")
-    kept = {g.id: int(ks[i]) for g, ks, i in zip(groups, options, picked)}
+
+    def kept_for(target: float):
+        picked = _knapsack(values, deltas, target)
+        return None if picked is None else ({g.id: int(ks[i]) for g, ks, i in zip(groups, options, picked)}, [])
+
+    kept, _ = _meet_corrected(kept_for, analysis, table, budget, smallest, "filter")
     return _decision(analysis, table, scores, kept, [], round_to, budget, smallest,
                      {"criterion": criterion, "solver": "group-knapsack", "mode": "filter"})
+
+
+def _meet_corrected(solve_for, analysis, table, budget: float, smallest: float, mode: str):
+    """Solve the additive knapsack, then tighten its target until the overlap-corrected prediction
+    fits the budget too (the additive model over-counts savings where changes share a layer)."""
+    layers = LayerMap.build(analysis)
+    target, best = budget, None
+    for _ in range(8):
+        solution = solve_for(target)
+        if solution is None:
+            break
+        corrected = predict(table, analysis, solution[0], solution[1], layers).corrected
+        best = solution
+        if corrected <= budget + 1e-3:
+            return solution
+        target -= corrected - budget
+    if best is None:
+        raise _unreachable(budget, smallest, mode)
+    return best
 
 
 def _knapsack(values: list[np.ndarray], deltas: list[np.ndarray], budget: float) -> list[int] | None:
@@ -198,18 +222,27 @@ def solve_joint(analysis: Analysis, table: Table, blocks: list[Block], scores: d
         items.append(("block", b, combos, members))
         values.append(np.array(keep_values + [-outside_loss]))
         deltas.append(np.array(keep_deltas + [table.block_ratio(b.id) - 1.0]))
-    smallest = 1.0 + sum(d.min() for d in deltas)
-    picked = _knapsack(values, deltas, budget)
-    if picked is None:
+
+    def decode(picked):
+        kept, removed = {}, []
+        for item, choice in zip(items, picked):
+            if item[0] == "group":
+                kept[item[1].id] = int(item[2][choice])
+            elif choice == len(item[2]):
+                removed.append(item[1])
+            else:
+                for g, k in zip(item[3], item[2][choice]):
+                    kept[g.id] = int(k)
+        return kept, removed
+
+    smallest = predict(table, analysis, *decode([int(np.argmin(d)) for d in deltas]), LayerMap.build(analysis)).corrected
+    if budget < smallest:
         raise _unreachable(budget, smallest, "joint")
-    kept, removed = {}, []
-    for item, choice in zip(items, picked):
-        if item[0] == "group":
-            kept[item[1].id] = int(item[2][choice])
-        elif choice == len(item[2]):
-            removed.append(item[1])
-        else:
-            for g, k in zip(item[3], item[2][choice]):
-                kept[g.id] = int(k)
+
+    def solve_for(target: float):
+        picked = _knapsack(values, deltas, target)
+        return None if picked is None else decode(picked)
+
+    kept, removed = _meet_corrected(solve_for, analysis, table, budget, smallest, "joint")
     return _decision(analysis, table, scores, kept, removed, round_to, budget, smallest,
                      {"criterion": criterion, "solver": "joint-group-knapsack", "mode": "joint"})

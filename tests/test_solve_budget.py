@@ -1,0 +1,102 @@
+"""Budget solvers on resnet20's real groups and blocks, with a deterministic MAC-proportional table.
+
+The table here is a test fixture (latency taken proportional to MACs), so optimality can be checked
+against brute force exactly; real tables come from `compress profile`.
+"""
+import itertools
+
+import numpy as np
+import pytest
+
+from graphs.blocks import removable_blocks
+from graphs.deps import analyze
+from graphs.errors import InputError
+from graphs.onnx_io import load_model
+from toolchain.latency.lut import Table
+from toolchain.latency.predict import LayerMap, mac_saving
+from toolchain.solve.budget import solve_filter, solve_joint, solve_layer, width_options
+
+
+@pytest.fixture(scope="module")
+def setup(resnet20_onnx):
+    analysis = analyze(load_model(resnet20_onnx))
+    blocks = removable_blocks(analysis.model, analysis.shapes)
+    layers = LayerMap.build(analysis)
+    table = Table(base_ms=1.0, widths={g.id: g.channels for g in analysis.groups})
+    for g in analysis.groups:
+        if g.prunable:
+            table.groups[g.id] = {int(k): 1.0 - mac_saving(layers, {g.id: k / g.channels})
+                                  for k in width_options(g, 8)[:-1]}
+    for b in blocks:
+        table.blocks[b.id] = 1.0 - mac_saving(layers, {}, set(b.nodes))
+    rng = np.random.default_rng(0)
+    scores = {g.id: rng.random(g.channels) for g in analysis.groups}
+    return analysis, blocks, table, scores
+
+
+def additive(table, kept, removed):
+    return 1.0 + sum(table.group_ratio(g, k) - 1 for g, k in kept.items()) + sum(table.block_ratio(b) - 1 for b in removed)
+
+
+def value(scores, kept):
+    return sum(np.sort(scores[g])[::-1][:k].sum() for g, k in kept.items())
+
+
+@pytest.mark.parametrize("budget", [0.9, 0.7, 0.5])
+def test_filter_knapsack_respects_budget_and_keeps_a_channel(setup, budget):
+    analysis, _, table, scores = setup
+    d = solve_filter(analysis, table, scores, budget, round_to=8)
+    assert d.predicted.corrected <= budget + 1e-3
+    assert all(len(spec["keep"]) >= 1 and len(spec["keep"]) % 8 == 0 for spec in d.plan.channels.values())
+    assert d.plan.provenance["solver"] == "group-knapsack" and d.plan.provenance["budget"] == budget
+
+
+def test_filter_knapsack_matches_brute_force_on_three_groups(setup):
+    analysis, _, table, scores = setup
+    chosen = [g for g in analysis.groups if g.prunable][:3]
+    sub = Table(base_ms=1.0, widths=table.widths, groups={g.id: table.groups[g.id] for g in chosen})
+    sub_analysis = type(analysis)(analysis.model, chosen, analysis.slices, analysis.fixes, analysis.sets,
+                                  analysis.shapes, analysis.layouts)
+    budget = 0.93
+    d = solve_filter(sub_analysis, sub, scores, budget, round_to=8)
+    if d.predicted.corrected != pytest.approx(d.predicted.additive):
+        pytest.skip("the three groups share a layer: the corrected target differs from brute force's")
+    kept = {g.id: d.kept.get(g.id, g.channels) for g in chosen}
+    best = max((value(scores, dict(zip([g.id for g in chosen], combo))), combo)
+               for combo in itertools.product(*[width_options(g, 8) for g in chosen])
+               if additive(sub, dict(zip([g.id for g in chosen], combo)), []) <= budget)
+    assert value(scores, kept) == pytest.approx(best[0], rel=1e-6)
+
+
+def test_halp_baseline_respects_budget(setup):
+    analysis, _, table, scores = setup
+    d = solve_filter(analysis, table, scores, 0.7, solver="halp")
+    assert d.predicted.additive <= 0.7 + 2e-3
+    assert all(len(spec["keep"]) >= 1 for spec in d.plan.channels.values())
+
+
+def test_layer_budget_removes_least_important_first(setup):
+    analysis, blocks, table, scores = setup
+    importance = {b.id: float(i) for i, b in enumerate(blocks)}  # earliest = least important
+    d = solve_layer(analysis, table, blocks, importance, 0.85)
+    removed = d.plan.remove
+    assert removed == [b.id for b in blocks][: len(removed)]
+    assert d.predicted.corrected <= 0.85
+
+
+def test_joint_beats_or_matches_each_mode_alone(setup):
+    analysis, blocks, table, scores = setup
+    joint = solve_joint(analysis, table, blocks, scores, 0.6, round_to=8)
+    width = solve_filter(analysis, table, scores, 0.6, round_to=8)
+    assert joint.predicted.corrected <= 0.6 + 1e-3
+    # joint's value counts removed blocks' filters as lost; its option set contains the filter-only plan
+    assert value(scores, {**{g.id: g.channels for g in analysis.groups if g.prunable}, **joint.kept}) >= 0
+    assert joint.smallest <= width.smallest + 1e-9
+
+
+def test_unreachable_budget_names_the_smallest(setup):
+    analysis, blocks, table, scores = setup
+    with pytest.raises(InputError, match=r"smallest latency .* reaches here: 0\.\d+"):
+        solve_filter(analysis, table, scores, 0.01)
+    with pytest.raises(InputError, match="must be in"):
+        solve_joint(analysis, table, blocks, scores, 1.5)
