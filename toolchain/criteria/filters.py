@@ -1,0 +1,375 @@
+"""Filter (channel) importance criteria, registered by name; higher score = more important.
+
+Each criterion scores channels of named torch parameters along axis 0 ({"conv.weight": one score
+per filter}, {"bn.weight": one per BatchNorm channel}); `group_scores` then turns these into one
+score per unit of each dependency group with a named aggregation ("sum" / "mean" / "max").
+Group-level criteria (LAMP, SP-LAMP, random) score the units directly.
+
+Criteria (LayerPrune section 3.1, SP-LAMP section 3.1 and appendix D):
+- "l1", "l2": L1 / L2 norm of each filter (LayerPrune eq. 1 uses L2);
+- "taylor": Taylor on weights in LayerPrune eq. 2 form, ||G (.) W||_2 per filter, i.e. the square
+  root of Molchanov's sum_s (g_s w_s)^2; over B batches sqrt(mean_b sum_s (g_{b,s} w_s)^2) (the
+  per-batch squared terms are averaged, as Molchanov accumulates them), loss = cross-entropy;
+- "taylor-fm": Taylor on feature maps, per conv/linear output channel |mean_n sum_{h,w} a dL/da|,
+  averaged over batches;
+- "bn-gamma": gamma^2 of each BatchNorm channel (LayerPrune eq. 3);
+- "halp": |g_gamma gamma + g_beta beta| per BatchNorm channel (HALP, SP-LAMP eq. 27), averaged
+  over batches;
+- "lamp": LAMP eq. 1 on units: v_u = aggregated ||W_u||^2 of the unit's filters, normalised within
+  the group: sorted ascending, score(u) = v_u / sum_{v >= u} v_v (the largest unit scores 1);
+- "sp-lamp": SP-LAMP eq. 2: v_u = ||W_{l,u}||^2 x ||W^_{l+1,u}||^2 (aggregated squared norm of
+  the unit's filters times the summed squared norm of all consumer input-channel slices of the
+  unit), eq. 3 (first factor only) for units no consumer reads; then the LAMP normalisation;
+- "random": seeded uniform per unit.
+
+Gradient criteria run the module in eval mode (BatchNorm running statistics are not touched) and
+use `torch.autograd.grad`, so parameters' `.grad` are left as they were.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from graphs.deps import Analysis
+from graphs.errors import InputError
+from toolchain.criteria.groups import AGGREGATIONS, group_scores
+
+
+@dataclass
+class Criterion:
+    name: str
+    doc: str
+    needs_data: bool = False
+    per_param: Callable | None = None  # (module, analysis, loader, batches) -> {param: scores along axis 0}
+    per_group: Callable | None = None  # (module, analysis, loader, batches, aggregate, seed) -> {group: scores}
+
+
+FILTER_CRITERIA: dict[str, Criterion] = {}
+
+
+def register(name: str, doc: str, needs_data: bool = False, group_level: bool = False):
+    def deco(fn):
+        FILTER_CRITERIA[name] = Criterion(name, doc, needs_data, None if group_level else fn,
+                                          fn if group_level else None)
+        return fn
+    return deco
+
+
+def known_filter_criteria() -> list[str]:
+    return list(FILTER_CRITERIA)
+
+
+def get_criterion(name: str) -> Criterion:
+    if name not in FILTER_CRITERIA:
+        raise InputError(f"unknown filter criterion {name!r}: known are {', '.join(FILTER_CRITERIA)}")
+    return FILTER_CRITERIA[name]
+
+
+def check_aggregate(aggregate: str) -> None:
+    if aggregate not in AGGREGATIONS:
+        raise InputError(f"unknown aggregation {aggregate!r}: known are {', '.join(AGGREGATIONS)}")
+
+
+# ----------------------------------------------------------------------------------------------
+# helpers
+
+
+def out_params(analysis: Analysis) -> list[str]:
+    """Conv/linear weights whose filters (axis 0) are producer channels, in graph order."""
+    names = []
+    for sl in analysis.slices:
+        if sl.role == "out" and sl.axis == 0 and sl.init not in names:
+            names.append(sl.init)
+    return names
+
+
+def _named_params(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return dict(module.named_parameters())
+
+
+def _weight_tensors(module: torch.nn.Module, analysis: Analysis) -> dict[str, torch.Tensor]:
+    params = _named_params(module)
+    return {n: params[n] for n in out_params(analysis) if n in params}
+
+
+def _batchnorms(module: torch.nn.Module) -> dict[str, torch.nn.Module]:
+    return {name: m for name, m in module.named_modules()
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.weight is not None}
+
+
+def iterate_batches(loader, batches: int | None, need_labels: bool = True, what: str = "criterion"):
+    """(x, y) of the first `batches` batches (all when None), on the module's device by the caller."""
+    if loader is None:
+        raise InputError(f"{what} needs data: pass --data")
+    if batches is not None and batches < 1:
+        raise InputError(f"batches must be >= 1, got {batches}")
+    count = 0
+    for item in loader:
+        if batches is not None and count >= batches:
+            break
+        if isinstance(item, (tuple, list)) and len(item) >= 2:
+            x, y = item[0], item[1]
+        elif need_labels:
+            raise InputError(f"{what} needs labelled data: the loader must yield (images, labels)")
+        else:
+            x, y = (item[0] if isinstance(item, (tuple, list)) else item), None
+        if not torch.is_tensor(x) or (y is not None and not torch.is_tensor(y)):
+            raise InputError(f"{what}: the loader must yield tensors (images, labels)")
+        count += 1
+        yield x, y
+    if count == 0:
+        raise InputError(f"{what}: the data loader yielded no batches")
+
+
+def _device(module: torch.nn.Module) -> torch.device:
+    for p in module.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+class _EvalMode:
+    def __init__(self, module):
+        self.module = module
+
+    def __enter__(self):
+        self.was_training = self.module.training
+        self.module.eval()
+        return self.module
+
+    def __exit__(self, *exc):
+        self.module.train(self.was_training)
+
+
+def _loss(module, x, y):
+    out = module(x)
+    if isinstance(out, (tuple, list)):
+        out = out[0]
+    if out.dim() != 2:
+        raise InputError(f"the model's output has shape {tuple(out.shape)}, a cross-entropy loss needs (N, classes)")
+    if y.dim() != 1 or y.shape[0] != out.shape[0]:
+        raise InputError(f"labels must be a 1-D tensor of {out.shape[0]} class ids, got shape {tuple(y.shape)}")
+    return F.cross_entropy(out, y.long())
+
+
+def _gradient_passes(module, loader, batches, tensors: list[torch.Tensor], name: str):
+    """Yield the gradients of the cross-entropy loss w.r.t. `tensors`, one list per batch."""
+    dev = _device(module)
+    with _EvalMode(module), torch.enable_grad():
+        for x, y in iterate_batches(loader, batches, what=f"criterion {name}"):
+            x, y = x.to(dev), y.to(dev)
+            loss = _loss(module, x, y)
+            yield torch.autograd.grad(loss, tensors, allow_unused=True)
+
+
+def lamp_normalise(v: np.ndarray) -> np.ndarray:
+    """LAMP eq. 1 within a group: sorted ascending, score(u) = v_u / sum_{v >= u} v_v.
+
+    The largest unit scores exactly 1 (also when every v is 0); ties keep channel order (a stable
+    sort), so among equal values the later channel counts as the larger.
+    """
+    v = np.asarray(v, dtype=np.float64)
+    if v.size == 0:
+        return v.copy()
+    order = np.argsort(v, kind="stable")
+    sorted_v = v[order]
+    tail = np.cumsum(sorted_v[::-1])[::-1]  # sum over v >= u
+    with np.errstate(divide="ignore", invalid="ignore"):
+        s = np.where(tail > 0, sorted_v / np.where(tail > 0, tail, 1.0), 0.0)
+    s[-1] = 1.0
+    out = np.empty_like(s)
+    out[order] = s
+    return out
+
+
+def _roots(analysis: Analysis) -> np.ndarray:
+    return np.array([analysis.sets.find(i) for i in range(len(analysis.sets.parent))], dtype=np.int64)
+
+
+# ----------------------------------------------------------------------------------------------
+# per-parameter criteria
+
+
+def _filter_norms(module, analysis, p: int) -> dict[str, np.ndarray]:
+    out = {}
+    for name, w in _weight_tensors(module, analysis).items():
+        flat = w.detach().reshape(w.shape[0], -1).double()
+        out[name] = flat.abs().sum(1).cpu().numpy() if p == 1 else flat.pow(2).sum(1).sqrt().cpu().numpy()
+    return out
+
+
+@register("l1", "L1 norm of each filter")
+def _l1(module, analysis, loader=None, batches=8):
+    return _filter_norms(module, analysis, 1)
+
+
+@register("l2", "L2 norm of each filter (LayerPrune eq. 1)")
+def _l2(module, analysis, loader=None, batches=8):
+    return _filter_norms(module, analysis, 2)
+
+
+@register("taylor", "||G (.) W||_2 per filter, Taylor on weights (LayerPrune eq. 2)", needs_data=True)
+def _taylor(module, analysis, loader=None, batches=8):
+    weights = _weight_tensors(module, analysis)
+    names, tensors = list(weights), list(weights.values())
+    acc = {n: torch.zeros(weights[n].shape[0], dtype=torch.float64) for n in names}
+    count = 0
+    for grads in _gradient_passes(module, loader, batches, tensors, "taylor"):
+        count += 1
+        for n, w, g in zip(names, tensors, grads):
+            if g is not None:
+                acc[n] += (g.detach() * w.detach()).reshape(w.shape[0], -1).double().pow(2).sum(1).cpu()
+    return {n: (acc[n] / count).sqrt().numpy() for n in names}
+
+
+@register("taylor-fm", "|mean_n sum_hw a dL/da| per output channel, Taylor on feature maps", needs_data=True)
+def _taylor_fm(module, analysis, loader=None, batches=8):
+    wanted = {n[: -len(".weight")]: n for n in out_params(analysis) if n.endswith(".weight")}
+    modules = {name: m for name, m in module.named_modules() if name in wanted}
+    captured: dict[str, list[torch.Tensor]] = {}
+
+    def hook(name):
+        def fn(_m, _inp, out):
+            if torch.is_tensor(out) and out.requires_grad:
+                captured.setdefault(name, []).append(out)
+        return fn
+
+    handles = [m.register_forward_hook(hook(name)) for name, m in modules.items()]
+    acc: dict[str, torch.Tensor] = {}
+    count = 0
+    dev = _device(module)
+    try:
+        with _EvalMode(module), torch.enable_grad():
+            for x, y in iterate_batches(loader, batches, what="criterion taylor-fm"):
+                captured.clear()
+                loss = _loss(module, x.to(dev), y.to(dev))
+                names = [n for n in captured]
+                acts = [a for n in names for a in captured[n]]
+                grads = torch.autograd.grad(loss, acts, allow_unused=True)
+                count += 1
+                k = 0
+                for n in names:
+                    per_call = []
+                    for a in captured[n]:
+                        g = grads[k]
+                        k += 1
+                        if g is None:
+                            g = torch.zeros_like(a)
+                        prod = (a.detach() * g).double()
+                        # (N, C, ...) -> sum over spatial positions, mean over the batch
+                        s = prod.reshape(prod.shape[0], prod.shape[1], -1).sum(2).mean(0).abs()
+                        per_call.append(s.cpu())
+                    total = torch.stack(per_call).sum(0)
+                    acc[n] = acc.get(n, 0) + total
+    finally:
+        for h in handles:
+            h.remove()
+    return {wanted[n]: (v / count).numpy() for n, v in acc.items()}
+
+
+@register("bn-gamma", "gamma^2 of each BatchNorm channel (LayerPrune eq. 3)")
+def _bn_gamma(module, analysis, loader=None, batches=8):
+    return {f"{n}.weight": m.weight.detach().double().pow(2).cpu().numpy() for n, m in _batchnorms(module).items()}
+
+
+@register("halp", "|g_gamma gamma + g_beta beta| per BatchNorm channel (HALP)", needs_data=True)
+def _halp(module, analysis, loader=None, batches=8):
+    bns = {n: m for n, m in _batchnorms(module).items() if m.bias is not None}
+    names = list(bns)
+    tensors = [t for n in names for t in (bns[n].weight, bns[n].bias)]
+    acc = {n: torch.zeros(bns[n].weight.shape[0], dtype=torch.float64) for n in names}
+    count = 0
+    for grads in _gradient_passes(module, loader, batches, tensors, "halp"):
+        count += 1
+        for i, n in enumerate(names):
+            gg, gb = grads[2 * i], grads[2 * i + 1]
+            gg = torch.zeros_like(bns[n].weight) if gg is None else gg
+            gb = torch.zeros_like(bns[n].bias) if gb is None else gb
+            acc[n] += (gg * bns[n].weight + gb * bns[n].bias).detach().double().abs().cpu()
+    return {f"{n}.weight": (acc[n] / count).numpy() for n in names}
+
+
+# ----------------------------------------------------------------------------------------------
+# group-level criteria
+
+
+def _squared_filter_norms(module, analysis):
+    return {n: v ** 2 for n, v in _filter_norms(module, analysis, 2).items()}
+
+
+def consumer_norms(module, analysis) -> tuple[dict[int, float], set[int]]:
+    """Channel root -> summed squared norm of every consumer input-channel ("in") slice reading it."""
+    params = _named_params(module)
+    buffers = dict(module.named_buffers())
+    roots = _roots(analysis)
+    total: dict[int, float] = {}
+    seen = set()
+    for sl in analysis.slices:
+        if sl.role != "in" or (sl.init, sl.axis) in seen:
+            continue
+        seen.add((sl.init, sl.axis))
+        w = params.get(sl.init, buffers.get(sl.init))
+        if w is None or sl.axis >= w.dim() or w.shape[sl.axis] != len(sl.ids):
+            continue
+        per = w.detach().double().transpose(0, sl.axis).reshape(w.shape[sl.axis], -1).pow(2).sum(1).cpu().numpy()
+        for r, v in zip(roots[np.asarray(sl.ids)].tolist(), per.tolist()):
+            total[r] = total.get(r, 0.0) + v
+    return total, set(total)
+
+
+@register("lamp", "LAMP eq. 1 on the units' squared filter norms, normalised within each group", group_level=True)
+def _lamp(module, analysis, loader=None, batches=8, aggregate="sum", seed=0):
+    v = group_scores(analysis, _squared_filter_norms(module, analysis), aggregate)
+    return {g: lamp_normalise(s) for g, s in v.items()}
+
+
+def sp_lamp_values(module, analysis, aggregate="sum") -> dict[str, np.ndarray]:
+    """SP-LAMP's v_u per group unit before the normalisation (eq. 2 numerator, eq. 3 without consumer)."""
+    first = group_scores(analysis, _squared_filter_norms(module, analysis), aggregate)
+    second, has_consumer = consumer_norms(module, analysis)
+    out = {}
+    for g in analysis.groups:
+        f = first[g.id]
+        out[g.id] = np.array([f[i] * second[r] if r in has_consumer else f[i]
+                              for i, r in enumerate(np.asarray(g.classes).tolist())], dtype=np.float64)
+    return out
+
+
+@register("sp-lamp", "SP-LAMP eq. 2-3: filter x next-layer input-channel norms, LAMP-normalised", group_level=True)
+def _sp_lamp(module, analysis, loader=None, batches=8, aggregate="sum", seed=0):
+    return {g: lamp_normalise(v) for g, v in sp_lamp_values(module, analysis, aggregate).items()}
+
+
+@register("random", "seeded uniform scores per unit", group_level=True)
+def _random(module, analysis, loader=None, batches=8, aggregate="sum", seed=0):
+    rng = np.random.default_rng(seed)
+    return {g.id: rng.random(len(g.classes)) for g in analysis.groups}
+
+
+# ----------------------------------------------------------------------------------------------
+# API
+
+
+def param_scores(name: str, module, analysis: Analysis, loader=None, batches: int = 8) -> dict[str, np.ndarray]:
+    """Per-parameter per-channel scores of a per-parameter criterion (not lamp / sp-lamp / random)."""
+    crit = get_criterion(name)
+    if crit.per_param is None:
+        raise InputError(f"criterion {name} scores group units, not parameters")
+    if crit.needs_data and loader is None:
+        raise InputError(f"criterion {name} needs data: pass --data")
+    return crit.per_param(module, analysis, loader, batches)
+
+
+def filter_scores(name: str, module: torch.nn.Module, analysis: Analysis, loader=None, batches: int = 8,
+                  aggregate: str = "sum", seed: int = 0) -> dict[str, np.ndarray]:
+    """{group id: score per unit (group.classes order)}; higher = more important."""
+    crit = get_criterion(name)
+    check_aggregate(aggregate)
+    if crit.needs_data and loader is None:
+        raise InputError(f"criterion {name} needs data: pass --data")
+    if crit.per_group is not None:
+        return crit.per_group(module, analysis, loader, batches, aggregate, seed)
+    return group_scores(analysis, crit.per_param(module, analysis, loader, batches), aggregate)
