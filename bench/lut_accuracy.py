@@ -26,6 +26,7 @@ from graphs.plan import Plan  # noqa: E402
 from graphs.surgery import apply_plan  # noqa: E402
 from toolchain.export import export_spec  # noqa: E402
 from toolchain.latency.backends import get_backend  # noqa: E402
+from toolchain.latency.isolated import isolated_table, predict_isolated  # noqa: E402
 from toolchain.latency.lut import ProfileConfig, profile  # noqa: E402
 from toolchain.latency.measure import interleaved_ratio  # noqa: E402
 from toolchain.latency.predict import LayerMap, latency_per_mac, predict  # noqa: E402
@@ -55,6 +56,7 @@ def main() -> None:
     parser.add_argument("--round-to", type=int, default=8)
     parser.add_argument("--store", default=None, help="reuse a store (default: a fresh temporary one)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--isolated", action="store_true", help="also build HALP's isolated-layer table and compare")
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
     with tempfile.TemporaryDirectory() as tmp:
@@ -74,6 +76,7 @@ def main() -> None:
             layers = LayerMap.build(analysis)
             alpha = latency_per_mac(table, analysis, layers)
             backend = get_backend(config.backend, **config.backend_options())
+            halp = isolated_table(analysis, backend, config) if args.isolated else None
             reference = backend.prepare(model.SerializeToString())
             rows = []
             for i in range(args.plans):
@@ -84,9 +87,11 @@ def main() -> None:
                 measured = interleaved_ratio(candidate, reference, warmup=3, runs=args.measure_runs).ratio
                 candidate.close()
                 guess = predict(table, analysis, kept, removed, layers, alpha)
-                rows.append((measured, guess.additive, guess.corrected))
+                isolated = predict_isolated(halp, table.widths, table.base_ms, kept) if halp else float("nan")
+                rows.append((measured, guess.additive, guess.corrected, isolated))
                 print(f"{spec} plan {i:2d}: {len(kept):2d} groups narrowed, {len(removed)} blocks removed: "
-                      f"measured {measured:.3f}, additive {guess.additive:.3f}, corrected {guess.corrected:.3f}")
+                      f"measured {measured:.3f}, additive {guess.additive:.3f}, corrected {guess.corrected:.3f}"
+                      + (f", isolated-layer {isolated:.3f}" if halp else ""))
             reference.close()
             m = np.array(rows)
             add_err = np.abs(m[:, 1] - m[:, 0]) / m[:, 0]
@@ -95,7 +100,12 @@ def main() -> None:
                   f"{count} measurements in the store, base {table.base_ms:.2f} ms, latency-per-MAC factor {alpha:.2f}")
             print(f"{spec}: additive error median {np.median(add_err):.1%} worst {add_err.max():.1%}; "
                   f"corrected error median {np.median(cor_err):.1%} worst {cor_err.max():.1%} "
-                  f"({args.plans} plans, measured ratios {m[:, 0].min():.2f}-{m[:, 0].max():.2f})\n")
+                  f"({args.plans} plans, measured ratios {m[:, 0].min():.2f}-{m[:, 0].max():.2f})")
+            if halp:
+                iso_err = np.abs(m[:, 3] - m[:, 0]) / m[:, 0]
+                print(f"{spec}: HALP isolated-layer error median {np.median(iso_err):.1%} worst {iso_err.max():.1%} "
+                      "(width changes only; removed blocks are not in its table)")
+            print()
 
 
 if __name__ == "__main__":

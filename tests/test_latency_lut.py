@@ -105,3 +105,18 @@ def test_ray_local_fan_out(resnet20_onnx, tmp_path):
     analysis = analyze(load_model(resnet20_onnx))
     assert set(table.blocks) == {b.id for b in removable_blocks(analysis.model, analysis.shapes)}
     assert len(rows(store)) == len(table.blocks)
+
+
+def test_isolated_layer_tables_for_comparison(resnet20_onnx):
+    from toolchain.latency.backends import get_backend
+    from toolchain.latency.isolated import isolated_table, predict_isolated
+
+    analysis = analyze(load_model(resnet20_onnx))
+    saved = isolated_table(analysis, get_backend("ort", spinning=False), ProfileConfig(points=1, runs=3, warmup=1))
+    plain_conv_groups = {"conv1", "layer1.0.conv1", "layer2.0.conv1", "layer3.2.conv1"}
+    assert plain_conv_groups <= set(saved)
+    widths = {g.id: g.channels for g in analysis.groups}
+    assert predict_isolated(saved, widths, 1.0, {}) == 1.0
+    gid = "layer3.2.conv1"
+    k = next(iter(saved[gid]))
+    assert predict_isolated(saved, widths, 2.0, {gid: k}) == pytest.approx(1.0 - saved[gid][k] / 2.0)
