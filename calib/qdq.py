@@ -1,0 +1,135 @@
+"""Static INT8 quantization to QDQ with onnxruntime.quantization, with a reusable calibration cache.
+
+The output is the portable INT8 form: QuantizeLinear/DequantizeLinear pairs, symmetric activations
+and weights (int8, zero-point 0), per-channel weights. onnxruntime runs it on the CPU, and TensorRT
+10 and 11 both build INT8 engines from it (explicit quantization, no calibrator needed).
+
+`quant_pre_process` runs first (symbolic shape inference + onnxruntime's basic graph optimisations,
+which fold BatchNorm into Conv): quantizing the folded weights is what every runtime then executes;
+quantizing the unfolded conv and leaving BN in float would cost accuracy and block the int8 conv fusion.
+
+Calibration cache: the tensor ranges the calibrator computes are JSON (onnxruntime's
+`save_tensors_data` format), stored under CACHE_DIR/<key>.json with key = sha256 of (model sha256,
+calibration data digest, method, options, onnxruntime version). A second build with the same model,
+data and method loads the ranges and passes no data reader at all: calibration does not run.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from graphs.errors import InputError
+
+METHODS = ("minmax", "entropy", "percentile")
+CACHE_VERSION = 1
+
+
+def default_cache_dir() -> Path:
+    root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return root / "compress" / "calib"
+
+
+def _method(ort_q, method: str):
+    if method not in METHODS:
+        raise InputError(f"unknown calibration method {method!r}: known are {', '.join(METHODS)}")
+    return {"minmax": ort_q.CalibrationMethod.MinMax, "entropy": ort_q.CalibrationMethod.Entropy,
+            "percentile": ort_q.CalibrationMethod.Percentile}[method]
+
+
+def cache_key(model_sha256: str, data_digest: str, method: str) -> str:
+    import onnxruntime
+
+    ident = {"model": model_sha256, "data": data_digest, "method": method, "symmetric": True,
+             "per_channel": True, "ort": onnxruntime.__version__, "v": CACHE_VERSION}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
+
+
+def _fix_ir(path: Path) -> None:
+    """onnx 1.23 may write IR 14; onnxruntime 1.31 reads at most 13 (PLATFORM.md)."""
+    import onnx
+
+    m = onnx.load(str(path))
+    if m.ir_version > 10:
+        m.ir_version = 10
+        onnx.save(m, str(path))
+
+
+def preprocess(src: Path, dst: Path) -> bool:
+    """quant_pre_process(src) -> dst; False (dst = a copy of src) when it cannot run on this model."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    try:
+        quant_pre_process(str(src), str(dst), skip_symbolic_shape=False)
+        _fix_ir(dst)
+        return True
+    except Exception:  # noqa: BLE001 - pre-processing is an optimisation; quantization works without
+        dst.write_bytes(src.read_bytes())
+        return False
+
+
+def quantize_qdq(model: str | os.PathLike, out: str | os.PathLike, data: np.ndarray, data_digest: str, *,
+                 input_name: str = "input", method: str = "minmax", cache_dir: str | os.PathLike | None = None,
+                 batch_size: int = 32, pre_process: bool = True) -> dict:
+    """Quantize ONNX `model` to a QDQ ONNX at `out` (written atomically); returns what was done.
+
+    `data` are the calibration tensors (n,C,H,W) and `data_digest` their digest
+    (calib.readers.digest_array). The returned dict says whether the calibration cache was hit
+    (`calibrated` False: no calibration ran, the ranges came from `cache_file`).
+    """
+    import onnxruntime.quantization as ort_q
+
+    from calib.readers import ArrayReader
+
+    calib_method = _method(ort_q, method)
+    src = Path(model)
+    model_sha = hashlib.sha256(src.read_bytes()).hexdigest()
+    cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+    key = cache_key(model_sha, data_digest, method)
+    cache_file = cache_dir / f"{key}.json"
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"calibration cache dir {cache_dir}: cannot create it ({exc.strerror})") from None
+    hit = cache_file.is_file()
+    if hit:
+        try:
+            json.loads(cache_file.read_text())
+        except (OSError, ValueError):  # a corrupt cache is recomputed, never trusted
+            cache_file.unlink(missing_ok=True)
+            hit = False
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    reader = None if hit else ArrayReader(data, input_name, batch_size)
+    extra = {"ActivationSymmetric": True, "WeightSymmetric": True, "CalibTensorRangeSymmetric": True}
+    if method == "percentile":
+        extra["CalibPercentile"] = 99.999
+    with tempfile.TemporaryDirectory(prefix=".qdq.", dir=out.parent) as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        did_pre = preprocess(src, pre) if pre_process else (pre.write_bytes(src.read_bytes()) and False)
+        q = Path(tmp) / "q.onnx"
+        try:  # the histogram calibrators print progress to stdout: keep --json output clean
+            with contextlib.redirect_stdout(io.StringIO()):
+                ort_q.quantize_static(
+                    str(pre), str(q), reader, quant_format=ort_q.QuantFormat.QDQ, per_channel=True,
+                    activation_type=ort_q.QuantType.QInt8, weight_type=ort_q.QuantType.QInt8,
+                    calibrate_method=calib_method, extra_options=extra,
+                    calibration_cache_path=str(cache_file))
+        except InputError:
+            raise
+        except Exception as e:  # noqa: BLE001 - e.g. the data does not fit the model
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise InputError(f"INT8 quantization failed: {first}") from None
+        _fix_ir(q)
+        os.replace(q, out)
+    return {"method": method, "format": "QDQ", "activations": "int8 symmetric (zero-point 0)",
+            "weights": "int8 symmetric per-channel (zero-point 0)", "preprocessed": did_pre,
+            "cache_file": str(cache_file), "cache_hit": hit, "calibrated": not hit,
+            "batches_read": 0 if reader is None else reader.batches_read, "samples": int(len(data))}
