@@ -394,3 +394,18 @@ def test_errors(plain, res_blocks):
         layer_scores("mean:taylor", rmodel, ra, blocks)
     for e in (InputError("x"),):
         assert "\n" not in str(e)
+
+
+def test_gradient_criteria_leave_module_as_found():
+    model, a = _setup(Plain())
+    ref = {c: filter_scores(c, model, a, _loader(), 2) for c in ("taylor", "taylor-fm", "halp")}
+    for p in model.parameters():
+        p.requires_grad_(False)
+    model.train()
+    stats = model.bn1.running_mean.clone()
+    for c, expect in ref.items():  # frozen parameters and train mode: same scores (eval mode inside)
+        got = filter_scores(c, model, a, _loader(), 2)
+        assert all(np.allclose(got[k], expect[k]) for k in expect), c
+    assert model.training and not any(p.requires_grad for p in model.parameters())
+    assert all(p.grad is None for p in model.parameters())
+    assert torch.equal(model.bn1.running_mean, stats)

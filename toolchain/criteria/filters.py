@@ -132,15 +132,22 @@ def _device(module: torch.nn.Module) -> torch.device:
 
 
 class _EvalMode:
-    def __init__(self, module):
-        self.module = module
+    """Eval mode (and, with grad=True, every parameter requiring grad) for the duration; restored after."""
+
+    def __init__(self, module, grad: bool = False):
+        self.module, self.grad = module, grad
 
     def __enter__(self):
         self.was_training = self.module.training
         self.module.eval()
+        self.frozen = [p for p in self.module.parameters() if not p.requires_grad] if self.grad else []
+        for p in self.frozen:
+            p.requires_grad_(True)
         return self.module
 
     def __exit__(self, *exc):
+        for p in self.frozen:
+            p.requires_grad_(False)
         self.module.train(self.was_training)
 
 
@@ -158,7 +165,7 @@ def _loss(module, x, y):
 def _gradient_passes(module, loader, batches, tensors: list[torch.Tensor], name: str):
     """Yield the gradients of the cross-entropy loss w.r.t. `tensors`, one list per batch."""
     dev = _device(module)
-    with _EvalMode(module), torch.enable_grad():
+    with _EvalMode(module, grad=True), torch.enable_grad():
         for x, y in iterate_batches(loader, batches, what=f"criterion {name}"):
             x, y = x.to(dev), y.to(dev)
             loss = _loss(module, x, y)
@@ -242,7 +249,7 @@ def _taylor_fm(module, analysis, loader=None, batches=8):
     count = 0
     dev = _device(module)
     try:
-        with _EvalMode(module), torch.enable_grad():
+        with _EvalMode(module, grad=True), torch.enable_grad():
             for x, y in iterate_batches(loader, batches, what="criterion taylor-fm"):
                 captured.clear()
                 loss = _loss(module, x.to(dev), y.to(dev))
