@@ -65,6 +65,31 @@ def _print_json(data) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=float) + "\n")
 
 
+def _train_config(epochs, lr, batch_size, weight_decay, seed):
+    from toolchain.train import TrainConfig
+
+    if epochs < 1 or lr <= 0 or batch_size < 1:
+        raise InputError("--epochs and --batch-size must be >= 1 and --lr > 0")
+    return TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay, seed=seed)
+
+
+class _EpochProgress:
+    def __init__(self, epochs: int, per_epoch: int):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.bar = Progress(TextColumn("[bold]epoch {task.fields[epoch]}[/bold]"), BarColumn(), MofNCompleteColumn(),
+                            TimeRemainingColumn(), console=err, transient=True)
+        self.per_epoch = per_epoch
+        self.task = self.bar.add_task("train", total=per_epoch, epoch=0)
+        self.bar.start()
+
+    def __call__(self, epoch: int, seen: int) -> None:
+        self.bar.update(self.task, completed=seen, epoch=epoch + 1)
+
+    def stop(self) -> None:
+        self.bar.stop()
+
+
 @command
 def export(
     spec: str = typer.Argument(..., help="torchvision:NAME, timm:NAME, builtin:NAME (resnet20, resnet56, vgg19_bn) or path/to/file.py:factory"),
@@ -206,6 +231,67 @@ def _prune_budget(model, output, budget, criterion, mode, solver, layer_criterio
         return prune_to_budget(str(model), str(output), request, str(store), config, progress=progress)
     finally:
         progress.stop()
+
+
+@command
+def finetune(
+    directory: Path = typer.Argument(..., help="a `compress prune` output directory"),
+    data: str = typer.Option(..., help="mnist5k, digits, imagefolder:PATH, cifar10:PATH, cifar100:PATH, npz:PATH"),
+    epochs: int = typer.Option(5, help="epochs (the papers fine-tune for 30 at lr 1e-3)"),
+    lr: float = typer.Option(1e-3, help="SGD learning rate, decayed x0.1 at 1/2 and 3/4 of the run"),
+    batch_size: int = typer.Option(64, "--batch-size"),
+    weight_decay: float = typer.Option(5e-4, "--weight-decay"),
+    distill: bool = typer.Option(False, help="distil from the unpruned model (soft targets)"),
+    seed: int = typer.Option(0),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Fine-tune the pruned torch module, write the weights back into DIR (weights.safetensors and the
+    same initializers of DIR/model.onnx, parity checked). Resumes from DIR/finetune/ after an interruption."""
+    from toolchain.data import dataset_info
+    from toolchain.finetune import ParityLost, finetune_dir
+
+    if not (directory / "plan.json").is_file():
+        raise InputError(f"{directory}: no plan.json (is it a `compress prune` output directory?)")
+    config = _train_config(epochs, lr, batch_size, weight_decay, seed)
+    per_epoch = dataset_info(data, seed=seed)["splits"]["train"]
+    progress = _EpochProgress(epochs, per_epoch)
+    try:
+        result = finetune_dir(directory, data, config, distill=distill, progress=progress)
+    except ParityLost as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(1)
+    finally:
+        progress.stop()
+    if as_json:
+        _print_json(result)
+        return
+    b, a = result["before"], result["after"]
+    out.print(f"top-1 {b['top1']:.2f} -> {a['top1']:.2f} (top-5 {a['top5']:.2f}) on {data} val; "
+              f"weights written to {directory}/weights.safetensors and model.onnx")
+
+
+@command
+def train(
+    spec: str = typer.Argument(..., help="model spec, e.g. builtin:resnet20"),
+    data: str = typer.Option(..., help="training data (see finetune)"),
+    output: Path = typer.Option(..., "-o", "--output", help="weights file to write (.safetensors)"),
+    epochs: int = typer.Option(10),
+    lr: float = typer.Option(0.05, help="from scratch: SGD lr, decayed x0.1 at 1/2 and 3/4 of the run"),
+    batch_size: int = typer.Option(64, "--batch-size"),
+    weight_decay: float = typer.Option(5e-4, "--weight-decay"),
+    input_shape: Optional[str] = typer.Option(None, help="N,C,H,W (default: the spec's)"),
+    seed: int = typer.Option(0),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Train a model from scratch (the baseline to prune), e.g. builtin:resnet20 on mnist5k."""
+    from toolchain.baseline import train_baseline
+
+    config = _train_config(epochs, lr, batch_size, weight_decay, seed)
+    result = train_baseline(spec, data, str(output), config, _parse_shape(input_shape))
+    if as_json:
+        _print_json(result)
+        return
+    out.print(f"wrote {output}: top-1 {result['val']['top1']:.2f} on {data} val after {epochs} epochs")
 
 
 @command

@@ -73,7 +73,7 @@ def undo_initializer_dedup(model: onnx.ModelProto) -> int:
 
 
 def export_onnx(model: nn.Module, input_shape, path: str | os.PathLike | None, *, opset: int = 17,
-                spec: str | None = None) -> onnx.ModelProto:
+                spec: str | None = None, num_classes: int | None = None) -> onnx.ModelProto:
     """Export `model` (put in eval mode) for `input_shape`, batch dimension dynamic.
 
     Writes `path` atomically when given; returns the checked ModelProto. Raises InputError when the
@@ -103,7 +103,9 @@ def export_onnx(model: nn.Module, input_shape, path: str | os.PathLike | None, *
     # setting); silence it so a bad model gives one line, not pages.
     quiet = mock.patch.object(torch._C, "_jit_onnx_log", lambda *a: None, create=True)
     try:
-        with warnings.catch_warnings(record=True) as caught, torch.no_grad(), quiet:
+        # MultiheadAttention's eval fast path is one fused op the legacy exporter cannot write.
+        mha_fastpath = mock.patch.object(torch.backends.mha, "get_fastpath_enabled", lambda: False)
+        with warnings.catch_warnings(record=True) as caught, torch.no_grad(), quiet, mha_fastpath:
             warnings.simplefilter("always")
             # Legacy exporter + no constant folding: BN stays a node, params keep torch names/values.
             torch.onnx.export(model, (x,), buf, dynamo=False, do_constant_folding=False,
@@ -119,6 +121,8 @@ def export_onnx(model: nn.Module, input_shape, path: str | os.PathLike | None, *
     meta = {"compress.input_shape": ",".join(map(str, shape))}
     if spec:
         meta["compress.spec"] = spec
+    if num_classes is not None:
+        meta["compress.num_classes"] = str(num_classes)
     _set_metadata(proto, meta)
     onnx.checker.check_model(proto)
     data = proto.SerializeToString()
@@ -200,10 +204,13 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 
 def export_spec(spec: str, path: str | os.PathLike | None, input_shape=None,
-                checkpoint: str | None = None, *, opset: int = 17) -> onnx.ModelProto:
-    """Build the model named by `spec` (see toolchain.zoo), load `checkpoint`, export it."""
+                checkpoint: str | None = None, *, opset: int = 17, num_classes: int | None = None) -> onnx.ModelProto:
+    """Build the model named by `spec` (see toolchain.zoo), load `checkpoint`, export it.
+
+    A non-default `num_classes` is recorded in the metadata, so the torch side rebuilds the same head.
+    """
     from toolchain.zoo import build_model, default_input_shape
 
-    model = build_model(spec, checkpoint=checkpoint)
+    model = build_model(spec, checkpoint=checkpoint, num_classes=num_classes)
     shape = tuple(input_shape) if input_shape is not None else default_input_shape(spec)
-    return export_onnx(model, shape, path, opset=opset, spec=spec)
+    return export_onnx(model, shape, path, opset=opset, spec=spec, num_classes=num_classes)

@@ -40,7 +40,8 @@ def torch_module_for(model: onnx.ModelProto, spec: str | None = None) -> tuple[t
     if not spec:
         raise InputError("the ONNX model does not say which torch model it came from: export it with "
                          "`compress export` or pass --spec")
-    module = build_model(spec)
+    classes = metadata(model).get("compress.num_classes")
+    module = build_model(spec, num_classes=int(classes) if classes else None)
     values = initializer_arrays(model)
     state = module.state_dict()
     with torch.no_grad():
@@ -81,6 +82,8 @@ def prune_to_dir(onnx_path: str, out_dir: str, plan: Plan, spec: str | None = No
     blocks = {b.id: b for b in removable_blocks(analysis.model, analysis.shapes)}
     summary = {
         "spec": spec,
+        "source_onnx": str(Path(onnx_path).resolve()),
+        "num_classes": int(metadata(model)["compress.num_classes"]) if "compress.num_classes" in metadata(model) else None,
         "params": {"before": count_params(model), "after": count_params(pruned)},
         "macs": {"before": count_macs(model), "after": count_macs(pruned)},
         "groups": [{"id": g.id, "before": g.channels, "after": len(edits.kept.get(g.id, range(g.channels))),

@@ -29,7 +29,8 @@ def load_pruned_module(directory: str | Path) -> torch.nn.Module:
     spec = plan.model.get("spec")
     if not spec:
         raise InputError(f"{directory}/plan.json does not name the torch model (model.spec)")
-    module = build_model(spec)
+    classes = json.loads((directory / "summary.json").read_text()).get("num_classes")
+    module = build_model(spec, num_classes=classes)
     state = load_file(str(directory / "weights.safetensors"))
     for name in structure.get("identity_modules", []):
         module.set_submodule(name, torch.nn.Identity())

@@ -1,0 +1,31 @@
+"""Train a model from scratch on real data: the baseline that pruning starts from."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from safetensors.torch import save_file
+
+from toolchain.data import dataset_info, make_loader
+from toolchain.train import TrainConfig, evaluate, train
+from toolchain.zoo import build_model, default_input_shape
+
+
+def train_baseline(spec: str, data: str, output: str, config: TrainConfig, input_shape=None, on_epoch=None) -> dict:
+    info = dataset_info(data, seed=config.seed)
+    shape = tuple(input_shape or default_input_shape(spec))
+    module = build_model(spec, num_classes=info["num_classes"])
+    train_loader = make_loader(data, shape, "train", config.batch_size, seed=config.seed, augment=True, shuffle=True)
+    val_loader = make_loader(data, shape, "val", 256, seed=config.seed)
+    history = train(module, train_loader, val_loader, config, on_epoch=on_epoch)
+    module = module.cpu().eval()
+    metrics = evaluate(module, val_loader)
+    out = Path(output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
+    os.close(fd)
+    save_file({k: v.detach().contiguous() for k, v in module.state_dict().items()}, tmp,
+              metadata={"spec": spec, "data": data, "num_classes": str(info["num_classes"])})
+    os.replace(tmp, out)
+    return {"spec": spec, "data": data, "num_classes": info["num_classes"], "val": metrics, "history": history}

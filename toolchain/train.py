@@ -1,0 +1,140 @@
+"""Training, fine-tuning (optionally distilled from the unpruned model) and evaluation.
+
+The papers' fine-tuning defaults: SGD, lr 1e-3, momentum 0.9, weight decay, step decay. A
+checkpoint is written after every epoch (model + optimizer + scheduler, loaded back with
+weights_only=True), so an interrupted run resumes from the last finished epoch. Under torchrun
+(WORLD_SIZE > 1) the same code runs data-parallel (DDP, gloo on CPU, nccl on GPUs).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler
+
+from graphs.plan import write_json
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 5
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    step_epochs: int = 0  # decay the lr x0.1 every N epochs (0: at 1/2 and 3/4 of the run)
+    batch_size: int = 64
+    distill: bool = False
+    temperature: float = 4.0
+    distill_weight: float = 0.7  # share of the loss from the teacher's soft targets
+    seed: int = 0
+
+
+def device_for() -> torch.device:
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if torch.cuda.is_available() else torch.device("cpu")
+
+
+def distributed() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def _rank() -> int:
+    return torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+
+
+def evaluate(module: nn.Module, loader: DataLoader, device: torch.device | None = None) -> dict:
+    """top-1 and top-5 accuracy (percent) and mean cross-entropy."""
+    device = device or device_for()
+    module.eval().to(device)
+    correct1 = correct5 = total = 0
+    loss = 0.0
+    with torch.no_grad():
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            logits = module(x)
+            loss += F.cross_entropy(logits, y, reduction="sum").item()
+            top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+            correct1 += (top[:, 0] == y).sum().item()
+            correct5 += (top == y[:, None]).any(dim=1).sum().item()
+            total += y.numel()
+    return {"top1": 100.0 * correct1 / max(1, total), "top5": 100.0 * correct5 / max(1, total),
+            "loss": loss / max(1, total), "count": total}
+
+
+def _loss(logits, y, teacher_logits, config: TrainConfig):
+    hard = F.cross_entropy(logits, y)
+    if teacher_logits is None:
+        return hard
+    t = config.temperature
+    soft = F.kl_div(F.log_softmax(logits / t, dim=1), F.softmax(teacher_logits / t, dim=1), reduction="batchmean") * t * t
+    return config.distill_weight * soft + (1.0 - config.distill_weight) * hard
+
+
+def train(module: nn.Module, train_loader: DataLoader, val_loader: DataLoader | None, config: TrainConfig,
+          checkpoint_dir: str | Path | None = None, teacher: nn.Module | None = None,
+          on_epoch: Callable[[int, dict], None] | None = None, progress=None) -> list[dict]:
+    """Train in place; returns the per-epoch history (train loss, val top-1/top-5)."""
+    torch.manual_seed(config.seed)
+    device = device_for()
+    if distributed() and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    module.to(device)
+    model = nn.parallel.DistributedDataParallel(module) if distributed() else module
+    if teacher is not None:
+        teacher.eval().to(device)
+    optimizer = torch.optim.SGD(module.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    milestones = list(range(config.step_epochs, config.epochs, config.step_epochs)) if config.step_epochs else \
+        sorted({max(1, config.epochs // 2), max(1, 3 * config.epochs // 4)})
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
+    history, start = [], 0
+    checkpoint = Path(checkpoint_dir) / "checkpoint.pt" if checkpoint_dir else None
+    if checkpoint is not None and checkpoint.is_file():
+        state = torch.load(checkpoint, map_location=device, weights_only=True)
+        module.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        history, start = json.loads(state["history"]), int(state["epoch"]) + 1
+    for epoch in range(start, config.epochs):
+        if isinstance(train_loader.sampler, DistributedSampler):
+            train_loader.sampler.set_epoch(epoch)
+        model.train()
+        total, seen = 0.0, 0
+        for x, y in train_loader:
+            x, y = x.to(device), y.to(device)
+            with torch.no_grad():
+                soft = teacher(x) if teacher is not None and config.distill else None
+            loss = _loss(model(x), y, soft, config)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * y.numel()
+            seen += y.numel()
+            if progress is not None:
+                progress(epoch, seen)
+        scheduler.step()
+        record = {"epoch": epoch, "train_loss": total / max(1, seen), "lr": optimizer.param_groups[0]["lr"]}
+        if val_loader is not None:
+            record.update({f"val_{k}": v for k, v in evaluate(module, val_loader, device).items() if k != "count"})
+        history.append(record)
+        if checkpoint is not None and _rank() == 0:
+            _save_checkpoint(checkpoint, module, optimizer, scheduler, epoch, history)
+        if on_epoch is not None:
+            on_epoch(epoch, record)
+    return history
+
+
+def _save_checkpoint(path: Path, module, optimizer, scheduler, epoch: int, history: list) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"model": module.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "epoch": epoch, "history": json.dumps(history)}, tmp)
+    os.replace(tmp, path)
+
+
+def write_history(path: str | Path, config: TrainConfig, history: list, extra: dict) -> None:
+    write_json({"config": asdict(config), "history": history, **extra}, path)
