@@ -295,6 +295,53 @@ def train(
 
 
 @command
+def pipeline(
+    recipe: Path = typer.Argument(..., help="recipe YAML (see recipes/default.yaml)"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Run export -> profile -> prune -> finetune -> (build) -> report from one recipe. Finished stages
+    whose settings did not change are skipped on a re-run."""
+    from toolchain.pipeline import run_pipeline
+    from toolchain.recipe import load_recipe
+
+    config = load_recipe(recipe)
+    progress = _TableProgress()
+    try:
+        results = run_pipeline(config, log=lambda message: err.print(message, highlight=False), progress=progress)
+    finally:
+        progress.stop()
+    if as_json:
+        _print_json(results)
+        return
+    lines = [f"pipeline {config.name}: outputs in {config.out}/"]
+    if "export" in results:
+        lines.append(f"  unpruned top-1 {results['export']['val']['top1']:.2f}")
+    if "prune" in results:
+        lat = results["prune"]["latency"]
+        lines.append(f"  latency budget {lat['budget']:.2f}: predicted {lat['predicted']:.3f}, measured {lat['measured']:.3f} "
+                     f"of the unpruned model ({lat['pruned_ms']:.2f} ms vs {lat['reference_ms']:.2f} ms)")
+    if "finetune" in results:
+        f = results["finetune"]
+        lines.append(f"  pruned top-1 {f['before']['top1']:.2f} -> {f['after']['top1']:.2f} after fine-tuning")
+    if "report" in results:
+        lines.append(f"  report: {config.out}/pruned/report/report.md")
+    out.print("\n".join(lines))
+
+
+@command
+def report(
+    directory: Path = typer.Argument(..., help="a `compress prune` output directory"),
+    results: Optional[Path] = typer.Option(None, help="a folder of run directories for the accuracy-vs-latency plot"),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="report folder (default DIR/report)"),
+) -> None:
+    """Write DIR/report/report.md and report.html with PNG figures and the numbers behind them."""
+    from toolchain.report import write_report
+
+    written = write_report(str(directory), results=str(results) if results else None, out=str(output) if output else None)
+    out.print(f"wrote {written.get('markdown', written)}")
+
+
+@command
 def verify(
     directory: Path = typer.Argument(..., help="a `compress prune` output directory"),
     batch: int = typer.Option(2, help="verification batch size"),

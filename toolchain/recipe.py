@@ -1,0 +1,91 @@
+"""The pipeline recipe: one validated YAML file (unknown keys and wrong types are errors)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from graphs.errors import InputError
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TrainStage(Strict):
+    epochs: int = Field(5, ge=1)
+    lr: float = Field(0.05, gt=0)
+    batch_size: int = Field(64, ge=1)
+    weight_decay: float = Field(5e-4, ge=0)
+
+
+class ProfileStage(Strict):
+    backend: str = "ort"
+    round_to: int = Field(8, ge=1)
+    points: int = Field(4, ge=1)
+    runs: int = Field(25, ge=1)
+
+
+class PruneStage(Strict):
+    budget: float = Field(..., gt=0, le=1)
+    mode: Literal["filter", "layer", "joint"] = "joint"
+    criterion: str = "sp-lamp"
+    layer_criterion: Optional[str] = None
+    solver: Literal["group-knapsack", "halp"] = "group-knapsack"
+    stages: int = Field(1, ge=1)
+    scores: list[str] = ["mean:l2", "mean:bn-gamma", "imprinting"]  # layer criteria shown in the report
+
+
+class FinetuneStage(Strict):
+    epochs: int = Field(3, ge=1)
+    lr: float = Field(1e-2, gt=0)
+    batch_size: int = Field(64, ge=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    distill: bool = False
+
+
+class BuildStage(Strict):
+    backend: Literal["ort", "tensorrt"] = "ort"
+    precision: Literal["fp32", "fp16", "int8"] = "fp32"
+    max_drop: Optional[float] = None
+
+
+class Recipe(Strict):
+    name: str = "run"
+    model: str
+    input_shape: Optional[list[int]] = None
+    data: str
+    out: str
+    seed: int = 0
+    checkpoint: Optional[str] = None  # weights to start from; else `train` makes a baseline
+    train: Optional[TrainStage] = None
+    profile: ProfileStage = ProfileStage()
+    prune: PruneStage
+    finetune: Optional[FinetuneStage] = FinetuneStage()
+    build: Optional[BuildStage] = None
+    report: bool = True
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such recipe file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: a recipe is a mapping of keys (model, data, out, prune, ...)")
+    try:
+        recipe = Recipe.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(p) for p in first["loc"])
+        raise InputError(f"{path}: {key}: {first['msg'].lower()}") from None
+    if recipe.checkpoint is not None and recipe.train is not None:
+        raise InputError(f"{path}: give either checkpoint (start from weights) or train (make a baseline), not both")
+    if recipe.input_shape is not None and (len(recipe.input_shape) != 4 or min(recipe.input_shape) < 1):
+        raise InputError(f"{path}: input_shape: must be four positive integers N, C, H, W")
+    return recipe
