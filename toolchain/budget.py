@@ -42,7 +42,7 @@ class BudgetRequest:
     loader: object | None = None  # data for data-dependent criteria
     batches: int = 8
     tolerance: float = 0.03
-    refine: int = 2
+    refine: int = 4
     measure_runs: int = 60
     between_stages: Callable[[int, Path], None] | None = None
     log: Callable[[str], None] = field(default=lambda message: None)
@@ -110,19 +110,34 @@ def _run_stages(onnx_path, out_dir, request, store, config, progress, workspace:
             module, _ = torch_module_for(model)
         group, layer = _scores(request, module, analysis, blocks)
         target = min(1.0, stage_budget / achieved)
+        tried: list[tuple[float, float]] = []  # (solver target, measured ratio of the original)
+        attempts = []  # (decision, measured)
+
+        def write(decision):
+            stage_module = load_pruned_module(Path(current).parent) if structure is not None else torch_module_for(model)[0]
+            return prune_to_dir(current, str(stage_dir), decision.plan, module=stage_module, structure=structure)
+
         for attempt in range(request.refine + 1):
             decision = _solve(request, target, analysis, table, blocks, group, layer)
-            stage_module = load_pruned_module(Path(current).parent) if structure is not None else torch_module_for(model)[0]
-            summary = prune_to_dir(current, str(stage_dir), decision.plan, module=stage_module, structure=structure)
+            summary = write(decision)
             measured = measure_against(onnx_path, str(stage_dir / "model.onnx"), config, request.measure_runs)
+            attempts.append((decision, measured))
             request.log(f"  target {target:.3f} of the stage input: predicted {decision.predicted.corrected * achieved:.3f}, "
                         f"measured {measured['ratio']:.3f} of the original (budget {stage_budget:.3f})")
             history.append({"stage": stage, "attempt": attempt, "target": target,
                             "predicted": decision.predicted.corrected * achieved,
                             "predicted_additive": decision.predicted.additive * achieved, **measured})
-            if measured["ratio"] <= stage_budget * (1.0 + request.tolerance) or attempt == request.refine:
+            tried.append((target, measured["ratio"]))
+            if abs(measured["ratio"] / stage_budget - 1.0) <= request.tolerance or attempt == request.refine:
                 break
-            target *= stage_budget / measured["ratio"]  # tighten by the measured miss
+            target = _next_target(tried, stage_budget, target)
+            if target is None:
+                break
+        best = _best_attempt(attempts, stage_budget, request.tolerance)
+        if best is not attempts[-1]:
+            summary = write(best[0])  # the same decision gives the same model: its measurement stands
+            history.append({**history[attempts.index(best)], "attempt": "chosen"})
+        measured = best[1]
         achieved = measured["ratio"]
         structure = summary["structure"]
         module = load_pruned_module(stage_dir)
@@ -136,6 +151,26 @@ def _run_stages(onnx_path, out_dir, request, store, config, progress, workspace:
                "backend": config.backend, "history": history}
     _add_to_summary(Path(out_dir) / "summary.json", {"latency": latency})
     return {**summary, "latency": latency}
+
+
+def _best_attempt(attempts: list, budget: float, tolerance: float):
+    """The least-pruned attempt that meets the budget (within tolerance), else the fastest one."""
+    meeting = [a for a in attempts if a[1]["ratio"] <= budget * (1.0 + tolerance)]
+    if meeting:
+        return max(meeting, key=lambda a: a[1]["ratio"])
+    return min(attempts, key=lambda a: a[1]["ratio"])
+
+
+def _next_target(tried: list[tuple[float, float]], budget: float, target: float) -> float | None:
+    """The solver target to try next: a secant step through the last two (target, measured) points,
+    or, with one point, a step scaled by the measured miss. None when nothing more can be gained."""
+    if len(tried) >= 2 and abs(tried[-1][1] - tried[-2][1]) > 1e-3:
+        (t0, m0), (t1, m1) = tried[-2], tried[-1]
+        step = t1 + (budget - m1) * (t1 - t0) / (m1 - m0)
+    else:
+        step = target * budget / tried[-1][1]
+    step = float(min(1.0, max(0.02, step)))
+    return None if abs(step - target) < 1e-3 else step
 
 
 def _add_to_summary(path: Path, fields: dict) -> None:

@@ -224,7 +224,7 @@ def _prune_budget(model, output, budget, criterion, mode, solver, layer_criterio
         loader = make_loader(data, tuple(shape), "train", batch_size=32, seed=0)
     request = BudgetRequest(budget=budget, mode=mode, criterion=criterion, layer_criterion=layer_criterion,
                             solver=solver, round_to=round_to, stages=stages, loader=loader, batches=batches,
-                            log=lambda message: err.print(message, highlight=False))
+                            log=lambda message: err.print(message, highlight=False, markup=False))
     config = ProfileConfig(backend=backend, round_to=round_to, runs=runs)
     progress = _TableProgress()
     try:
@@ -307,7 +307,8 @@ def pipeline(
     config = load_recipe(recipe)
     progress = _TableProgress()
     try:
-        results = run_pipeline(config, log=lambda message: err.print(message, highlight=False), progress=progress)
+        results = run_pipeline(config, log=lambda message: err.print(message, highlight=False, markup=False),
+                               progress=progress)
     finally:
         progress.stop()
     if as_json:
