@@ -47,6 +47,14 @@ def _rank() -> int:
     return torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
 
 
+def shard(loader):
+    """Under torchrun, give each process its own share of the training data (DistributedSampler)."""
+    if not distributed() or not isinstance(loader, DataLoader):
+        return loader
+    sampler = DistributedSampler(loader.dataset, shuffle=True, seed=torch.initial_seed() % 2**31)
+    return DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=sampler, num_workers=loader.num_workers)
+
+
 def evaluate(module: nn.Module, loader: DataLoader, device: torch.device | None = None) -> dict:
     """top-1 and top-5 accuracy (percent) and mean cross-entropy."""
     device = device or device_for()
@@ -85,6 +93,7 @@ def train(module: nn.Module, train_loader: DataLoader, val_loader: DataLoader | 
         torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     module.to(device)
     model = nn.parallel.DistributedDataParallel(module) if distributed() else module
+    train_loader = shard(train_loader)
     if teacher is not None:
         teacher.eval().to(device)
     optimizer = torch.optim.SGD(module.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
@@ -100,7 +109,7 @@ def train(module: nn.Module, train_loader: DataLoader, val_loader: DataLoader | 
         scheduler.load_state_dict(state["scheduler"])
         history, start = json.loads(state["history"]), int(state["epoch"]) + 1
     for epoch in range(start, config.epochs):
-        if isinstance(train_loader.sampler, DistributedSampler):
+        if isinstance(getattr(train_loader, "sampler", None), DistributedSampler):
             train_loader.sampler.set_epoch(epoch)
         model.train()
         total, seen = 0.0, 0

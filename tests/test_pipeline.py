@@ -1,0 +1,67 @@
+"""The recipe is validated with errors that name the key; the pipeline skips finished stages."""
+import json
+import textwrap
+
+import pytest
+from typer.testing import CliRunner
+
+from graphs.errors import InputError
+from toolchain.cli import app
+from toolchain.recipe import load_recipe
+
+BASE = """
+model: builtin:resnet20
+input_shape: [1, 3, 32, 32]
+data: digits
+out: {out}
+prune: {{budget: 0.7, mode: layer, criterion: l1, scores: ["mean:l2"]}}
+profile: {{points: 1, runs: 3}}
+finetune: {{epochs: 1}}
+report: false
+"""
+
+
+def write(tmp_path, text, **fmt):
+    path = tmp_path / "recipe.yaml"
+    path.write_text(textwrap.dedent(text).format(**fmt) if fmt else text)
+    return path
+
+
+@pytest.mark.parametrize("extra, fragment", [
+    ("prune: {budget: 0.5, mdoe: joint}\n", "prune.mdoe: extra inputs are not permitted"),
+    ("prune: {budget: 2}\n", "prune.budget: input should be less than or equal to 1"),
+    ("prune: {budget: 0.5, mode: sideways}\n", "prune.mode"),
+    ("finetune: {epochs: many}\n", "finetune.epochs"),
+    ("colour: blue\n", "colour: extra inputs are not permitted"),
+])
+def test_recipe_errors_name_the_key(tmp_path, extra, fragment):
+    lines = [l for l in BASE.format(out=tmp_path / "o").splitlines()
+             if not l.startswith(extra.split(":")[0] + ":")]
+    path = write(tmp_path, "\n".join(lines) + "\n" + extra)
+    with pytest.raises(InputError, match=fragment.replace("(", r"\(")):
+        load_recipe(path)
+
+
+def test_cli_recipe_error_exit_2(tmp_path):
+    result = CliRunner().invoke(app, ["pipeline", str(write(tmp_path, "model: [1, 2]\n"))])
+    assert result.exit_code == 2 and "model" in result.stderr and "Traceback" not in result.output
+
+
+def test_pipeline_runs_and_rerun_skips(tmp_path):
+    out = tmp_path / "run"
+    recipe = write(tmp_path, BASE, out=out)
+    runner = CliRunner()
+    first = runner.invoke(app, ["pipeline", str(recipe), "--json"])
+    assert first.exit_code == 0, first.output
+    results = json.loads(first.stdout)
+    assert set(results) == {"export", "profile", "prune", "finetune"}
+    assert (out / "pruned" / "model.onnx").is_file() and (out / "pruned" / "train.json").is_file()
+    assert json.loads((out / "pruned" / "scores.json").read_text())["criteria"]["mean:l2"]
+    again = runner.invoke(app, ["pipeline", str(recipe)])
+    assert again.exit_code == 0 and again.stderr.count("finished earlier, skipped") == 4
+    # changing the budget redoes prune and what follows it, not export or profile
+    recipe.write_text(recipe.read_text().replace("budget: 0.7", "budget: 0.8"))
+    third = runner.invoke(app, ["pipeline", str(recipe)])
+    assert third.exit_code == 0, third.output
+    assert "[export] finished earlier" in third.stderr and "[prune] running" in third.stderr
+    assert "[finetune] running" in third.stderr
