@@ -295,6 +295,50 @@ def train(
 
 
 @command
+def build(
+    source: Path = typer.Argument(..., help="a `compress prune` output directory, or an ONNX file"),
+    output: Path = typer.Option(..., "-o", "--output", help="artifact to write (a manifest JSON is written beside it)"),
+    backend: str = typer.Option("ort", help="ort (optimised ONNX for onnxruntime) or tensorrt (serialized engine)"),
+    precision: str = typer.Option("fp32", help="fp32 | fp16 | int8 (int8 needs --calib)"),
+    calib: Optional[str] = typer.Option(None, help="calibration data: mnist5k, digits, imagefolder:PATH, npz:PATH, ..."),
+    calib_method: str = typer.Option("minmax", "--calib-method", help="minmax | entropy | percentile"),
+    batch: str = typer.Option("1:1:1", help="dynamic batch profile MIN:OPT:MAX (TensorRT)"),
+    val: Optional[str] = typer.Option(None, help="validation data for the accuracy check (default: --calib's val split)"),
+    max_drop: Optional[float] = typer.Option(None, "--max-drop", help="fail (exit 1) when top-1 drops more than this many points"),
+    workspace_mb: int = typer.Option(1024, "--workspace-mb", help="TensorRT builder workspace limit"),
+    timing_cache: Optional[Path] = typer.Option(None, "--timing-cache", help="TensorRT timing cache file (reused)"),
+    as_json: bool = typer.Option(False, "--json", help="print the manifest as JSON"),
+) -> None:
+    """Build the deployable artifact: an optimised/FP16/INT8 (QDQ) ONNX for onnxruntime, or a TensorRT
+    engine built on this machine (TensorRT 10 flags or 11 strongly typed), with a manifest: versions,
+    device, hashes, calibration digest, measured latency and the accuracy check against FP32."""
+    from toolchain.build import BuildCheckFailed
+    from toolchain.build import build as build_artifact
+
+    if backend not in ("ort", "tensorrt"):
+        raise InputError(f"unknown build backend {backend!r}: ort or tensorrt")
+    if precision not in ("fp32", "fp16", "int8"):
+        raise InputError(f"unknown precision {precision!r}: fp32, fp16 or int8")
+    try:
+        with err.status(f"building {precision} for {backend}..."):
+            manifest = build_artifact(str(source), backend, precision, str(output), calib=calib, batch=batch,
+                                      calib_method=calib_method, max_drop=max_drop, val=val, workspace_mb=workspace_mb,
+                                      timing_cache=str(timing_cache) if timing_cache else None)
+    except BuildCheckFailed as exc:
+        err.print(f"[red]build check failed:[/red] {exc}", highlight=False)
+        raise typer.Exit(1)
+    if as_json:
+        _print_json(manifest)
+        return
+    out.print(f"wrote {output} ({backend} {precision}); manifest beside it")
+    acc = manifest.get("accuracy") or {}
+    if acc:
+        out.print(f"  accuracy check: {json.dumps(acc)[:300]}")
+    if manifest.get("latency"):
+        out.print(f"  latency on this machine: {json.dumps(manifest['latency'])[:300]}")
+
+
+@command
 def pipeline(
     recipe: Path = typer.Argument(..., help="recipe YAML (see recipes/default.yaml)"),
     as_json: bool = typer.Option(False, "--json"),
