@@ -1,0 +1,154 @@
+"""calib/: calibration readers and digests, QDQ quantization and its cache, the TensorRT calibrator."""
+import importlib.util
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from calib import qdq
+from calib.readers import ArrayReader, calibration_reader, data_digest, digest_array, load_calibration
+from graphs.errors import InputError
+
+SHAPE = [1, 3, 32, 32]
+
+
+@pytest.fixture(scope="module")
+def pruned_dir(resnet20_onnx, tmp_path_factory):
+    from graphs.deps import analyze
+    from graphs.onnx_io import load_model
+    from toolchain.prune import prune_to_dir, uniform_plan
+
+    out = tmp_path_factory.mktemp("calib") / "pruned"
+    prune_to_dir(str(resnet20_onnx), str(out), uniform_plan(analyze(load_model(str(resnet20_onnx))), 0.3, 8))
+    return out
+
+
+def test_data_spec_is_deterministic_and_shaped():
+    a = load_calibration("mnist5k", SHAPE, 40)
+    b = load_calibration("mnist5k", SHAPE, 40)
+    assert a.shape == (40, 3, 32, 32) and a.dtype == np.float32
+    assert np.array_equal(a, b)
+    assert data_digest("mnist5k", SHAPE, 40) == digest_array(a)
+    assert data_digest("mnist5k", SHAPE, 41) != digest_array(a)  # the digest is of the exact tensors
+
+
+def test_npy_npz_and_folder(tmp_path):
+    x = np.random.default_rng(0).standard_normal((10, 3, 32, 32)).astype(np.float32)
+    np.save(tmp_path / "a.npy", x)
+    got = load_calibration(str(tmp_path / "a.npy"), SHAPE, 8)
+    assert np.array_equal(got, x[:8])  # ready inputs are fed as they are
+    np.savez(tmp_path / "b.npz", x=x[:4])
+    assert np.array_equal(load_calibration(str(tmp_path / "b.npz"), SHAPE), x[:4])
+    folder = tmp_path / "dir"
+    folder.mkdir()
+    np.save(folder / "0.npy", x[:3])
+    np.save(folder / "1.npy", x[3])  # a single (C,H,W) sample
+    assert np.array_equal(load_calibration(str(folder), SHAPE), x[:4])
+
+
+def test_wrong_shape_names_both_shapes(tmp_path):
+    np.save(tmp_path / "bad.npy", np.zeros((4, 1, 28, 28), np.float32))
+    with pytest.raises(InputError) as e:
+        load_calibration(str(tmp_path / "bad.npy"), SHAPE)
+    msg = str(e.value)
+    assert "(4,1,28,28)" in msg and "(N,3,32,32)" in msg and "\n" not in msg
+
+
+def test_bad_calib_sources(tmp_path):
+    for bad in ["", "nosuchdata", str(tmp_path / "missing.npy")]:
+        with pytest.raises(InputError):
+            load_calibration(bad, SHAPE)
+    (tmp_path / "x.txt").write_text("hi")
+    with pytest.raises(InputError):
+        load_calibration(str(tmp_path / "x.txt"), SHAPE)
+
+
+def test_reader_is_an_ort_calibration_reader():
+    from onnxruntime.quantization import CalibrationDataReader
+
+    reader, digest = calibration_reader("mnist5k", SHAPE, "input", count=20, batch_size=8)
+    assert isinstance(reader, CalibrationDataReader) and len(digest) == 64
+    sizes = [b["input"].shape[0] for b in iter(reader.get_next, None)]
+    assert sizes == [8, 8, 4]
+    reader.rewind()
+    assert reader.get_next()["input"].shape == (8, 3, 32, 32)
+
+
+def test_qdq_symmetric_per_channel_and_cache_reuse(pruned_dir, tmp_path, monkeypatch):
+    x = load_calibration("mnist5k", SHAPE, 32)
+    d = digest_array(x)
+    cache = tmp_path / "cache"
+    info = qdq.quantize_qdq(pruned_dir / "model.onnx", tmp_path / "q.onnx", x, d, cache_dir=cache)
+    assert info["calibrated"] and not info["cache_hit"] and info["batches_read"] > 0
+    assert (cache / f"{qdq.cache_key(_sha(pruned_dir / 'model.onnx'), d, 'minmax')}.json").is_file()
+
+    m = onnx.load(str(tmp_path / "q.onnx"))
+    ops = [n.op_type for n in m.graph.node]
+    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+    inits = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
+    zps = [inits[n.input[2]] for n in m.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+           and len(n.input) > 2 and n.input[2] in inits]
+    assert zps and all((z == 0).all() for z in zps)                       # symmetric: zero-point 0
+    assert {z.dtype for z in zps} <= {np.dtype(np.int8), np.dtype(np.int32)}  # int8 (int32 biases)
+    conv_w = [n for n in m.graph.node if n.op_type == "DequantizeLinear" and n.input[1] in inits
+              and inits[n.input[1]].size > 1 and inits[n.input[0]].dtype == np.int8]
+    assert conv_w, "weights are quantized per channel"
+
+    def no_calibration(*a, **k):
+        raise AssertionError("calibration ran although the cache holds the ranges")
+
+    monkeypatch.setattr(qdq, "_calibrate", no_calibration)
+    again = qdq.quantize_qdq(pruned_dir / "model.onnx", tmp_path / "q2.onnx", x, d, cache_dir=cache)
+    assert again["cache_hit"] and not again["calibrated"] and again["batches_read"] == 0
+    assert (tmp_path / "q2.onnx").read_bytes() == (tmp_path / "q.onnx").read_bytes()
+
+
+def test_qdq_methods_differ(pruned_dir, tmp_path):
+    x = load_calibration("mnist5k", SHAPE, 32)
+    d = digest_array(x)
+    out = {}
+    for method in ("minmax", "percentile"):
+        qdq.quantize_qdq(pruned_dir / "model.onnx", tmp_path / f"{method}.onnx", x, d, method=method,
+                         cache_dir=tmp_path / "c")
+        out[method] = (tmp_path / f"{method}.onnx").read_bytes()
+    assert out["minmax"] != out["percentile"]
+    with pytest.raises(InputError):
+        qdq.quantize_qdq(pruned_dir / "model.onnx", tmp_path / "z.onnx", x, d, method="kl")
+
+
+def test_array_reader_alone():
+    r = ArrayReader(np.zeros((5, 3, 4, 4), np.float32), "x", batch_size=2)
+    assert len(r) == 3 and [b["x"].shape[0] for b in r] == [2, 2, 1]
+
+
+def test_tensorrt_calibrator_without_tensorrt(tmp_path):
+    import calib.tensorrt_calib as tc  # importing never needs TensorRT
+
+    if importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("TensorRT is installed: covered by the gpu tests")
+    with pytest.raises(InputError, match="pip install tensorrt"):
+        tc.make_entropy_calibrator(np.zeros((4, 3, 32, 32), np.float32), tmp_path / "c.cache")
+
+
+@pytest.mark.gpu
+def test_tensorrt_entropy_calibrator_batches(tmp_path):
+    trt = pytest.importorskip("tensorrt")
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+    import calib.tensorrt_calib as tc
+
+    if not tc.supports_calibrator(trt):
+        pytest.skip(f"TensorRT {trt.__version__} has no calibrators")
+    cal = tc.make_entropy_calibrator(np.ones((10, 3, 32, 32), np.float32), tmp_path / "c.cache", batch_size=4)
+    assert cal.get_batch_size() == 4
+    assert cal.get_batch(["input"]) and cal.get_batch(["input"]) and cal.get_batch(["input"]) is None
+    cal.write_calibration_cache(b"table")
+    assert cal.read_calibration_cache() == b"table"
+
+
+def _sha(path):
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
