@@ -66,6 +66,7 @@ def run_pipeline(recipe: Recipe, log: Callable[[str], None] = print, progress=No
     pruned = out / "pruned"
     results["prune"] = stages.run("prune", recipe.prune.model_dump(), [pruned / "model.onnx"],
                                   lambda: _prune(recipe, onnx_path, pruned, store, config, shape, out, progress, log))
+    _record_baseline(pruned / "summary.json", results["export"]["val"])
     if recipe.finetune:
         results["finetune"] = stages.run("finetune", recipe.finetune.model_dump(), [pruned / "train.json"],
                                          lambda: _finetune(recipe, pruned))
@@ -76,6 +77,14 @@ def run_pipeline(recipe: Recipe, log: Callable[[str], None] = print, progress=No
         results["report"] = stages.run("report", {"report": True}, [pruned / "report" / "report.md"],
                                        lambda: _report(pruned, out))
     return results
+
+
+def _record_baseline(summary_path: Path, metrics: dict) -> None:
+    """The unpruned model's accuracy, for the report's headline (idempotent)."""
+    summary = json.loads(summary_path.read_text())
+    if summary.get("baseline_top1") != metrics["top1"]:
+        summary["baseline_top1"] = metrics["top1"]
+        write_json(summary, summary_path)
 
 
 def _train(recipe: Recipe, shape, baseline: Path) -> dict:
