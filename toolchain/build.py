@@ -185,63 +185,11 @@ def _trt_backend(precision: str, workspace_mb: int, timing_cache):
 
 
 def build_engine(be, onnx_path: Path, precision: str, batch: tuple[int, int, int], calibrator=None) -> bytes:
-    """Serialized engine from ONNX with a MIN:OPT:MAX batch profile, on TensorRT 10.x or 11.x.
-
-    `be` is a TensorRTBackend (its logger, timing cache and workspace are reused). On 10.x the
-    precision is a builder flag; on 11.x (strongly typed) the ONNX must already carry it (FP16 tensors
-    or QDQ nodes). `calibrator` (10.x only) is the implicit-quantization INT8 path.
-    """
-    trt = be.trt
-    data = onnx_path.read_bytes()
-    logger = be._logger()
-    builder = trt.Builder(logger)
-    network = builder.create_network(0)  # explicit batch on 10.x; strongly typed on 11.x
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse(data):
-        first = parser.get_error(0).desc() if parser.num_errors else (logger.errors or ["unknown"])[0]
-        raise InputError(f"TensorRT cannot parse the ONNX: {first}")
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, be.workspace)
-    if be.major < 11:
-        if precision in ("fp16", "int8"):
-            config.set_flag(trt.BuilderFlag.FP16)  # int8: layers without Q/DQ may still run in FP16
-        if precision == "int8":
-            config.set_flag(trt.BuilderFlag.INT8)
-    cache_bytes = be.cache_path.read_bytes() if be.cache_path.is_file() else b""
-    config.set_timing_cache(config.create_timing_cache(cache_bytes), False)
-    profile = builder.create_optimization_profile()
-    dynamic = False
-    for i in range(network.num_inputs):
-        inp = network.get_input(i)
-        shape = list(inp.shape)
-        if any(d < 0 for d in shape[1:]):
-            raise InputError(f"input {inp.name} has dynamic dims {shape} besides the batch")
-        if shape[0] < 0:
-            dynamic = True
-            profile.set_shape(inp.name, [batch[0], *shape[1:]], [batch[1], *shape[1:]], [batch[2], *shape[1:]])
-        elif batch != (shape[0],) * 3:
-            raise InputError(f"input {inp.name} has a fixed batch of {shape[0]}, asked for profile "
-                             f"{':'.join(map(str, batch))}: export with a dynamic batch dimension")
-    if dynamic:
-        config.add_optimization_profile(profile)
-    if calibrator is not None:
-        config.int8_calibrator = calibrator
-        if dynamic:
-            cal = builder.create_optimization_profile()
-            b = calibrator.get_batch_size()
-            for i in range(network.num_inputs):
-                inp = network.get_input(i)
-                s = [b, *list(inp.shape)[1:]]
-                cal.set_shape(inp.name, s, s, s)
-            config.set_calibration_profile(cal)
-    try:
-        engine = builder.build_serialized_network(network, config)
-    except Exception as e:  # noqa: BLE001 - some versions raise instead of returning None
-        raise InputError(f"TensorRT engine build failed: {(str(e).splitlines() or ['?'])[0]}") from None
-    if engine is None:
-        raise InputError(f"TensorRT engine build failed: {(logger.errors or ['no error reported'])[0]}")
-    be._save_cache(config)
-    return bytes(memoryview(engine))
+    """Serialized engine from ONNX with a MIN:OPT:MAX batch profile (the backend's builder, which
+    handles TensorRT 10.x flags and 11.x strong typing). `be` was created for `precision`."""
+    if be.precision != precision:
+        raise ValueError(f"backend built for {be.precision}, asked for {precision}")
+    return be.build(onnx_path, batch, calibrator)
 
 
 class TrtExecutor:
@@ -324,12 +272,19 @@ def _val_data(val: str, input_shape, count: int, batch: int):
             return
 
 
-def accuracy_check(ref_fn, art_fn, val: str, input_shape, count: int, batch: int) -> dict:
-    """Top-1 of FP32 (ref_fn) and of the artifact (art_fn) on `val`'s val split; output cosine."""
+def accuracy_check(ref_fn, art_fn, val: str, input_shape, count: int, batch: int, pad: bool = False) -> dict:
+    """Top-1 of FP32 (ref_fn) and of the artifact (art_fn) on `val`'s val split; output cosine.
+
+    pad: the model has a fixed batch, so a short last batch is zero-padded and the padding dropped.
+    """
     right_ref = right_art = agree = n = 0
     cos = []
     for x, y in _val_data(val, input_shape, count, batch):
-        a, b = ref_fn(x).reshape(len(x), -1), art_fn(x).reshape(len(x), -1)
+        k = len(x)
+        if pad and k < batch:
+            x = np.concatenate([x, np.zeros((batch - k, *x.shape[1:]), x.dtype)])
+        a, b = ref_fn(x)[:k].reshape(k, -1), art_fn(x)[:k].reshape(k, -1)
+        x = x[:k]
         pa, pb = a.argmax(1), b.argmax(1)
         right_ref += int((pa == y).sum())
         right_art += int((pb == y).sum())
@@ -501,8 +456,13 @@ def build(source: str, backend: str, precision: str, out: str, calib: str | None
         # 3. checks, then the manifest
         accuracy = None
         if val:
-            accuracy = accuracy_check(ref_fn, art_fn, val, input_shape, val_count,
-                                      batch=max(1, min(64, profile[2])))
+            # any batch for ORT (dynamic batch); within the engine's profile for TensorRT
+            if not dynamic:
+                eval_batch = input_shape[0]
+            else:
+                eval_batch = 64 if backend == "ort" else max(1, min(64, profile[2]))
+            accuracy = accuracy_check(ref_fn, art_fn, val, input_shape, val_count, batch=eval_batch,
+                                      pad=not dynamic)
         latency = None
         if measure:
             latency = {"batch": profile[1], **_latency(candidate, reference, precision, latency_runs)}

@@ -94,18 +94,18 @@ class TensorRTBackend:
 
         return Logger()
 
-    def _config(self, builder, data: bytes):
+    def _config(self, builder, data: bytes, calibrated: bool = False):
         trt, config = self.trt, builder.create_builder_config()
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, self.workspace)
         fp16_onnx, qdq = _onnx_traits(data)
-        if self.precision == "int8" and not qdq:
+        if self.precision == "int8" and not qdq and not calibrated:
             raise InputError("INT8 with TensorRT needs a QDQ ONNX (explicit quantization): "
                              "quantize it first (compress build --calib ...)")
         if self.precision == "fp16" and self.major >= 11 and not fp16_onnx:
             raise InputError(f"TensorRT {self.trt.__version__} is strongly typed: FP16 needs an FP16 ONNX, "
                              "and this one is FP32; convert it to FP16 first")
-        if self.major < 11 and self.precision == "fp16":
-            config.set_flag(trt.BuilderFlag.FP16)
+        if self.major < 11 and self.precision in ("fp16", "int8"):
+            config.set_flag(trt.BuilderFlag.FP16)  # int8: layers without Q/DQ may still run in FP16
         if self.major < 11 and self.precision == "int8":
             config.set_flag(trt.BuilderFlag.INT8)
         cache_bytes = self.cache_path.read_bytes() if self.cache_path.is_file() else b""
@@ -120,9 +120,16 @@ class TensorRTBackend:
         tmp.write_bytes(data)
         os.replace(tmp, self.cache_path)  # atomic: concurrent builders never see half a cache
 
-    def build(self, model, batch: int = 1) -> bytes:
-        """ONNX (bytes or path) -> serialized engine, with the batch dim fixed to `batch`."""
+    def build(self, model, batch: int | tuple[int, int, int] = 1, calibrator=None) -> bytes:
+        """ONNX (bytes or path) -> serialized engine.
+
+        `batch` is a fixed batch size or a MIN:OPT:MAX profile for a dynamic batch dim. `calibrator`
+        (TensorRT 10.x only) is the implicit INT8 path; everywhere else INT8 comes from a QDQ ONNX.
+        """
         trt = self.trt
+        dims = (batch,) * 3 if isinstance(batch, int) else tuple(batch)
+        if calibrator is not None and self.major >= 11:
+            raise InputError(f"TensorRT {trt.__version__} has no calibrators: use a QDQ ONNX for INT8")
         data = bytes(model) if isinstance(model, (bytes, bytearray)) else Path(model).read_bytes()
         logger = self._logger()
         builder = trt.Builder(logger)
@@ -131,7 +138,7 @@ class TensorRTBackend:
         if not parser.parse(data):
             first = parser.get_error(0).desc() if parser.num_errors else (logger.errors or ["unknown"])[0]
             raise InputError(f"TensorRT cannot parse the ONNX: {first}")
-        config = self._config(builder, data)
+        config = self._config(builder, data, calibrated=calibrator is not None)
         profile, dynamic = builder.create_optimization_profile(), False
         for i in range(network.num_inputs):
             inp = network.get_input(i)
@@ -140,15 +147,26 @@ class TensorRTBackend:
                 raise InputError(f"input {inp.name} has dynamic dims {shape} besides the batch")
             if shape[0] < 0:
                 dynamic = True
-                profile.set_shape(inp.name, [1, *shape[1:]], [batch, *shape[1:]], [batch, *shape[1:]])
-            elif shape[0] != batch:
-                raise InputError(f"input {inp.name} has a fixed batch of {shape[0]}, asked for {batch}")
+                profile.set_shape(inp.name, *[[d, *shape[1:]] for d in dims])
+            elif dims != (shape[0],) * 3:
+                raise InputError(f"input {inp.name} has a fixed batch of {shape[0]}, asked for "
+                                 f"{':'.join(map(str, dims))}: export with a dynamic batch dimension")
         if dynamic:
             config.add_optimization_profile(profile)
+        if calibrator is not None:
+            config.int8_calibrator = calibrator
+            if dynamic:  # calibration runs at the calibrator's own batch size
+                fixed = builder.create_optimization_profile()
+                size = calibrator.get_batch_size()
+                for i in range(network.num_inputs):
+                    inp = network.get_input(i)
+                    s = [size, *list(inp.shape)[1:]]
+                    fixed.set_shape(inp.name, s, s, s)
+                config.set_calibration_profile(fixed)
         try:
             engine = builder.build_serialized_network(network, config)
         except Exception as e:  # some versions raise instead of returning None
-            raise InputError(f"TensorRT engine build failed: {e}") from None
+            raise InputError(f"TensorRT engine build failed: {(str(e).splitlines() or ['?'])[0]}") from None
         if engine is None:
             raise InputError(f"TensorRT engine build failed: {(logger.errors or ['no error reported'])[0]}")
         self._save_cache(config)
