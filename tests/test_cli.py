@@ -15,10 +15,13 @@ def invoke(*args):
     return runner.invoke(app, [str(a) for a in args])
 
 
-def assert_bad_input(result, fragment):
+def assert_bad_input(result, fragment, progress_lines=False):
+    """Exit 2, one line naming the problem, no traceback (long jobs may log progress before it)."""
     assert result.exit_code == 2, result.output
     lines = [l for l in result.stderr.strip().splitlines() if l.strip()]
-    assert len(lines) == 1 and "Traceback" not in result.output, result.output
+    errors = [l for l in lines if l.startswith("error:")]
+    assert "Traceback" not in result.output, result.output
+    assert (len(errors) == 1 and lines[-1] == errors[0]) if progress_lines else len(lines) == 1, result.stderr
     assert fragment in result.stderr, result.stderr
 
 
@@ -113,3 +116,25 @@ def test_real_process_exit_code_and_no_traceback(tmp_path):
     junk.write_bytes(bytes(range(256)) * 4)
     proc = subprocess.run([sys.executable, "-m", "toolchain.cli", "analyze", str(junk)], capture_output=True, text=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--budget", "1.5"], "--budget must be in (0, 1]"),
+    (["--budget", "0"], "--budget must be in (0, 1]"),
+    (["--budget", "0.5", "--criterion", "nope"], "unknown filter criterion 'nope'"),
+    (["--budget", "0.5", "--criterion", "taylor"], "criterion taylor needs data"),
+    (["--budget", "0.5", "--mode", "layer", "--layer-criterion", "imprinting"], "criterion imprinting needs data"),
+    (["--budget", "0.5", "--mode", "sideways"], "unknown mode 'sideways'"),
+])
+def test_budget_bad_input_before_any_profiling(resnet20_onnx, tmp_path, args, fragment):
+    store = tmp_path / "lut.sqlite"
+    result = invoke("prune", resnet20_onnx, "-o", tmp_path / "o", "--store", store, *args)
+    assert_bad_input(result, fragment)
+    assert not store.exists() and not (tmp_path / "o").exists()
+
+
+def test_impossible_budget_names_the_smallest_reachable(resnet20_onnx, tmp_path):
+    result = invoke("prune", resnet20_onnx, "-o", tmp_path / "o", "--store", tmp_path / "lut.sqlite",
+                    "--budget", "0.01", "--mode", "layer", "--criterion", "l1", "--runs", "3")
+    assert_bad_input(result, "below the smallest latency", progress_lines=True)
+    assert not (tmp_path / "o").exists()

@@ -48,6 +48,29 @@ class BudgetRequest:
     log: Callable[[str], None] = field(default=lambda message: None)
 
 
+def _check_criteria(request: BudgetRequest) -> None:
+    from toolchain.criteria.filters import get_criterion
+    from toolchain.criteria.layers import known_layer_criteria
+
+    def needs(name: str) -> bool:
+        if name == "imprinting":
+            return True
+        if name.startswith("ensemble:"):
+            return any(needs(part if ":" in part or part == "imprinting" else f"mean:{part}")
+                       for part in name[len("ensemble:"):].split(","))
+        if name.startswith("mean:"):
+            return get_criterion(name[len("mean:"):]).needs_data
+        raise InputError(f"unknown layer criterion {name!r}: known are {', '.join(known_layer_criteria())}")
+
+    names = [(request.criterion, get_criterion(request.criterion).needs_data)]
+    if request.mode == "layer":
+        layer = request.layer_criterion or f"mean:{request.criterion}"
+        names.append((layer, needs(layer)))
+    for name, data in names:
+        if data and request.loader is None:
+            raise InputError(f"criterion {name} needs data: pass --data")
+
+
 def measure_against(reference_onnx: str, candidate_onnx: str, config: ProfileConfig, runs: int) -> dict:
     backend = get_backend(config.backend, **config.backend_options())
     reference = backend.prepare(Path(reference_onnx).read_bytes(), batch=config.batch)
@@ -87,6 +110,7 @@ def prune_to_budget(onnx_path: str, out_dir: str, request: BudgetRequest, store:
         raise InputError(f"--budget must be in (0, 1], got {request.budget}")
     if request.stages < 1:
         raise InputError(f"--stages must be >= 1, got {request.stages}")
+    _check_criteria(request)  # before any profiling: a typo should not cost a table build
     workspace = Path(tempfile.mkdtemp(prefix=".compress-stages-", dir=Path(out_dir).resolve().parent))
     try:
         return _run_stages(onnx_path, out_dir, request, store, config, progress, workspace)
