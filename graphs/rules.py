@@ -42,11 +42,11 @@ def attrs(node: onnx.NodeProto) -> dict:
 
 @rule(*UNARY_OPS, *POOL_OPS)
 def passthrough(t: "Tracer", node: onnx.NodeProto) -> None:
+    """Channel i in, channel i out. (A softmax over channels stays the same function of the kept
+    channels in both models, so it passes too.)"""
     layout = t.layout(node.input[0])
     if node.op_type == "PRelu" and layout is not None:
         t.slice_constant(node.input[1], layout, node)
-    if node.op_type in ("Softmax", "LogSoftmax", "LRN") and layout is not None and node.op_type != "LRN":
-        pass  # softmax over channels is still the same function of the kept channels on both sides
     if node.op_type == "LRN" and layout is not None:
         t.freeze(layout, f"LRN {node.name} mixes neighbouring channels")
     t.set_layout(node.output[0], layout)
