@@ -96,7 +96,6 @@ def conv(t: "Tracer", node: onnx.NodeProto) -> None:
         return
     groups = attrs(node).get("group", 1)
     out_channels, in_per_group = weight.shape[0], weight.shape[1]
-    in_channels = in_per_group * groups
     if layout is not None and (layout.axes != (1,) or layout.inner != 1):
         t.freeze(layout, f"Conv {node.name} input channels are not on axis 1")
         layout = None

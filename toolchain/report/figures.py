@@ -1,45 +1,17 @@
-"""`compress report DIR`: a Markdown + HTML report with PNG figures for one pruned output directory.
-
-Reads whichever of DIR/summary.json, plan.json, train.json, scores.json, table.json exist (summary.json
-and plan.json are required), plus optionally a results folder of run directories for a Pareto plot.
-Every figure is followed by the numbers behind it as a table; a figure whose data is absent is skipped
-and the report says so. Imports matplotlib (Agg) and numpy only -- never torch.
-"""
+"""The report's figures (matplotlib, Agg): each draws one PNG and adds the numbers behind it to the
+document as a table, or says why it was skipped."""
 from __future__ import annotations
 
-import html
-import json
 import os
 import tempfile
 from pathlib import Path
 
 from graphs.errors import InputError
 
-MAX_ROWS = 30
+
+from toolchain.report.document import MAX_ROWS, _Doc, _load, _num, _ratio
+
 HIGHLIGHT = 5
-
-
-# ----------------------------------------------------------------------------------------- helpers
-def _load(path: Path, required: bool = False):
-    if not path.is_file():
-        if required:
-            raise InputError(f"{path.parent}: no {path.name} here (not a `compress prune` output directory?)")
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: not valid JSON ({exc.__class__.__name__}: {str(exc).splitlines()[0]})") from None
-
-
-def _write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _save_fig(fig, path: Path) -> None:
@@ -56,121 +28,6 @@ def _save_fig(fig, path: Path) -> None:
     finally:
         plt.close(fig)
 
-
-def _num(value, fmt: str = "{:.3f}") -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int):
-        return f"{value:,}"
-    if isinstance(value, float):
-        return fmt.format(value)
-    return str(value)
-
-
-def _ratio(before, after) -> str:
-    if not before or after is None:
-        return "n/a"
-    return f"{after / before:.3f}"
-
-
-def _fmt_count(n) -> str:
-    if n is None:
-        return "n/a"
-    n = float(n)
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(n) >= scale:
-            return f"{n / scale:.2f}{unit}"
-    return f"{n:.0f}"
-
-
-class _Doc:
-    """Report content as a list of blocks, rendered both to Markdown and to HTML."""
-
-    def __init__(self):
-        self.blocks: list[tuple] = []
-
-    def heading(self, level: int, text: str):
-        self.blocks.append(("h", level, text))
-
-    def para(self, text: str):
-        self.blocks.append(("p", text))
-
-    def bullets(self, items: list[str]):
-        self.blocks.append(("ul", items))
-
-    def image(self, rel: str, alt: str):
-        self.blocks.append(("img", rel, alt))
-
-    def table(self, header: list[str], rows: list[list], note: str | None = None, limit: int = MAX_ROWS):
-        rows = [[_num(c) if not isinstance(c, str) else c for c in r] for r in rows]
-        if len(rows) > limit:
-            note = (note + " " if note else "") + f"Showing {limit} of {len(rows)} rows."
-            rows = rows[:limit]
-        self.blocks.append(("table", header, rows, note))
-
-    def markdown(self) -> str:
-        out = []
-        for b in self.blocks:
-            if b[0] == "h":
-                out.append("#" * b[1] + " " + b[2])
-            elif b[0] == "p":
-                out.append(b[1])
-            elif b[0] == "ul":
-                out.append("\n".join(f"- {i}" for i in b[1]))
-            elif b[0] == "img":
-                out.append(f"![{b[2]}]({b[1]})")
-            elif b[0] == "table":
-                _, header, rows, note = b
-                cell = lambda s: str(s).replace("|", "\\|")  # noqa: E731
-                lines = ["| " + " | ".join(cell(h) for h in header) + " |",
-                         "|" + "|".join("---" for _ in header) + "|"]
-                lines += ["| " + " | ".join(cell(c) for c in r) + " |" for r in rows]
-                if note:
-                    lines.append("\n*" + note + "*")
-                out.append("\n".join(lines))
-        return "\n\n".join(out) + "\n"
-
-    def html(self, title: str) -> str:
-        e = html.escape
-        body = []
-        for b in self.blocks:
-            if b[0] == "h":
-                body.append(f"<h{b[1]}>{e(b[2])}</h{b[1]}>")
-            elif b[0] == "p":
-                body.append(f"<p>{_inline(b[1])}</p>")
-            elif b[0] == "ul":
-                body.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in b[1]) + "</ul>")
-            elif b[0] == "img":
-                body.append(f'<figure><img src="{e(b[1])}" alt="{e(b[2])}"><figcaption>{e(b[2])}</figcaption></figure>')
-            elif b[0] == "table":
-                _, header, rows, note = b
-                t = ["<table><thead><tr>" + "".join(f"<th>{e(str(h))}</th>" for h in header) + "</tr></thead><tbody>"]
-                t += ["<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in r) + "</tr>" for r in rows]
-                t.append("</tbody></table>")
-                if note:
-                    t.append(f'<p class="note">{e(note)}</p>')
-                body.append("".join(t))
-        css = ("body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:2em auto;"
-               "padding:0 1em;color:#222;line-height:1.45}h1,h2{border-bottom:1px solid #ddd;padding-bottom:.2em}"
-               "table{border-collapse:collapse;margin:.5em 0 1em;font-size:.9em}th,td{border:1px solid #ccc;"
-               "padding:.25em .6em;text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}"
-               "tr:nth-child(even){background:#fafafa}img{max-width:100%;border:1px solid #eee}"
-               "figure{margin:1em 0}figcaption{color:#666;font-size:.85em}.note{color:#777;font-size:.85em}"
-               "code{background:#f3f3f3;padding:0 .25em;border-radius:3px}")
-        return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-                f"<title>{e(title)}</title><style>{css}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
-
-
-def _inline(text: str) -> str:
-    """Escape, then render `code` and **bold** the way the Markdown does."""
-    import re
-
-    s = html.escape(text)
-    s = re.sub(r"`([^`]+)`", r"<code>\1</code>", s)
-    s = re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", s)
-    return s
 
 
 def _plt():
@@ -597,97 +454,3 @@ def _fig_training(train: dict | None, out: Path, doc: _Doc) -> Path | None:
 
 
 # ----------------------------------------------------------------------------------------- headline
-def _headline(directory: Path, summary: dict, plan: dict | None, train: dict | None, doc: _Doc) -> None:
-    model = (plan or {}).get("model") or {}
-    prov = (plan or {}).get("provenance") or {}
-    spec = summary.get("spec") or model.get("spec") or "unknown"
-    doc.heading(1, f"Pruning report: {spec}")
-    doc.para(f"Directory `{directory}`" + (f", input shape {model.get('input_shape')}" if model.get("input_shape") else ""))
-    p, m = summary.get("params") or {}, summary.get("macs") or {}
-    removed = [str(r.get("id")) for r in summary.get("removed") or []]
-    latency = summary.get("latency") or {}
-    items = [
-        f"**Params**: {_fmt_count(p.get('before'))} -> {_fmt_count(p.get('after'))} (ratio {_ratio(p.get('before'), p.get('after'))})",
-        f"**MACs**: {_fmt_count(m.get('before'))} -> {_fmt_count(m.get('after'))} (ratio {_ratio(m.get('before'), m.get('after'))})",
-        f"**Removed blocks** ({len(removed)}): " + (", ".join(removed) if removed else "none"),
-    ]
-    pruned_groups = [g for g in summary.get("groups") or [] if g.get("after") != g.get("before")]
-    items.append(f"**Groups pruned**: {len(pruned_groups)} of {len(summary.get('groups') or [])}")
-    budget = latency.get("budget", prov.get("budget"))
-    if latency:
-        ref, pr = latency.get("reference_ms"), latency.get("pruned_ms")
-        pred_ms = f" ({latency['predicted'] * ref:.3f} ms)" if ref and latency.get("predicted") is not None else ""
-        bud_ms = f" ({budget * ref:.3f} ms)" if ref and budget else ""
-        met = latency.get("met")
-        items.append(f"**Latency** on `{latency.get('backend', '?')}`: budget {_num(budget)}{bud_ms}, "
-                     f"predicted {_num(latency.get('predicted'))}{pred_ms}, measured {_num(latency.get('measured'))} "
-                     f"({_num(pr)} ms vs {_num(ref)} ms unpruned): "
-                     + ("**met**" if met else "**not met**" if met is not None else "met: unknown"))
-    else:
-        items.append(f"**Latency**: budget {_num(budget)}, predicted {_num(prov.get('predicted_latency_ratio'))}, "
-                     "measured: not recorded")
-    before_ft = ((train or {}).get("before") or {}).get("top1")
-    after_ft = ((train or {}).get("after") or {}).get("top1")
-    unpruned = (((train or {}).get("teacher") or {}).get("top1") or (train or {}).get("baseline_top1")
-                or summary.get("baseline_top1") or ((summary.get("accuracy") or {}).get("top1")))
-    if train:
-        items.append(f"**Top-1** (%, {train.get('data', '?')}): unpruned {_num(unpruned, '{:.2f}')}, "
-                     f"after pruning {_num(before_ft, '{:.2f}')}, after fine-tuning {_num(after_ft, '{:.2f}')}")
-    else:
-        items.append("**Top-1**: not fine-tuned yet (no train.json)")
-    items.append(f"**Criterion** {prov.get('criterion', 'n/a')}, **solver** {prov.get('solver', 'n/a')}, "
-                 f"**mode** {prov.get('mode', 'n/a')}" + (f", round to {plan.get('round_to')}" if plan and plan.get("round_to") else ""))
-    doc.heading(2, "Summary")
-    doc.bullets(items)
-    notes = summary.get("notes") or []
-    if notes:
-        doc.para("Notes from pruning:")
-        doc.bullets([str(n) for n in notes[:MAX_ROWS]])
-
-
-# ----------------------------------------------------------------------------------------- entry
-def write_report(directory, results: str | None = None, out: str | None = None) -> dict:
-    """Write DIR/report/ (or OUT): report.md, report.html and PNG figures.
-
-    Returns {"markdown": path, "html": path, "figures": {name: path}, "skipped": [figure titles]}.
-    Raises InputError for a missing directory, missing summary.json/plan.json or unreadable JSON.
-    """
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise InputError(f"{directory}: no such directory")
-    summary = _load(directory / "summary.json", required=True)
-    plan = _load(directory / "plan.json", required=True)
-    if not isinstance(summary, dict) or not isinstance(plan, dict):
-        raise InputError(f"{directory}: summary.json and plan.json must hold JSON objects")
-    train = _load(directory / "train.json")
-    scores = _load(directory / "scores.json")
-    table = _load(directory / "table.json")
-    out_dir = Path(out) if out else directory / "report"
-    out_dir.mkdir(parents=True, exist_ok=True)
-
-    doc = _Doc()
-    _headline(directory, summary, plan, train, doc)
-    figures: dict[str, str] = {}
-    skipped: list[str] = []
-
-    def note(name, result):
-        paths = result if isinstance(result, list) else [result] if result else []
-        if not paths:
-            skipped.append(name)
-        for p in paths:
-            figures[p.stem] = str(p)
-
-    note("channels", _fig_channels(summary, out_dir, doc))
-    note("importance", _fig_importance(scores, out_dir, doc))
-    note("latency_table", _fig_table(table, summary, out_dir, doc))
-    note("latency", _fig_latency(summary, plan, out_dir, doc))
-    note("pareto", _fig_pareto(results, out_dir, doc))
-    note("training", _fig_training(train, out_dir, doc))
-    if skipped:
-        doc.heading(2, "Skipped figures")
-        doc.para("Not drawn for lack of data: " + ", ".join(skipped) + ".")
-
-    md, page = out_dir / "report.md", out_dir / "report.html"
-    _write_text(md, doc.markdown())
-    _write_text(page, doc.html(f"compress report: {summary.get('spec') or directory.name}"))
-    return {"markdown": str(md), "html": str(page), "figures": figures, "skipped": skipped}
