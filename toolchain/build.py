@@ -406,7 +406,10 @@ def build(source: str, backend: str, precision: str, out: str, calib: str | None
         ref_fn = _ort_fn(onnx_path)
         candidate = reference = None
         if backend == "ort":
-            os.replace(stage, art_tmp) if stage.parent == tmp else art_tmp.write_bytes(stage.read_bytes())
+            if stage.parent == tmp:
+                os.replace(stage, art_tmp)
+            else:
+                art_tmp.write_bytes(stage.read_bytes())
             from toolchain.latency.backends import get_backend
 
             ob = get_backend("ort", precision=precision)
