@@ -54,7 +54,7 @@ def run_pipeline(recipe: Recipe, log: Callable[[str], None] = print, progress=No
 
     if recipe.train:
         results["train"] = stages.run("train", recipe.train.model_dump() | {"model": recipe.model, "data": recipe.data},
-                                      [baseline], lambda: _train(recipe, shape, baseline))
+                                      [baseline], lambda: _train(recipe, shape, baseline, log))
     checkpoint = str(baseline) if recipe.train else recipe.checkpoint
     onnx_path = out / "model.onnx"
     results["export"] = stages.run("export", {"model": recipe.model, "shape": shape, "checkpoint": checkpoint},
@@ -69,7 +69,7 @@ def run_pipeline(recipe: Recipe, log: Callable[[str], None] = print, progress=No
     _record_baseline(pruned / "summary.json", results["export"]["val"])
     if recipe.finetune:
         results["finetune"] = stages.run("finetune", recipe.finetune.model_dump(), [pruned / "train.json"],
-                                         lambda: _finetune(recipe, pruned))
+                                         lambda: _finetune(recipe, pruned, log))
     if recipe.build:
         results["build"] = stages.run("build", recipe.build.model_dump(), [out / "build"],
                                       lambda: _build(recipe, pruned, out / "build"))
@@ -87,13 +87,18 @@ def _record_baseline(summary_path: Path, metrics: dict) -> None:
         write_json(summary, summary_path)
 
 
-def _train(recipe: Recipe, shape, baseline: Path) -> dict:
+def _epoch_logger(log, total: int):
+    return lambda epoch, record: log(f"  epoch {epoch + 1}/{total}: train loss {record['train_loss']:.3f}, "
+                                     f"val top-1 {record.get('val_top1', float('nan')):.2f}")
+
+
+def _train(recipe: Recipe, shape, baseline: Path, log) -> dict:
     from toolchain.baseline import train_baseline
     from toolchain.train import TrainConfig
 
     t = recipe.train
     config = TrainConfig(epochs=t.epochs, lr=t.lr, batch_size=t.batch_size, weight_decay=t.weight_decay, seed=recipe.seed)
-    result = train_baseline(recipe.model, recipe.data, str(baseline), config, shape)
+    result = train_baseline(recipe.model, recipe.data, str(baseline), config, shape, on_epoch=_epoch_logger(log, t.epochs))
     return {"val": result["val"], "history": result["history"]}
 
 
@@ -160,13 +165,13 @@ def _prune(recipe: Recipe, onnx_path: Path, pruned: Path, store: Path, config, s
     return {"latency": {k: v for k, v in summary["latency"].items() if k != "history"}, "params": summary["params"]}
 
 
-def _finetune(recipe: Recipe, pruned: Path) -> dict:
+def _finetune(recipe: Recipe, pruned: Path, log) -> dict:
     from toolchain.finetune import finetune_dir
     from toolchain.train import TrainConfig
 
     f = recipe.finetune
     config = TrainConfig(epochs=f.epochs, lr=f.lr, batch_size=f.batch_size, weight_decay=f.weight_decay, seed=recipe.seed)
-    result = finetune_dir(pruned, recipe.data, config, distill=f.distill)
+    result = finetune_dir(pruned, recipe.data, config, distill=f.distill, on_epoch=_epoch_logger(log, f.epochs))
     return {"before": result["before"], "after": result["after"]}
 
 
