@@ -1,0 +1,80 @@
+"""Shared helpers for the LayerPrune experiments: a cached trained baseline, output writing."""
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
+
+warnings.filterwarnings("ignore")
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from anywhere in the repo
+
+from toolchain.baseline import train_baseline  # noqa: E402
+from toolchain.export import export_spec  # noqa: E402
+from toolchain.train import TrainConfig  # noqa: E402
+
+SHAPE = (1, 3, 32, 32)
+
+
+def add_baseline_args(parser, model="builtin:resnet56", epochs=3, quick_epochs=1):
+    parser.add_argument("--model", default=None,
+                        help=f"builtin:resnet56 | builtin:resnet20 | builtin:vgg19_bn (default {model}, --quick builtin:resnet20)")
+    parser.add_argument("--data", default="mnist5k")
+    parser.add_argument("--train-epochs", type=int, default=None,
+                        help=f"baseline training epochs (default {epochs}, --quick {quick_epochs})")
+    parser.add_argument("--train-lr", type=float, default=0.05)
+    parser.add_argument("--cache", default="bench/results/experiments/cache",
+                        help="trained baselines are kept here, keyed by model/data/epochs/lr")
+    parser.add_argument("--quick", action="store_true", help="small scale, ~2-3 minutes")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.set_defaults(_epochs=(epochs, quick_epochs), _model=model)
+
+
+def resolve(args) -> None:
+    """Fill the scale-dependent defaults (call after parse_args)."""
+    if args.model is None:
+        args.model = "builtin:resnet20" if args.quick else args._model
+
+
+def baseline(args, log=print) -> dict:
+    """Train (or reuse) the baseline and export it; returns {"onnx", "val", "seconds"}."""
+    resolve(args)
+    epochs = args.train_epochs if args.train_epochs is not None else args._epochs[1 if args.quick else 0]
+    key = f"{args.model}|{args.data}|{epochs}|{args.train_lr}|{args.seed}"
+    tag = args.model.split(":")[-1] + f"-{args.data}-e{epochs}-" + hashlib.sha1(key.encode()).hexdigest()[:8]
+    cache = Path(args.cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    weights, onnx_path, meta = cache / f"{tag}.safetensors", cache / f"{tag}.onnx", cache / f"{tag}.json"
+    if not (weights.is_file() and onnx_path.is_file() and meta.is_file()):
+        log(f"training baseline {args.model} on {args.data} for {epochs} epoch(s)...")
+        t0 = time.time()
+        result = train_baseline(args.model, args.data, str(weights),
+                                TrainConfig(epochs=epochs, lr=args.train_lr, batch_size=64, seed=args.seed), SHAPE)
+        export_spec(args.model, str(onnx_path), SHAPE, checkpoint=str(weights), num_classes=result["num_classes"])
+        meta.write_text(json.dumps({"key": key, "val": result["val"], "seconds": time.time() - t0}, indent=2))
+    info = json.loads(meta.read_text())
+    log(f"baseline {args.model}: val top-1 {info['val']['top1']:.2f}% ({onnx_path})")
+    return {"onnx": str(onnx_path), "val": info["val"], "epochs": epochs}
+
+
+def markdown_table(headers: list[str], rows: list[list]) -> str:
+    def fmt(v):
+        if isinstance(v, float):
+            return f"{v:.3f}" if abs(v) < 10 else f"{v:.2f}"
+        return "" if v is None else str(v)
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def out_paths(out: str) -> tuple[Path, Path, Path]:
+    """--out X.json -> (X.json, X.png, X.md)"""
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path, path.with_suffix(".png"), path.with_suffix(".md")
+
+
+def write_json(path: Path, data) -> None:
+    path.write_text(json.dumps(data, indent=2, default=float) + "\n")

@@ -1,0 +1,255 @@
+"""Pruning criteria at one fixed *measured* latency budget: filter vs layer vs joint (LayerPrune
+tables 1-4 in miniature), with a Torch-Pruning row side by side.
+
+A baseline (builtin:resnet56 by default) is trained briefly on the built-in MNIST digits and
+exported. Every row prunes it to the same budget (latency ratio vs the unpruned model, ORT CPU,
+batch 1, measured interleaved) with `toolchain.budget.prune_to_budget`:
+- filter mode: criteria l1, taylor, bn-gamma, sp-lamp (group-knapsack solver on the latency table);
+- layer mode: mean:l2, mean:bn-gamma, imprinting, ensemble:mean:l2,mean:bn-gamma,imprinting;
+- joint mode: sp-lamp;
+- Torch-Pruning: the real `torch_pruning` package (MetaPruner, GroupMagnitudeImportance(p=1):
+  L1 group magnitude, uniform ratio per layer, round_to 8, classifier ignored) when it is
+  installed, otherwise our implementation of it (`toolchain.prune.uniform_plan`, L1, round_to 8),
+  labelled "Torch-Pruning-style". Its uniform ratio is bisected until the measured latency ratio
+  meets the same budget.
+Each row: measured latency ratio, parameters, top-1 before and after a short fine-tuning.
+
+    python bench/experiments/criteria_at_budget.py              # README numbers
+    python bench/experiments/criteria_at_budget.py --quick      # resnet20, fewer rows' epochs, ~3 min
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import SHAPE, add_baseline_args, baseline, markdown_table, out_paths, write_json  # noqa: E402
+
+import torch  # noqa: E402
+
+from graphs.deps import analyze  # noqa: E402
+from graphs.onnx_io import load_model  # noqa: E402
+from toolchain.budget import BudgetRequest, measure_against, prune_to_budget  # noqa: E402
+from toolchain.data import make_loader  # noqa: E402
+from toolchain.export import export_onnx  # noqa: E402
+from toolchain.finetune import finetune_dir  # noqa: E402
+from toolchain.latency.lut import ProfileConfig  # noqa: E402
+from toolchain.prune import prune_to_dir, torch_module_for, uniform_plan  # noqa: E402
+from toolchain.train import TrainConfig, evaluate, train  # noqa: E402
+from toolchain.verify import load_pruned_module  # noqa: E402
+
+ROWS = [  # (label, mode, filter criterion, layer criterion)
+    ("filter / l1", "filter", "l1", None),
+    ("filter / taylor", "filter", "taylor", None),
+    ("filter / bn-gamma", "filter", "bn-gamma", None),
+    ("filter / sp-lamp", "filter", "sp-lamp", None),
+    ("layer / mean:l2", "layer", "l2", "mean:l2"),
+    ("layer / mean:bn-gamma", "layer", "bn-gamma", "mean:bn-gamma"),
+    ("layer / imprinting", "layer", "l1", "imprinting"),
+    ("layer / ensemble", "layer", "l1", "ensemble:mean:l2,mean:bn-gamma,imprinting"),
+    ("joint / sp-lamp", "joint", "sp-lamp", None),
+]
+
+
+def n_params(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def torch_pruning_available() -> bool:
+    try:
+        import torch_pruning  # noqa: F401
+        return True
+    except Exception:
+        return False
+
+
+def tp_prune(module: torch.nn.Module, ratio: float, round_to: int) -> torch.nn.Module:
+    """Torch-Pruning: L1 group magnitude, the same ratio for every layer, classifier kept."""
+    import torch_pruning as tp
+
+    m = copy.deepcopy(module).eval()
+    if ratio <= 0:
+        return m
+    ignored = [mod for mod in m.modules() if isinstance(mod, torch.nn.Linear)]
+    pruner = tp.pruner.MetaPruner(m, torch.randn(*SHAPE), importance=tp.importance.GroupMagnitudeImportance(p=1),
+                                  pruning_ratio=ratio, ignored_layers=ignored, round_to=round_to, global_pruning=False)
+    pruner.step()
+    return m
+
+
+def tp_row(base_onnx: str, module, analysis, budget: float, args, config, work: Path, use_tp: bool, runs: int) -> dict:
+    """Bisect the uniform ratio until the measured ratio meets the budget (least pruning that does)."""
+    lo, hi, best, tries = 0.0, 0.95, None, []
+    for step in range(args.bisect_steps):
+        ratio = (lo + hi) / 2
+        cand = work / f"tp-{step}"
+        if use_tp:
+            pruned = tp_prune(module, ratio, args.round_to)
+            cand.mkdir(parents=True, exist_ok=True)
+            export_onnx(pruned, SHAPE, cand / "model.onnx")
+        else:
+            prune_to_dir(base_onnx, str(cand), uniform_plan(analysis, ratio, args.round_to), module=copy.deepcopy(module))
+            pruned = None
+        measured = measure_against(base_onnx, str(cand / "model.onnx"), config, runs)["ratio"]
+        tries.append({"ratio": ratio, "measured": measured})
+        print(f"    uniform ratio {ratio:.3f}: measured latency {measured:.3f}", flush=True)
+        if measured <= budget * (1 + args.tolerance):
+            if best is None or ratio < best["ratio"]:
+                best = {"ratio": ratio, "measured": measured, "dir": cand, "module": pruned}
+            hi = ratio
+        else:
+            lo = ratio
+    if best is None:  # never met: take the most pruned one tried
+        best = {"ratio": tries[-1]["ratio"], "measured": tries[-1]["measured"], "dir": work / f"tp-{len(tries) - 1}",
+                "module": tp_prune(module, tries[-1]["ratio"], args.round_to) if use_tp else None}
+    return {**best, "tries": tries}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_baseline_args(parser)
+    parser.add_argument("--budget", type=float, default=0.6, help="measured latency ratio to meet")
+    parser.add_argument("--finetune-epochs", type=int, default=None, help="per row (default 3, --quick 1)")
+    parser.add_argument("--finetune-lr", type=float, default=0.01)
+    parser.add_argument("--rows", default=None, help="comma-separated row labels to run (default all)")
+    parser.add_argument("--round-to", type=int, default=8)
+    parser.add_argument("--tolerance", type=float, default=0.03)
+    parser.add_argument("--bisect-steps", type=int, default=None, help="Torch-Pruning ratio bisection (default 7, --quick 4)")
+    parser.add_argument("--profile-runs", type=int, default=None, help="latency-table runs (default 25, --quick 10)")
+    parser.add_argument("--profile-points", type=int, default=None, help="widths per group (default 4, --quick 2)")
+    parser.add_argument("--measure-runs", type=int, default=None, help="interleaved runs per check (default 60, --quick 30)")
+    parser.add_argument("--refine", type=int, default=None, help="budget refinements (default 4, --quick 2)")
+    parser.add_argument("--batches", type=int, default=8, help="batches for data-dependent criteria")
+    parser.add_argument("--no-torch-pruning", action="store_true", help="use our uniform_plan even if torch_pruning imports")
+    parser.add_argument("--out", default="bench/results/experiments/criteria_at_budget.json")
+    args = parser.parse_args()
+    q = args.quick
+    ft_epochs = args.finetune_epochs if args.finetune_epochs is not None else (1 if q else 3)
+    args.bisect_steps = args.bisect_steps or (4 if q else 7)
+    runs = args.measure_runs or (30 if q else 60)
+    refine = args.refine if args.refine is not None else (2 if q else 4)
+    config = ProfileConfig(runs=args.profile_runs or (10 if q else 25), points=args.profile_points or (2 if q else 4),
+                           round_to=args.round_to)
+    json_path, png_path, md_path = out_paths(args.out)
+    t_start = time.time()
+
+    base = baseline(args)
+    store = str(Path(base["onnx"]).with_suffix(f".lut-r{config.runs}-p{config.points}.sqlite"))
+    model = load_model(base["onnx"])
+    analysis = analyze(model)
+    module, _ = torch_module_for(model)
+    loader = make_loader(args.data, SHAPE, "train", 64, seed=args.seed)
+    val_loader = make_loader(args.data, SHAPE, "val", 256, seed=args.seed)
+    base_params = n_params(module)
+    use_tp = torch_pruning_available() and not args.no_torch_pruning
+    tp_label = ("Torch-Pruning 1.x (L1 group magnitude, uniform, round_to 8)" if use_tp else
+                "Torch-Pruning-style (our implementation of its L1 group magnitude, uniform)")
+    wanted = set(s.strip() for s in args.rows.split(",")) if args.rows else None
+    ft = TrainConfig(epochs=ft_epochs, lr=args.finetune_lr, seed=args.seed)
+    work = Path(tempfile.mkdtemp(prefix="criteria-budget-"))
+    results = []
+    try:
+        for label, mode, crit, layer_crit in ROWS + [(tp_label, "torch-pruning", "l1", None)]:
+            if wanted and label not in wanted and mode not in wanted:
+                continue
+            print(f"[{label}]", flush=True)
+            t0 = time.time()
+            out_dir = work / f"row-{len(results)}"
+            try:
+                if mode == "torch-pruning":
+                    best = tp_row(base["onnx"], module, analysis, args.budget, args, config, work, use_tp, runs)
+                    measured, extra = best["measured"], {"uniform_ratio": best["ratio"], "tries": best["tries"]}
+                    if use_tp:
+                        pruned = best["module"]
+                        before = evaluate(pruned, val_loader, torch.device("cpu"))["top1"]
+                        params = n_params(pruned)
+                        train(pruned, make_loader(args.data, SHAPE, "train", ft.batch_size, seed=args.seed, augment=True,
+                                                  shuffle=True), val_loader, ft)
+                        after = evaluate(pruned.cpu(), val_loader, torch.device("cpu"))["top1"]
+                        removed = 0
+                    else:
+                        out_dir = best["dir"]
+                        params = n_params(load_pruned_module(out_dir))
+                        tuned = finetune_dir(out_dir, args.data, ft)
+                        before, after, removed = tuned["before"]["top1"], tuned["after"]["top1"], 0
+                else:
+                    request = BudgetRequest(budget=args.budget, mode=mode, criterion=crit, layer_criterion=layer_crit,
+                                            loader=loader, batches=args.batches, round_to=args.round_to,
+                                            tolerance=args.tolerance, refine=refine, measure_runs=runs,
+                                            log=lambda m: print("   " + m, flush=True))
+                    summary = prune_to_budget(base["onnx"], str(out_dir), request, store, config)
+                    measured = summary["latency"]["measured"]
+                    params = n_params(load_pruned_module(out_dir))
+                    removed = len(summary["removed"])
+                    extra = {"met": summary["latency"]["met"], "predicted": summary["latency"]["predicted"]}
+                    tuned = finetune_dir(out_dir, args.data, ft)
+                    before, after = tuned["before"]["top1"], tuned["after"]["top1"]
+                rec = {"row": label, "mode": mode, "criterion": layer_crit or crit, "measured_ratio": measured,
+                       "params": params, "params_ratio": params / base_params, "removed_blocks": removed,
+                       "top1_before_ft": before, "top1_after_ft": after, "seconds": time.time() - t0, **extra}
+            except Exception as exc:  # one failing row must not lose the others; reported in the table
+                rec = {"row": label, "mode": mode, "criterion": layer_crit or crit, "error": f"{type(exc).__name__}: {exc}",
+                       "seconds": time.time() - t0}
+                print(f"   FAILED: {rec['error']}", flush=True)
+            results.append(rec)
+            if "error" not in rec:
+                print(f"   measured {rec['measured_ratio']:.3f}, params {rec['params_ratio']:.2f}, top-1 "
+                      f"{rec['top1_before_ft']:.2f} -> {rec['top1_after_ft']:.2f} ({rec['seconds']:.0f} s)", flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    rows = []
+    for r in results:
+        if "error" in r:
+            rows.append([r["row"], "-", "-", "-", "-", "-", "error: " + r["error"][:80]])
+        else:
+            rows.append([r["row"], r["measured_ratio"], f"{100 * (1 - r['measured_ratio']):.1f}",
+                         f"{r['params']:,} ({r['params_ratio']:.2f})", r["removed_blocks"],
+                         f"{r['top1_before_ft']:.2f}", f"{r['top1_after_ft']:.2f}"])
+    table = markdown_table(["method / criterion", "measured latency ratio", "LR %", "params (of baseline)",
+                            "blocks removed", "top-1 pruned", f"top-1 after {ft_epochs} ep. FT"], rows)
+    header = (f"{args.model} on {args.data}: baseline top-1 {base['val']['top1']:.2f}%, {base_params:,} params; "
+              f"budget {args.budget} of the unpruned latency (ORT CPU batch 1, measured interleaved, "
+              f"tolerance {args.tolerance:.0%}); fine-tuning {ft_epochs} epoch(s) lr {args.finetune_lr}")
+    print("\n" + header + "\n\n" + table)
+    md_path.write_text(header + "\n\n" + table + "\n")
+    write_json(json_path, {"args": {k: v for k, v in vars(args).items() if not k.startswith("_")}, "baseline": base,
+                           "baseline_params": base_params, "torch_pruning": use_tp, "rows": results,
+                           "seconds": time.time() - t_start})
+    plot(results, base, args, ft_epochs, png_path)
+    print(f"\nwrote {json_path}, {png_path}, {md_path} ({time.time() - t_start:.0f} s)")
+
+
+def plot(results, base, args, ft_epochs, png_path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colours = {"filter": "tab:blue", "layer": "tab:orange", "joint": "tab:green", "torch-pruning": "tab:red"}
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    for r in results:
+        if "error" in r:
+            continue
+        ax.scatter(r["measured_ratio"], r["top1_after_ft"], c=colours[r["mode"]], s=40)
+        ax.annotate(r["row"].split(" (")[0], (r["measured_ratio"], r["top1_after_ft"]), fontsize=7,
+                    xytext=(3, 3), textcoords="offset points")
+    for mode, c in colours.items():
+        ax.scatter([], [], c=c, label=mode)
+    ax.axvline(args.budget, color="grey", ls="--", lw=1, label=f"budget {args.budget}")
+    ax.axhline(base["val"]["top1"], color="black", ls=":", lw=1, label="baseline top-1")
+    ax.set_xlabel("measured latency ratio (ORT CPU, batch 1)")
+    ax.set_ylabel(f"top-1 after {ft_epochs} epoch(s) fine-tuning (%)")
+    ax.set_title(f"criteria at a fixed latency budget, {args.model.split(':')[-1]} / {args.data}")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=120)
+
+
+if __name__ == "__main__":
+    main()
