@@ -69,6 +69,13 @@ def initializer_arrays(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     return {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
 
 
+def umask_mode(directory: bool = False) -> int:
+    """The mode a plain open()/mkdir() would give under the user's umask (mkstemp/mkdtemp use 0600/0700)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return (0o777 if directory else 0o666) & ~mask
+
+
 def save_model(model: onnx.ModelProto, path: str | os.PathLike) -> None:
     """Write atomically (temporary file + rename) so a kill never leaves a truncated model."""
     path = Path(path)
@@ -77,6 +84,7 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike) -> None:
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(model.SerializeToString())
+        os.chmod(tmp, umask_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -80,6 +80,9 @@ def write_json(data, path: str | os.PathLike) -> None:
         with os.fdopen(fd, "w") as handle:
             json.dump(data, handle, indent=2)
             handle.write("\n")
+        from graphs.onnx_io import umask_mode
+
+        os.chmod(tmp, umask_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -191,11 +191,19 @@ def _check_traced_faithfully(model, session, shape, name: str, warning: str) -> 
 
 def _write_atomic(path: Path, data: bytes) -> None:
     # Temp file in the same directory, then rename: readers never see a half-written model.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    from graphs.onnx_io import umask_mode
+
+    if path.is_symlink():
+        raise InputError(f"{path}: is a symlink; give a real file path")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:  # e.g. a regular file where a directory is expected
+        raise InputError(f"{path}: cannot write there ({exc.strerror})") from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, umask_mode())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

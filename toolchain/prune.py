@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 from graphs.blocks import removable_blocks
 from graphs.deps import Analysis, analyze
 from graphs.errors import InputError
-from graphs.onnx_io import initializer_arrays, load_model, model_sha256, save_model
+from graphs.onnx_io import initializer_arrays, load_model, model_sha256, save_model, umask_mode
 from graphs.plan import Plan, write_json
 from graphs.stats import count_macs, count_params
 from graphs.surgery import apply_plan
@@ -112,11 +112,11 @@ def _merge_structure(previous: dict, edits) -> dict:
 
 def _write_dir(out_dir: str, write) -> None:
     """Write into a sibling temporary directory, then swap it in: never a half-written DIR."""
+    if Path(out_dir).is_symlink():  # before resolve(), which follows the link out of where we were told
+        raise InputError(f"{out_dir}: is a symlink; give a real directory")
     target = Path(out_dir).resolve()
     if target.exists() and not target.is_dir():
         raise InputError(f"{out_dir}: exists and is not a directory")
-    if target.is_symlink():
-        raise InputError(f"{out_dir}: is a symlink; give a real directory")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
@@ -124,6 +124,10 @@ def _write_dir(out_dir: str, write) -> None:
         raise InputError(f"{out_dir}: cannot write there ({exc.strerror})") from None
     try:
         write(tmp)
+        for path in tmp.iterdir():  # mkdtemp/mkstemp make 0700/0600: give the user's umask instead
+            if path.is_file() and not path.is_symlink():
+                os.chmod(path, umask_mode())
+        os.chmod(tmp, umask_mode(directory=True))
         if target.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
             os.replace(target, old / "dir")
