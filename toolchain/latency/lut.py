@@ -140,6 +140,24 @@ def profile(onnx_path: str, store_path: str, config: ProfileConfig, progress=Non
     else:
         device = backend.device()
     todo = candidates(analysis, config)
+    if not todo:
+        raise InputError(f"{onnx_path}: nothing to profile: no prunable group wider than --round-to "
+                         f"{config.round_to} and no removable block")
+    # Load the model in the backend before the store is touched: a model the backend refuses must
+    # leave no store behind.
+    reference = None if ray_address else backend.prepare(model.SerializeToString(), batch=config.batch)
+    try:
+        return _profile_into(store_path, model, sha, analysis, backend, reference, device, todo, config, progress,
+                             fresh, ray_address, ray_resource)
+    finally:
+        if reference is not None:
+            reference.close()
+
+
+def _profile_into(store_path, model, sha, analysis, backend, reference, device, todo, config, progress, fresh,
+                  ray_address, ray_resource) -> Table:
+    if ray_address:
+        from toolchain.latency import distributed
     with Store(store_path) as store:
         store.bind(sha, config.backend, config.precision, config.batch, device["device"],
                    f"{device['runtime']} {device['runtime_version']}", device, fresh=fresh)
@@ -152,13 +170,9 @@ def profile(onnx_path: str, store_path: str, config: ProfileConfig, progress=Non
                 lambda c: candidate_bytes(model, analysis, c), config, device,
                 lambda c, values: _record(store, sha, c, device, config, values, progress))
         else:
-            reference = backend.prepare(model.SerializeToString(), batch=config.batch)
-            try:
-                for c in missing:
-                    values = measure_pair(backend, reference, candidate_bytes(model, analysis, c), config)
-                    _record(store, sha, c, device, config, values, progress)
-            finally:
-                reference.close()
+            for c in missing:
+                values = measure_pair(backend, reference, candidate_bytes(model, analysis, c), config)
+                _record(store, sha, c, device, config, values, progress)
         return load_table(store, sha, analysis, device, config)
 
 
