@@ -34,6 +34,7 @@ def finetune_dir(directory: str | Path, data: str, config: TrainConfig, distill:
                  progress=None, on_epoch=None) -> dict:
     directory = Path(directory)
     module = load_pruned_module(directory)
+    load_model(directory / "model.onnx")  # a broken model.onnx is refused before an epoch is spent
     plan = load_plan(directory / "plan.json")
     shape = tuple(plan.model.get("input_shape") or (1, 3, 224, 224))
     train_loader = make_loader(data, shape, "train", config.batch_size, seed=config.seed, augment=True, shuffle=True)

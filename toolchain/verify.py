@@ -25,13 +25,23 @@ def load_pruned_module(directory: str | Path) -> torch.nn.Module:
         if not (directory / name).is_file():
             raise InputError(f"{directory}: no {name} (is it a `compress prune` output directory?)")
     plan = load_plan(directory / "plan.json")
-    structure = json.loads((directory / "summary.json").read_text()).get("structure", {})
+    try:
+        summary = json.loads((directory / "summary.json").read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{directory}/summary.json: not valid JSON ({exc})") from None
+    if not isinstance(summary, dict):
+        raise InputError(f"{directory}/summary.json: not a JSON object")
+    structure = summary.get("structure", {})
     spec = plan.model.get("spec")
     if not spec:
         raise InputError(f"{directory}/plan.json does not name the torch model (model.spec)")
-    classes = json.loads((directory / "summary.json").read_text()).get("num_classes")
+    classes = summary.get("num_classes")
     module = build_model(spec, num_classes=classes)
-    state = load_file(str(directory / "weights.safetensors"))
+    try:
+        state = load_file(str(directory / "weights.safetensors"))
+    except Exception as exc:  # SafetensorError: truncated or not a safetensors file
+        raise InputError(f"{directory}/weights.safetensors is unreadable ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
     for name in structure.get("identity_modules", []):
         module.set_submodule(name, torch.nn.Identity())
     current = module.state_dict()
