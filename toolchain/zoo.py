@@ -8,6 +8,8 @@ Every bad input raises `InputError` with a one-line message.
 
 from __future__ import annotations
 
+import warnings
+
 import difflib
 import importlib.util
 import re
@@ -146,7 +148,9 @@ def _read_state_dict(path: str) -> dict[str, torch.Tensor]:
 
             obj = load_file(str(p), device="cpu")
         else:
-            obj = torch.load(str(p), map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # torch warns about odd pickle protocols: one line, not three
+                warnings.simplefilter("ignore")
+                obj = torch.load(str(p), map_location="cpu", weights_only=True)
     except Exception as e:
         # weights_only refuses pickles that carry classes/code: say which global it refused.
         reason = _unpickler_reason(e)
