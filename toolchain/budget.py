@@ -186,14 +186,19 @@ def _best_attempt(attempts: list, budget: float, tolerance: float):
 
 
 def _next_target(tried: list[tuple[float, float]], budget: float, target: float) -> float | None:
-    """The solver target to try next: a secant step through the last two (target, measured) points,
-    or, with one point, a step scaled by the measured miss. None when nothing more can be gained."""
-    if len(tried) >= 2 and abs(tried[-1][1] - tried[-2][1]) > 1e-3:
+    """The solver target to try next, or None when nothing more can be gained.
+
+    A secant step through the last two (target, measured) points when they rise together (as they
+    must, bar noise); otherwise a step scaled by the measured miss. Steps are bounded to x0.5..x1.5 so
+    one noisy measurement cannot throw the search to an extreme.
+    """
+    measured = tried[-1][1]
+    step = target * budget / measured
+    if len(tried) >= 2:
         (t0, m0), (t1, m1) = tried[-2], tried[-1]
-        step = t1 + (budget - m1) * (t1 - t0) / (m1 - m0)
-    else:
-        step = target * budget / tried[-1][1]
-    step = float(min(1.0, max(0.02, step)))
+        if abs(t1 - t0) > 1e-6 and (m1 - m0) / (t1 - t0) > 0.05:
+            step = t1 + (budget - m1) * (t1 - t0) / (m1 - m0)
+    step = float(min(1.0, max(0.02, min(1.5 * target, max(0.5 * target, step)))))
     return None if abs(step - target) < 1e-3 else step
 
 
