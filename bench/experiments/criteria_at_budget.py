@@ -15,7 +15,7 @@ batch 1, measured interleaved) with `toolchain.budget.prune_to_budget`:
 Each row: measured latency ratio, parameters, top-1 before and after a short fine-tuning.
 
     python bench/experiments/criteria_at_budget.py              # README numbers
-    python bench/experiments/criteria_at_budget.py --quick      # resnet20, fewer rows' epochs, ~3 min
+    python bench/experiments/criteria_at_budget.py --quick      # resnet20, 4 rows, 1 FT epoch
 """
 from __future__ import annotations
 
@@ -116,7 +116,9 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=0.6, help="measured latency ratio to meet")
     parser.add_argument("--finetune-epochs", type=int, default=None, help="per row (default 3, --quick 1)")
     parser.add_argument("--finetune-lr", type=float, default=0.01)
-    parser.add_argument("--rows", default=None, help="comma-separated row labels to run (default all)")
+    parser.add_argument("--rows", default=None,
+                        help="comma-separated row labels or modes to run (default all; --quick: filter / l1, "
+                             "layer / imprinting, joint / sp-lamp, torch-pruning)")
     parser.add_argument("--round-to", type=int, default=8)
     parser.add_argument("--tolerance", type=float, default=0.03)
     parser.add_argument("--bisect-steps", type=int, default=None, help="Torch-Pruning ratio bisection (default 7, --quick 4)")
@@ -149,7 +151,8 @@ def main() -> None:
     use_tp = torch_pruning_available() and not args.no_torch_pruning
     tp_label = ("Torch-Pruning 1.x (L1 group magnitude, uniform, round_to 8)" if use_tp else
                 "Torch-Pruning-style (our implementation of its L1 group magnitude, uniform)")
-    wanted = set(s.strip() for s in args.rows.split(",")) if args.rows else None
+    rows_arg = args.rows or ("filter / l1,layer / imprinting,joint / sp-lamp,torch-pruning" if q else None)
+    wanted = set(s.strip() for s in rows_arg.split(",")) if rows_arg else None
     ft = TrainConfig(epochs=ft_epochs, lr=args.finetune_lr, seed=args.seed)
     work = Path(tempfile.mkdtemp(prefix="criteria-budget-"))
     results = []

@@ -77,8 +77,22 @@ def layers(base_onnx, crit, n_max, loader, batches, work: Path) -> list[dict]:
     return out
 
 
+def rekey(scores: dict, analysis, base_members: dict) -> dict:
+    """Group ids are not stable across pruning (a group is named after one of its members, which
+    may change): map the pruned model's groups back to the base ids by their member modules."""
+    out = {}
+    for g in analysis.groups:
+        if g.id not in scores or not g.prunable:
+            continue
+        best = max(base_members, key=lambda gid: len(base_members[gid] & set(g.members)))
+        if base_members[best] & set(g.members):
+            out[best] = scores[g.id]
+    return out
+
+
 def filters(base_onnx, crit, ratio, step, loader, batches, work: Path) -> dict:
     module, analysis, _ = state_of(base_onnx, None)
+    base_members = {g.id: set(g.members) for g in analysis.groups if g.prunable}
     one_shot = filter_scores(crit, module, analysis, loader=loader, batches=batches)
     sizes = {g.id: g.channels for g in analysis.groups if g.prunable and g.id in one_shot}
     target = {gid: max(1, math.ceil(c * (1 - ratio))) for gid, c in sizes.items()}
@@ -91,7 +105,7 @@ def filters(base_onnx, crit, ratio, step, loader, batches, work: Path) -> dict:
     for s in range(1, steps + 1):
         if cur_dir is not None:
             m, a, _ = state_of(base_onnx, cur_dir)
-            cur_scores = filter_scores(crit, m, a, loader=loader, batches=batches)
+            cur_scores = rekey(filter_scores(crit, m, a, loader=loader, batches=batches), a, base_members)
         for gid, c in sizes.items():
             keep_n = max(target[gid], math.ceil(c * (1 - step * s))) if s < steps else target[gid]
             sc = np.asarray(cur_scores[gid]) if gid in cur_scores and len(cur_scores[gid]) == len(present[gid]) else None
@@ -102,7 +116,7 @@ def filters(base_onnx, crit, ratio, step, loader, batches, work: Path) -> dict:
         cur_dir = work / f"iter-{crit}-{ratio}-{s}"
         prune_to_dir(base_onnx, str(cur_dir), Plan(channels={g: {"keep": k} for g, k in present.items()}))
     m, a, _ = state_of(base_onnx, cur_dir)
-    final = filter_scores(crit, m, a, loader=loader, batches=batches)
+    final = rekey(filter_scores(crit, m, a, loader=loader, batches=batches), a, base_members)
     rhos, weights = [], []
     for gid in sizes:
         if len(present[gid]) > 2 and gid in final:
