@@ -63,6 +63,23 @@ class Group:
     multiplicity: int  # channels per unit in the narrowest producer (2 across a channel shuffle)
     classes: np.ndarray = field(repr=False, default=None)  # class roots, in channel order
     widths: dict = field(repr=False, default_factory=dict)  # producer module -> channel count
+    producers: list = field(repr=False, default_factory=list)  # (module, unit indices it writes)
+
+    def choose(self, scores: np.ndarray, k: int) -> np.ndarray:
+        """The k best units by score, except that every producer keeps at least one unit (a concat
+        branch narrowed to zero channels is not a network). Sorted unit indices."""
+        order = [int(i) for i in np.argsort(-np.asarray(scores), kind="stable")]
+        kept = order[:max(k, len(self.producers))]
+        for _, units in self.producers:
+            units = set(units.tolist())
+            if units & set(kept):
+                continue
+            for victim in reversed(kept):  # the weakest unit whose producers all keep another one
+                if all(len(set(us.tolist()) & set(kept)) > 1 for _, us in self.producers if victim in us):
+                    kept.remove(victim)
+                    break
+            kept.append(next(u for u in order if u in units))
+        return np.array(sorted(kept), dtype=np.int64)
 
     def as_dict(self) -> dict:
         return {"id": self.id, "channels": self.channels, "prunable": self.prunable, "reason": self.reason,
@@ -296,10 +313,11 @@ def _groups(tracer: Tracer) -> list[Group]:
         else:
             seen_ids[gid] = 1
         widths = {sp.module: int(sp.ids.size) for sp in spaces if sp.frozen is None}
+        producers = [(sp.module, np.unique(np.searchsorted(classes, roots[sp.ids]))) for sp in spaces]
         groups.append(Group(
             id=gid, channels=int(classes.size), prunable=not reasons, reason=reasons[0] if reasons else "",
             members=sorted(members | {sp.module for sp in spaces if sp.frozen is None}, key=_natural),
-            multiplicity=multiplicity, classes=classes, widths=widths,
+            multiplicity=multiplicity, classes=classes, widths=widths, producers=producers,
         ))
     return groups
 

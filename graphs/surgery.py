@@ -66,6 +66,9 @@ def resolve_kept(analysis: Analysis, plan: Plan, scores: dict[str, np.ndarray] |
             keep = np.array(sorted(set(spec["keep"])), dtype=np.int64)
             if keep.size == 0 or keep[0] < 0 or keep[-1] >= group.channels:
                 raise InputError(f"channels['{gid}'].keep must hold 1 to {group.channels} indices in [0, {group.channels})")
+            for module, units in group.producers:
+                if not np.isin(units, keep).any():
+                    raise InputError(f"channels['{gid}'].keep keeps no channel of {module}: every producer keeps one")
         else:
             count = spec["count"]
             if not 1 <= count <= group.channels:
@@ -75,8 +78,7 @@ def resolve_kept(analysis: Analysis, plan: Plan, scores: dict[str, np.ndarray] |
                 notes.append(f"group '{gid}' ({group.channels} channels) is narrower than round_to={plan.round_to}: kept whole")
             if scores is None:
                 scores = l1_scores(analysis, roots if roots is not None else class_index(analysis)[0])
-            order = np.argsort(-scores[gid], kind="stable")
-            keep = np.sort(order[:rounded])
+            keep = group.choose(scores[gid], rounded)
         kept[gid] = keep
     return kept, notes
 

@@ -706,3 +706,19 @@ def test_bad_plans_raise_input_error(chain_model, plan, match):
 def test_plan_with_matching_sha256_applies(chain_model):
     pruned, _ = apply_plan(chain_model, Plan(channels={"conv1": {"count": 4}}, model={"onnx_sha256": model_sha256(chain_model)}))
     assert inits(pruned)["conv1.weight"].shape == (4, 3, 3, 3)
+
+
+def test_every_producer_keeps_a_channel():
+    """Top-k over a concat group must not empty a branch (found by the property test)."""
+    model = export(randomize_norms(ConcatNet()))
+    a = analyze(model)
+    g = next(g for g in a.groups if len(g.producers) > 1)
+    units_of = {m: set(u.tolist()) for m, u in g.producers}
+    scores = np.zeros(g.channels)
+    weakest = next(iter(units_of))
+    scores[[u for u in range(g.channels) if u not in units_of[weakest]]] = 1.0  # this branch scores 0
+    kept = set(g.choose(scores, len(g.producers)).tolist())
+    assert all(kept & units for units in units_of.values())
+    with pytest.raises(InputError, match="keeps no channel of"):
+        others = sorted(set(range(g.channels)) - units_of[weakest])
+        apply_plan(model, Plan(channels={g.id: {"keep": others}}))

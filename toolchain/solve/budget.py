@@ -49,8 +49,7 @@ def _top_values(scores: np.ndarray, ks: np.ndarray) -> np.ndarray:
     return np.concatenate([[0.0], np.cumsum(ordered)])[ks]
 
 
-def _keep_indices(scores: np.ndarray, k: int) -> list[int]:
-    return sorted(np.argsort(-np.asarray(scores), kind="stable")[:k].tolist())
+
 
 
 def _check_budget(budget: float) -> None:
@@ -65,7 +64,7 @@ def _unreachable(budget: float, smallest: float, mode: str) -> InputError:
 
 def _plan(analysis: Analysis, scores: dict, kept: dict[str, int], removed: list[Block], round_to: int,
           provenance: dict) -> Plan:
-    channels = {gid: {"keep": _keep_indices(scores[gid], k)} for gid, k in kept.items()
+    channels = {gid: {"keep": analysis.group(gid).choose(scores[gid], k).tolist()} for gid, k in kept.items()
                 if k < analysis.group(gid).channels}
     return Plan(channels=channels, remove=[b.id for b in removed], round_to=round_to, provenance=provenance)
 
