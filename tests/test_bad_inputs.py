@@ -402,8 +402,6 @@ def test_regression_pickle_warning_not_on_stderr(tmp_path, capfd):
     assert "UserWarning" not in capfd.readouterr().err
 
 
-@pytest.mark.xfail(strict=True, reason="cli.py (not ours): _TableProgress.stop() prints a blank line on stderr "
-                                       "when profile fails before the bar started")
 def test_profile_refusal_is_exactly_one_line(tmp_path):
     from toolchain.cli import app
 

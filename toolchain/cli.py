@@ -429,7 +429,8 @@ class _TableProgress:
         self.bar.update(self.task, advance=1, item=label)
 
     def stop(self) -> None:
-        self.bar.stop()
+        if self.task is not None:  # a bar never started must not print its (empty) last frame
+            self.bar.stop()
 
 
 @command
