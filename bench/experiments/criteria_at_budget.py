@@ -145,7 +145,7 @@ def main() -> None:
     model = load_model(base["onnx"])
     analysis = analyze(model)
     module, _ = torch_module_for(model)
-    loader = make_loader(args.data, SHAPE, "train", 64, seed=args.seed)
+    loader = make_loader(args.data, SHAPE, "train", 64, seed=args.seed, shuffle=False)  # same batches every scoring
     val_loader = make_loader(args.data, SHAPE, "val", 256, seed=args.seed)
     base_params = n_params(module)
     use_tp = torch_pruning_available() and not args.no_torch_pruning

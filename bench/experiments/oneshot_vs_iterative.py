@@ -155,7 +155,7 @@ def main() -> None:
     t_start = time.time()
 
     base = baseline(args)
-    loader = make_loader(args.data, SHAPE, "train", 64, seed=args.seed)
+    loader = make_loader(args.data, SHAPE, "train", 64, seed=args.seed, shuffle=False)  # same batches every scoring
     work = Path(tempfile.mkdtemp(prefix="oneshot-iter-"))
     results = []
     try:
