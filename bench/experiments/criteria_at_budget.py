@@ -104,9 +104,10 @@ def tp_row(base_onnx: str, module, analysis, budget: float, args, config, work: 
             hi = ratio
         else:
             lo = ratio
-    if best is None:  # never met: take the most pruned one tried
-        best = {"ratio": tries[-1]["ratio"], "measured": tries[-1]["measured"], "dir": work / f"tp-{len(tries) - 1}",
-                "module": tp_prune(module, tries[-1]["ratio"], args.round_to) if use_tp else None}
+    if best is None:  # never met: take the fastest one measured (timings are noisy, not always monotone)
+        i = min(range(len(tries)), key=lambda k: tries[k]["measured"])
+        best = {"ratio": tries[i]["ratio"], "measured": tries[i]["measured"], "dir": work / f"tp-{i}",
+                "module": tp_prune(module, tries[i]["ratio"], args.round_to) if use_tp else None}
     return {**best, "tries": tries}
 
 
