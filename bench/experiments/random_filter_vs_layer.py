@@ -163,7 +163,8 @@ def plot(records, stats, args, png_path: Path) -> None:
     fig, axes = plt.subplots(1, 2 if tuned else 1, figsize=(11 if tuned else 5.5, 4.2), squeeze=False)
     ax = axes[0][0]
     data = [[100 * r["latency_reduction"] for r in records if r["kind"] == k] for k in ("filter", "layer")]
-    ax.boxplot(data, labels=[f"random filter\n(n={len(data[0])})", f"random layer\n(n={len(data[1])})"])
+    ax.boxplot(data)
+    ax.set_xticks([1, 2], [f"random filter\n(n={len(data[0])})", f"random layer\n(n={len(data[1])})"])
     ax.set_ylabel("latency reduction (%)")
     ax.set_title(f"{args.model.split(':')[-1]}, ORT CPU batch 1 (LayerPrune fig. 1)")
     ax.grid(alpha=0.3)
