@@ -119,7 +119,9 @@ def apply_plan(model: onnx.ModelProto, plan: Plan, scores: dict[str, np.ndarray]
     for tensor in graph.tensors().values():  # stale shapes make strict inference fail: re-infer them
         if isinstance(tensor, gs.Variable) and tensor not in graph.inputs and tensor not in graph.outputs:
             tensor.shape = None
-    graph.cleanup().toposort()
+    # No toposort: removals only rewire consumers to earlier tensors, so the original order stays valid,
+    # and keeping it keeps group ids (first producer in topological order) stable across prunings.
+    graph.cleanup()
     pruned = gs.export_onnx(graph)
     pruned.ir_version = min(model.ir_version, MAX_IR_VERSION)
     del pruned.metadata_props[:]

@@ -221,7 +221,7 @@ def _prune_budget(model, output, budget, criterion, mode, solver, layer_criterio
         from toolchain.prune import metadata
 
         shape = [int(v) for v in metadata(load_model(model)).get("compress.input_shape", "1,3,224,224").split(",")]
-        loader = make_loader(data, tuple(shape), "train", batch_size=32, seed=0)
+        loader = make_loader(data, tuple(shape), "train", batch_size=32, seed=0, shuffle=False)  # repeatable scores
     request = BudgetRequest(budget=budget, mode=mode, criterion=criterion, layer_criterion=layer_criterion,
                             solver=solver, round_to=round_to, stages=stages, loader=loader, batches=batches,
                             log=lambda message: err.print(message, highlight=False, markup=False))

@@ -151,7 +151,7 @@ def _prune(recipe: Recipe, onnx_path: Path, pruned: Path, store: Path, config, s
     from toolchain.prune import torch_module_for
 
     p = recipe.prune
-    loader = make_loader(recipe.data, shape, "train", 32, seed=recipe.seed)
+    loader = make_loader(recipe.data, shape, "train", 32, seed=recipe.seed, shuffle=False)  # same batches every time
     request = BudgetRequest(budget=p.budget, mode=p.mode, criterion=p.criterion, layer_criterion=p.layer_criterion,
                             solver=p.solver, round_to=recipe.profile.round_to, stages=p.stages, loader=loader, log=log)
     summary = prune_to_budget(str(onnx_path), str(pruned), request, str(store), config, progress=progress)
