@@ -43,7 +43,7 @@ def main() -> None:
         print(f"uniform 50%: {target_params:,} params, measured latency {uniform_ratio:.3f} of the unpruned model")
         budget, guided = uniform_ratio, None
         for _ in range(8):
-            request = BudgetRequest(budget=budget, mode=args.mode, criterion=args.criterion, refine=0)
+            request = BudgetRequest(budget=budget, mode=args.mode, criterion=args.criterion)
             guided = prune_to_budget(str(path), str(tmp / "guided"), request, store, config)
             params = guided["params"]["after"]
             print(f"  guided at budget {budget:.3f}: {params:,} params, measured {guided['latency']['measured']:.3f}")
