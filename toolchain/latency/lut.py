@@ -74,7 +74,8 @@ class Table:
         if not samples:
             return 1.0
         ks = sorted(samples) + [self.widths[gid]]
-        rs = monotone([samples[x] for x in sorted(samples)] + [1.0])
+        # Full width is the reference itself (exactly 1.0): samples above it are noise, capped there.
+        rs = [min(r, 1.0) for r in monotone([samples[x] for x in sorted(samples)])] + [1.0]
         return float(np.interp(k, ks, rs))
 
     def block_ratio(self, bid: str) -> float:
