@@ -162,7 +162,9 @@ def prune(
     runs: int = typer.Option(25, help="with --budget: interleaved pairs per table entry"),
     as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
 ) -> None:
-    """Prune: write DIR/model.onnx, DIR/plan.json, DIR/weights.safetensors (synced torch weights) and DIR/summary.json.
+    """Prune to a Plan, a uniform ratio or a measured latency budget.
+
+    Writes DIR/model.onnx, DIR/plan.json, DIR/weights.safetensors (synced torch weights) and DIR/summary.json.
 
     --budget B asks for a measured latency <= B x the unpruned model's on --backend: missing table
     entries are profiled, the solver picks widths and/or blocks, the pruned model is measured, and the
@@ -245,8 +247,10 @@ def finetune(
     seed: int = typer.Option(0),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Fine-tune the pruned torch module, write the weights back into DIR (weights.safetensors and the
-    same initializers of DIR/model.onnx, parity checked). Resumes from DIR/finetune/ after an interruption."""
+    """Fine-tune a pruned model in torch and write the weights back into DIR.
+
+    The weights go into weights.safetensors and, by name, into the same initializers of DIR/model.onnx
+    (parity checked). An interrupted run resumes from DIR/finetune/."""
     from toolchain.data import dataset_info
     from toolchain.finetune import ParityLost, finetune_dir
 
@@ -309,9 +313,11 @@ def build(
     timing_cache: Optional[Path] = typer.Option(None, "--timing-cache", help="TensorRT timing cache file (reused)"),
     as_json: bool = typer.Option(False, "--json", help="print the manifest as JSON"),
 ) -> None:
-    """Build the deployable artifact: an optimised/FP16/INT8 (QDQ) ONNX for onnxruntime, or a TensorRT
-    engine built on this machine (TensorRT 10 flags or 11 strongly typed), with a manifest: versions,
-    device, hashes, calibration digest, measured latency and the accuracy check against FP32."""
+    """Build the deployable artifact (ORT model or TensorRT engine) with its manifest.
+
+    ORT: optimised, FP16 or INT8 (QDQ) ONNX. TensorRT: an engine built on this machine (TensorRT 10
+    flags or 11 strongly typed). The manifest records versions, device, hashes, the calibration digest,
+    the latency measured here and the accuracy check against FP32."""
     from toolchain.build import BuildCheckFailed
     from toolchain.build import build as build_artifact
 
@@ -343,8 +349,9 @@ def pipeline(
     recipe: Path = typer.Argument(..., help="recipe YAML (see recipes/default.yaml)"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Run export -> profile -> prune -> finetune -> (build) -> report from one recipe. Finished stages
-    whose settings did not change are skipped on a re-run."""
+    """Run export -> profile -> prune -> finetune -> (build) -> report from one recipe.
+
+    Finished stages whose settings (and upstream stages) did not change are skipped on a re-run."""
     from toolchain.pipeline import run_pipeline
     from toolchain.recipe import load_recipe
 
@@ -452,9 +459,10 @@ def profile(
     ray_resource: Optional[str] = typer.Option(None, "--ray-resource", help="Ray resource naming the target device"),
     as_json: bool = typer.Option(False, "--json", help="print the table summary as JSON"),
 ) -> None:
-    """Build latency tables on the real backend: whole-network latency with each group narrowed to k
-    channels (coupled layers together, SP-LAMP eq. 7) and with each removable block gone. Entries are
-    ratios to the unpruned model, timed interleaved with it; the store resumes an interrupted run."""
+    """Build latency tables on the real backend (resumable SQLite store).
+
+    Whole-network latency with each group narrowed to k channels (coupled layers together, SP-LAMP
+    eq. 7) and with each removable block gone, as ratios to the unpruned model timed interleaved with it."""
     from toolchain.latency.lut import ProfileConfig
     from toolchain.latency.lut import profile as build_table
 
