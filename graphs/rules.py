@@ -113,16 +113,12 @@ def conv(t: "Tracer", node: onnx.NodeProto) -> None:
     if layout is not None:
         if groups > 1:
             # Grouped conv: keep the same positions in every group, so groups stay equal in width.
-            per_group = layout.ids.reshape(groups, in_per_group)
-            for j in range(in_per_group):
-                t.sets.union_all(per_group[:, j])
-            t.slice_param(node.input[1], 1, per_group[0], "in", node)
+            t.tie_equal_parts(layout.ids, groups)
+            t.slice_param(node.input[1], 1, layout.ids[:in_per_group], "in", node)
         else:
             t.slice_param(node.input[1], 1, layout.ids, "in", node)
     if groups > 1:
-        per_group = out.ids.reshape(groups, out_channels // groups)
-        for j in range(out_channels // groups):
-            t.sets.union_all(per_group[:, j])
+        t.tie_equal_parts(out.ids, groups)
     t.slice_param(node.input[1], 0, out.ids, "out", node)
     if len(node.input) > 2 and node.input[2]:
         t.slice_param(node.input[2], 0, out.ids, "param", node)
