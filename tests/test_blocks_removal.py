@@ -9,9 +9,13 @@ import pytest
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(__file__))
-from test_deps_patterns import (  # noqa: E402
-    H, W, ResNetTiny, analyze, cbr, export, inits, prune_and_check, randomize_norms, removable_blocks, torch_params,
+from deps_helpers import (  # noqa: E402
+    H, W, cbr, export, inits, prune_and_check, randomize_norms, torch_params,
 )
+from test_deps_patterns import ResNetTiny  # noqa: E402
+
+from graphs.blocks import removable_blocks  # noqa: E402
+from graphs.deps import analyze  # noqa: E402
 
 from graphs.errors import InputError  # noqa: E402
 from graphs.plan import Plan  # noqa: E402
