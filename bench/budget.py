@@ -34,7 +34,7 @@ def main() -> None:
     parser.add_argument("--modes", default="filter,layer,joint")
     parser.add_argument("--criterion", default="sp-lamp")
     parser.add_argument("--store", default=None)
-    parser.add_argument("--runs", type=int, default=25)
+    parser.add_argument("--runs", type=int, default=20)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         store = args.store or str(Path(tmp) / "lut.sqlite")

@@ -1,34 +1,72 @@
 """Latency-guided pruning vs a uniform 50% magnitude plan, at equal parameter count.
 
 The uniform plan (`--ratio 0.5 --round-to 8`) removes half of every group's channels by L1 norm.
-The latency-guided plan (joint mode, tables from this backend) is solved for tighter and tighter
-budgets until it has no more parameters than the uniform one; the two pruned models are then
-timed interleaved with each other. Prints latency(guided) / latency(uniform): below 1 means the
-latency-guided plan is faster on the backend it was profiled on.
+The latency-guided plan uses the same importance (L1 by default) but lets the solver decide how
+many channels each group keeps, from the latency tables of this backend. Its budget is bisected
+(solver only, no measurement) until it keeps at least as many parameters as the uniform plan, by
+the smallest margin found: the comparison never favours the guided plan with fewer parameters.
+Both pruned models are then timed interleaved with each other. Prints
+latency(guided) / latency(uniform): below 1 means the latency-guided plan is faster on the backend
+it was profiled on.
 
-    python bench/vs_uniform.py [--model torchvision:resnet18] [--mode joint]
+    python bench/vs_uniform.py [--model torchvision:resnet18] [--modes filter,joint] [--criterion l1]
 """
 import argparse
 import json
 import tempfile
+import time
 import warnings
 from pathlib import Path
 
 warnings.filterwarnings("ignore")
 
+from graphs.blocks import removable_blocks  # noqa: E402
 from graphs.deps import analyze  # noqa: E402
+from graphs.errors import InputError  # noqa: E402
 from graphs.onnx_io import load_model  # noqa: E402
-from toolchain.budget import BudgetRequest, measure_against, prune_to_budget  # noqa: E402
+from graphs.stats import count_params  # noqa: E402
+from graphs.surgery import apply_plan  # noqa: E402
+from toolchain.budget import measure_against  # noqa: E402
+from toolchain.criteria import filter_scores  # noqa: E402
 from toolchain.export import export_spec  # noqa: E402
-from toolchain.latency.lut import ProfileConfig  # noqa: E402
-from toolchain.prune import prune_to_dir, uniform_plan  # noqa: E402
+from toolchain.latency.lut import ProfileConfig, profile  # noqa: E402
+from toolchain.prune import prune_to_dir, torch_module_for, uniform_plan  # noqa: E402
+from toolchain.solve.budget import solve_filter, solve_joint  # noqa: E402
+
+
+def plan_at_params(model, analysis, table, scores, mode: str, target_params: int, steps: int = 14):
+    """The solver's plan whose parameter count is the smallest one >= target_params (budget bisection)."""
+    blocks = removable_blocks(analysis.model, analysis.shapes)
+
+    def solve(budget):
+        if mode == "joint":
+            return solve_joint(analysis, table, blocks, scores, budget, 8, "guided")
+        return solve_filter(analysis, table, scores, budget, 8, criterion="guided")
+
+    lo, hi, best = 0.0, 1.0, None
+    for _ in range(steps):
+        budget = (lo + hi) / 2
+        try:
+            decision = solve(budget)
+        except InputError:  # below the smallest reachable latency
+            lo = budget
+            continue
+        params = count_params(apply_plan(model, decision.plan, analysis=analysis, check=False)[0])
+        if params >= target_params:
+            hi = budget
+            if best is None or params < best[1]:
+                best = (decision, params, budget)
+        else:
+            lo = budget
+    return best
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="torchvision:resnet18")
-    parser.add_argument("--mode", default="joint")
-    parser.add_argument("--criterion", default="sp-lamp")
+    parser.add_argument("--modes", default="filter,joint")
+    parser.add_argument("--criterion", default="l1", help="importance for the guided plan (uniform always uses l1)")
+    parser.add_argument("--runs", type=int, default=100, help="interleaved pairs per head-to-head measurement")
     parser.add_argument("--store", default=None)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -37,25 +75,33 @@ def main() -> None:
         config = ProfileConfig()
         path = tmp / "model.onnx"
         export_spec(args.model, str(path))
-        uniform = prune_to_dir(str(path), str(tmp / "uniform"), uniform_plan(analyze(load_model(path)), 0.5, 8))
-        target_params = uniform["params"]["after"]
-        uniform_ratio = measure_against(str(path), str(tmp / "uniform" / "model.onnx"), config, 60)["ratio"]
-        print(f"uniform 50%: {target_params:,} params, measured latency {uniform_ratio:.3f} of the unpruned model")
-        budget, guided = uniform_ratio, None
-        for _ in range(8):
-            request = BudgetRequest(budget=budget, mode=args.mode, criterion=args.criterion)
-            guided = prune_to_budget(str(path), str(tmp / "guided"), request, store, config)
-            params = guided["params"]["after"]
-            print(f"  guided at budget {budget:.3f}: {params:,} params, measured {guided['latency']['measured']:.3f}")
-            if params <= target_params:
-                break
-            budget *= 0.93
-        head_to_head = measure_against(str(tmp / "uniform" / "model.onnx"), str(tmp / "guided" / "model.onnx"), config, 100)
-        print(json.dumps({"model": args.model, "uniform_params": target_params, "guided_params": guided["params"]["after"],
-                          "uniform_ms": head_to_head["reference_ms"], "guided_ms": head_to_head["pruned_ms"]}))
-        print(f"latency(guided) / latency(uniform) = {head_to_head['ratio']:.3f} "
-              f"({'faster' if head_to_head['ratio'] < 1 else 'NOT faster'} at "
-              f"{guided['params']['after'] / target_params:.2f}x the uniform plan's parameters)")
+        model = load_model(path)
+        analysis = analyze(model)
+        uniform = prune_to_dir(str(path), str(tmp / "uniform"), uniform_plan(analysis, 0.5, 8))
+        target = uniform["params"]["after"]
+        t0 = time.perf_counter()
+        table = profile(str(path), store, config)
+        print(f"{args.model}: latency table ready in {time.perf_counter() - t0:.0f} s; uniform 50% plan keeps "
+              f"{target:,} of {uniform['params']['before']:,} params")
+        scores = filter_scores(args.criterion, torch_module_for(model)[0], analysis)
+        results = []
+        for mode in args.modes.split(","):
+            decision, params, budget = plan_at_params(model, analysis, table, scores, mode, target)
+            out = tmp / f"guided-{mode}"
+            prune_to_dir(str(path), str(out), decision.plan)
+            head = measure_against(str(tmp / "uniform" / "model.onnx"), str(out / "model.onnx"), config, args.runs)
+            vs_base = measure_against(str(path), str(out / "model.onnx"), config, args.runs // 2)["ratio"]
+            uni_base = measure_against(str(path), str(tmp / "uniform" / "model.onnx"), config, args.runs // 2)["ratio"]
+            row = {"model": args.model, "mode": mode, "criterion": args.criterion, "solver_budget": round(budget, 4),
+                   "uniform_params": target, "guided_params": params, "params_ratio": round(params / target, 4),
+                   "uniform_ms": round(head["reference_ms"], 3), "guided_ms": round(head["pruned_ms"], 3),
+                   "guided_over_uniform": round(head["ratio"], 4), "guided_vs_unpruned": round(vs_base, 4),
+                   "uniform_vs_unpruned": round(uni_base, 4), "removed_blocks": len(decision.removed)}
+            results.append(row)
+            print(json.dumps(row))
+            print(f"{mode}: latency(guided) / latency(uniform) = {head['ratio']:.3f} "
+                  f"({'faster' if head['ratio'] < 1 else 'NOT faster'}) at {params / target:.3f}x the uniform plan's "
+                  f"parameters; vs the unpruned model: guided {vs_base:.3f}, uniform {uni_base:.3f}")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -21,7 +21,7 @@ from graphs.deps import analyze
 from graphs.errors import InputError
 from graphs.onnx_io import load_model
 from toolchain.latency.backends import get_backend
-from toolchain.latency.lut import ProfileConfig, profile
+from toolchain.latency.lut import ProfileConfig, profile, resolve_round_to
 from toolchain.latency.measure import interleaved_ratio
 from toolchain.prune import prune_to_dir, torch_module_for
 from toolchain.solve.budget import Decision, solve_filter, solve_joint, solve_layer
@@ -37,7 +37,7 @@ class BudgetRequest:
     criterion: str = "l1"
     layer_criterion: str | None = None  # default: the mean of `criterion` over each block
     solver: str = "group-knapsack"  # filter mode: or "halp"
-    round_to: int = 8
+    round_to: int | None = None  # None: the table's round_to (the backend's channel block by default)
     stages: int = 1
     loader: object | None = None  # data for data-dependent criteria
     batches: int = 8
@@ -111,6 +111,10 @@ def prune_to_budget(onnx_path: str, out_dir: str, request: BudgetRequest, store:
     if request.stages < 1:
         raise InputError(f"--stages must be >= 1, got {request.stages}")
     _check_criteria(request)  # before any profiling: a typo should not cost a table build
+    # One grid for the table and the solver: widths the table never sampled would be interpolated
+    # across the backend's channel blocks (a 56-wide trunk is slower than a 64-wide one on AVX-512).
+    config = resolve_round_to(replace(config, round_to=config.round_to or request.round_to))
+    request = replace(request, round_to=request.round_to or config.round_to)
     workspace = Path(tempfile.mkdtemp(prefix=".compress-stages-", dir=Path(out_dir).resolve().parent))
     try:
         return _run_stages(onnx_path, out_dir, request, store, config, progress, workspace)

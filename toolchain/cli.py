@@ -147,7 +147,7 @@ def prune(
     plan: Optional[Path] = typer.Option(None, help="a Plan JSON (channels to keep, blocks to remove)"),
     ratio: Optional[float] = typer.Option(None, help="remove this fraction of every prunable group's channels (L1 norm)"),
     budget: Optional[float] = typer.Option(None, help="target latency as a fraction of the unpruned model's"),
-    round_to: int = typer.Option(1, "--round-to", help="keep channel counts multiples of N (8 for TensorRT FP16 / ORT NCHWc)"),
+    round_to: Optional[int] = typer.Option(None, "--round-to", help="keep channel counts multiples of N; default with --budget: the backend's channel block (16 for ORT on an AVX-512 CPU, 8 on AVX2 and TensorRT FP16, 32 for INT8), else 1"),
     spec: Optional[str] = typer.Option(None, help="torch model spec, if the ONNX does not record one"),
     seed: int = typer.Option(0, help="seed for layers re-created after a layer removal"),
     criterion: str = typer.Option("sp-lamp", help="filter importance with --budget: l1, l2, taylor, taylor-fm, bn-gamma, halp, sp-lamp, lamp, random"),
@@ -159,7 +159,7 @@ def prune(
     batches: int = typer.Option(8, help="batches of --data the criterion may use"),
     backend: str = typer.Option("ort", help="with --budget: the backend whose latency the budget is about"),
     store: Path = typer.Option(Path("latency.sqlite"), help="with --budget: the latency store (see `compress profile`)"),
-    runs: int = typer.Option(25, help="with --budget: interleaved pairs per table entry"),
+    runs: int = typer.Option(20, help="with --budget: interleaved pairs per table entry"),
     as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
 ) -> None:
     """Prune to a Plan, a uniform ratio or a measured latency budget.
@@ -177,7 +177,7 @@ def prune(
     chosen = [name for name, value in (("--plan", plan), ("--ratio", ratio), ("--budget", budget)) if value is not None]
     if len(chosen) != 1:
         raise InputError("give exactly one of --plan, --ratio or --budget")
-    if round_to < 1:
+    if round_to is not None and round_to < 1:
         raise InputError(f"--round-to must be >= 1, got {round_to}")
     if budget is not None:
         summary = _prune_budget(model, output, budget, criterion, mode, solver, layer_criterion, stages, data,
@@ -192,10 +192,10 @@ def prune(
         return
     if plan is not None:
         the_plan = load_plan(plan)
-        if round_to > 1:
+        if round_to is not None and round_to > 1:
             the_plan.round_to = round_to
     else:
-        the_plan = uniform_plan(analyze_graph(load_model(model)), ratio, round_to)
+        the_plan = uniform_plan(analyze_graph(load_model(model)), ratio, round_to or 1)
     with err.status("pruning..."):
         summary = prune_to_dir(str(model), str(output), the_plan, spec=spec, seed=seed)
     if as_json:
@@ -447,10 +447,10 @@ def profile(
     store: Path = typer.Option(Path("latency.sqlite"), help="SQLite store of measurements (shared, resumable)"),
     batch: int = typer.Option(1, help="batch size to time"),
     precision: str = typer.Option("fp32", help="fp32 | fp16 | int8 (the backend must support it)"),
-    round_to: int = typer.Option(8, "--round-to", help="sample group widths on multiples of N"),
-    points: int = typer.Option(4, help="widths sampled per group below full width"),
-    runs: int = typer.Option(25, help="interleaved candidate/reference pairs per entry"),
-    warmup: int = typer.Option(3, help="untimed pairs first"),
+    round_to: Optional[int] = typer.Option(None, "--round-to", help="sample group widths on multiples of N (default: the backend's channel block, 16 for ORT on an AVX-512 CPU)"),
+    points: int = typer.Option(3, help="widths sampled per group below full width"),
+    runs: int = typer.Option(20, help="interleaved candidate/reference pairs per entry (extended while noisy)"),
+    warmup: int = typer.Option(2, help="untimed pairs first"),
     pause: float = typer.Option(0.0, help="seconds to sleep after each call (see PLATFORM.md on spinning threads)"),
     blocks_only: bool = typer.Option(False, "--blocks-only", help="only the removable-block entries"),
     groups_only: bool = typer.Option(False, "--groups-only", help="only the group-width entries"),
@@ -472,7 +472,7 @@ def profile(
         raise InputError(f"unknown precision {precision!r}: fp32, fp16 or int8")
     if backend == "ort" and precision != "fp32":
         raise InputError("the ort backend times the model as given (fp32); pass an fp16 or QDQ model, or use tensorrt")
-    if min(batch, points, runs, round_to) < 1 or warmup < 0 or pause < 0:
+    if min(batch, points, runs, round_to or 1) < 1 or warmup < 0 or pause < 0:
         raise InputError("--batch, --points, --runs and --round-to must be >= 1; --warmup and --pause >= 0")
     config = ProfileConfig(backend=backend, precision=precision, batch=batch, round_to=round_to, points=points,
                            runs=runs, warmup=warmup, pause_s=pause, groups=not blocks_only, blocks=not groups_only)

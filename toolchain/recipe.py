@@ -23,9 +23,9 @@ class TrainStage(Strict):
 
 class ProfileStage(Strict):
     backend: str = "ort"
-    round_to: int = Field(8, ge=1)
-    points: int = Field(4, ge=1)
-    runs: int = Field(25, ge=1)
+    round_to: Optional[int] = Field(None, ge=1)  # None: the backend's channel block
+    points: int = Field(3, ge=1)
+    runs: int = Field(20, ge=1)
 
 
 class PruneStage(Strict):

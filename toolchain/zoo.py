@@ -119,9 +119,15 @@ def _construct(kind: str, name: str, num_classes: int | None) -> nn.Module:
 
 def build_model(spec: str, *, num_classes: int | None = None,
                 checkpoint: str | None = None) -> nn.Module:
-    """Build the model named by `spec` (random init), load `checkpoint` if given; eval mode."""
+    """Build the model named by `spec`, load `checkpoint` if given; eval mode.
+
+    The random init is seeded (without touching the caller's RNG): exporting one spec twice gives one
+    model hash, so latency tables measured for it are found again (the store is keyed by hash).
+    """
     kind, name = parse_spec(spec)
-    model = _construct(kind, name, num_classes)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = _construct(kind, name, num_classes)
     if checkpoint is not None:
         load_checkpoint(model, checkpoint)
     return model.eval()

@@ -12,7 +12,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from graphs.deps import Analysis
-from toolchain.latency.lut import ProfileConfig, group_grid
+from toolchain.latency.lut import ProfileConfig, group_grid, resolve_round_to
 from toolchain.latency.measure import interleaved_ratio
 
 
@@ -31,6 +31,7 @@ def single_conv_model(node: onnx.NodeProto, in_shape, weight_shape, out_channels
 
 def isolated_table(analysis: Analysis, backend, config: ProfileConfig) -> dict[str, dict[int, float]]:
     """group id -> {k: ms saved} summed over the group's own convs timed alone (HALP's view)."""
+    config = resolve_round_to(config, backend)
     nodes = {n.name: n for n in analysis.model.graph.node}
     weights = {i.name: tuple(i.dims) for i in analysis.model.graph.initializer}
     roots = np.array([analysis.sets.find(i) for i in range(len(analysis.sets.parent))])

@@ -1,29 +1,41 @@
 """Predict a Plan's latency from the tables, before building the model.
 
-`additive` is SP-LAMP eq. 6-7: every narrowed group and removed block contributes the saving
-its table entry measured, independently. That over-counts where two changes touch one layer: a
-conv between groups A and B costs ~ width(A) x width(B), so narrowing both saves less than the
-sum of the two single-group savings, and a removed block's layers are counted again in the group
-savings. `corrected` adds those overlaps back, sized by each layer's share of the MACs and a
-latency-per-MAC factor fitted to the same tables (no extra measurement). bench/lut_accuracy.py
-measures both against real pruned models.
+`additive` is SP-LAMP eq. 6-7: every narrowed group and removed block contributes the saving its
+table entry measured, independently. That over-counts where two changes touch one layer: a conv
+between groups A and B costs ~ width(A) x width(B), so narrowing both saves less than the sum of
+the two single-group savings, and a removed block's layers are counted again in the group savings.
+
+`corrected` is a per-layer cost model fitted to the same table entries, with no extra measurement:
+each MAC-carrying layer saves `efficiency[layer] x its MAC share x its exact MAC saving`, where the
+MAC saving of a conv between groups A and B is 1 - rA * rB (the overlap counted once) and a removed
+layer saves all of its share. Every table entry is one linear equation in the efficiencies (a group
+entry touches the layers on both sides of the group, a block entry the layers it removes); they are
+solved by non-negative least squares, pulled (ridge) toward the single latency-per-MAC factor that
+fits all entries, so a layer that no entry isolates keeps the network-wide factor. Non-negative
+efficiencies make the prediction monotone: a narrower plan is never predicted slower.
+bench/lut_accuracy.py measures both against real pruned models.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.optimize import nnls
 
-from graphs.blocks import Block
+from graphs.blocks import Block, removable_blocks
 from graphs.deps import Analysis
 from graphs.stats import macs_per_node
 from toolchain.latency.lut import Table
 
+# Ridge weight toward the network-wide factor. Features are MAC shares (summing to 1 over the
+# network), so this is small against a whole-network entry and large against a noisy tiny layer.
+RIDGE = 0.01
+
 
 @dataclass
 class Prediction:
-    additive: float  # latency ratio to the unpruned model
-    corrected: float
+    additive: float  # latency ratio to the unpruned model, SP-LAMP's sum of table entries
+    corrected: float  # the fitted per-layer model's latency ratio
 
     def ms(self, table: Table) -> float:
         return self.corrected * table.base_ms
@@ -51,26 +63,26 @@ class LayerMap:
                 (in_group if sl.role == "in" else out_group)[sl.node] = gid
         return cls({n: m / total for n, m in macs.items()}, in_group, out_group)
 
-
-def _fractions(analysis: Analysis, kept: dict[str, int]) -> dict[str, float]:
-    return {g.id: kept[g.id] / g.channels for g in analysis.groups if g.id in kept}
-
-
-def mac_saving(layers: LayerMap, fractions: dict[str, float], removed_nodes: set[str] = frozenset()) -> float:
-    """Fraction of MACs saved when groups keep `fractions` of their width and some nodes are removed."""
-    saved = 0.0
-    for node, share in layers.share.items():
-        if node in removed_nodes:
-            saved += share
-            continue
-        gi, go = layers.in_group.get(node), layers.out_group.get(node)
-        saved += share * _layer_saving(fractions.get(gi, 1.0), fractions.get(go, 1.0), gi is not None and gi == go)
-    return saved
+    def savings(self, fractions: dict[str, float], removed_nodes=frozenset()) -> np.ndarray:
+        """Per node (in `share` order): share x fraction of its MACs saved."""
+        out = np.empty(len(self.share))
+        for i, (node, share) in enumerate(self.share.items()):
+            if node in removed_nodes:
+                out[i] = share
+                continue
+            gi, go = self.in_group.get(node), self.out_group.get(node)
+            out[i] = share * _layer_saving(fractions.get(gi, 1.0), fractions.get(go, 1.0), gi is not None and gi == go)
+        return out
 
 
 def _layer_saving(r_in: float, r_out: float, one_group: bool) -> float:
     # A layer whose input and output are one group (depthwise) costs ~ its width, not width squared.
     return 1.0 - r_out if one_group else 1.0 - r_in * r_out
+
+
+def mac_saving(layers: LayerMap, fractions: dict[str, float], removed_nodes=frozenset()) -> float:
+    """Fraction of MACs saved when groups keep `fractions` of their width and some nodes are removed."""
+    return float(layers.savings(fractions, removed_nodes).sum())
 
 
 def latency_per_mac(table: Table, analysis: Analysis, layers: LayerMap) -> float:
@@ -85,23 +97,53 @@ def latency_per_mac(table: Table, analysis: Analysis, layers: LayerMap) -> float
     return float(xs @ ys / (xs @ xs)) if xs.size and xs @ xs > 0 else 1.0
 
 
+class Predictor:
+    """The table's two predictors for one analysed model; the per-layer fit is done once, here."""
+
+    def __init__(self, table: Table, analysis: Analysis, blocks: list[Block] | None = None, ridge: float = RIDGE):
+        self.table, self.analysis = table, analysis
+        self.layers = LayerMap.build(analysis)
+        self.alpha = latency_per_mac(table, analysis, self.layers)
+        if blocks is None and table.blocks:
+            blocks = removable_blocks(analysis.model, analysis.shapes)
+        self.efficiency, self.fit_rms = self._fit({b.id: b for b in blocks or []}, ridge)
+
+    def _fractions(self, kept: dict[str, int]) -> dict[str, float]:
+        return {gid: k / self.table.widths[gid] for gid, k in kept.items()}
+
+    def _fit(self, blocks: dict[str, Block], ridge: float) -> tuple[np.ndarray, float]:
+        rows, savings = [], []
+        for gid, samples in self.table.groups.items():
+            for k, ratio in samples.items():
+                rows.append(self.layers.savings(self._fractions({gid: k})))
+                savings.append(1.0 - ratio)
+        for bid, ratio in self.table.blocks.items():
+            if bid in blocks:
+                rows.append(self.layers.savings({}, set(blocks[bid].nodes)))
+                savings.append(1.0 - ratio)
+        n = len(self.layers.share)
+        prior = np.full(n, max(self.alpha, 0.0))
+        if not rows:
+            return prior, 0.0
+        x, y = np.array(rows), np.array(savings)
+        # The pull is sized by each layer's share: it decides only what the entries leave open.
+        scale = np.sqrt(ridge) * np.array(list(self.layers.share.values()))
+        a = np.vstack([x, np.diag(scale)])
+        b = np.concatenate([y, scale * prior])
+        efficiency, _ = nnls(a, b, maxiter=50 * n)
+        return efficiency, float(np.sqrt(np.mean((x @ efficiency - y) ** 2)))
+
+    def predict(self, kept: dict[str, int], removed: list[Block]) -> Prediction:
+        """Latency ratio of a plan that keeps kept[gid] units per group and removes `removed` blocks."""
+        table = self.table
+        additive = 1.0 + sum(table.group_ratio(g, k) - 1.0 for g, k in kept.items()) \
+            + sum(table.block_ratio(b.id) - 1.0 for b in removed)
+        removed_nodes = {n for b in removed for n in b.nodes}
+        saved = float(self.layers.savings(self._fractions(kept), removed_nodes) @ self.efficiency)
+        return Prediction(additive=additive, corrected=1.0 - saved)
+
+
 def predict(table: Table, analysis: Analysis, kept: dict[str, int], removed: list[Block],
-            layers: LayerMap | None = None, alpha: float | None = None) -> Prediction:
-    """Latency ratio of a plan that keeps kept[gid] units per group and removes `removed` blocks."""
-    layers = layers or LayerMap.build(analysis)
-    alpha = latency_per_mac(table, analysis, layers) if alpha is None else alpha
-    additive = 1.0 + sum(table.group_ratio(g, k) - 1.0 for g, k in kept.items()) \
-        + sum(table.block_ratio(b.id) - 1.0 for b in removed)
-    fractions = _fractions(analysis, kept)
-    removed_nodes = {n for b in removed for n in b.nodes}
-    overlap = 0.0
-    for node, share in layers.share.items():
-        gi, go = layers.in_group.get(node), layers.out_group.get(node)
-        r_in, r_out = fractions.get(gi, 1.0), fractions.get(go, 1.0)
-        if node in removed_nodes:
-            # The block's entry already counts this layer whole; the group entries counted it too.
-            counted = _layer_saving(r_in, r_out, True) if gi == go else (1.0 - r_in) + (1.0 - r_out)
-            overlap += share * counted
-        elif gi != go and gi is not None and go is not None:
-            overlap += share * (1.0 - r_in) * (1.0 - r_out)
-    return Prediction(additive=additive, corrected=additive + alpha * overlap)
+            blocks: list[Block] | None = None) -> Prediction:
+    """One-off prediction; build a Predictor to predict many plans of one model."""
+    return Predictor(table, analysis, blocks).predict(kept, removed)

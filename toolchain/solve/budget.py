@@ -22,7 +22,7 @@ from graphs.deps import Analysis, Group
 from graphs.errors import InputError
 from graphs.plan import Plan
 from toolchain.latency.lut import Table
-from toolchain.latency.predict import LayerMap, Prediction, predict
+from toolchain.latency.predict import Prediction, Predictor
 from toolchain.solve.knapsack import RESOLUTION, group_knapsack, to_units, zero_one_knapsack
 
 MAX_BLOCK_OPTIONS = 4096
@@ -69,9 +69,10 @@ def _plan(analysis: Analysis, scores: dict, kept: dict[str, int], removed: list[
     return Plan(channels=channels, remove=[b.id for b in removed], round_to=round_to, provenance=provenance)
 
 
-def _decision(analysis, table, scores, kept, removed, round_to, budget, smallest, provenance) -> Decision:
+def _decision(predictor: Predictor, scores, kept, removed, round_to, budget, smallest, provenance) -> Decision:
+    analysis = predictor.analysis
     kept = {g: k for g, k in kept.items() if k < analysis.group(g).channels}
-    prediction = predict(table, analysis, kept, removed, LayerMap.build(analysis))
+    prediction = predictor.predict(kept, removed)
     provenance = {**provenance, "budget": budget, "predicted_latency_ratio": round(prediction.corrected, 4),
                   "predicted_additive_ratio": round(prediction.additive, 4)}
     return Decision(_plan(analysis, scores, kept, removed, round_to, provenance), kept, removed, prediction, smallest)
@@ -90,7 +91,8 @@ def solve_filter(analysis: Analysis, table: Table, scores: dict[str, np.ndarray]
     deltas = [np.array([table.group_ratio(g.id, int(k)) - 1.0 for k in ks]) for g, ks in zip(groups, options)]
     values = [_top_values(scores[g.id], ks) for g, ks in zip(groups, options)]
     narrowest = {g.id: int(ks[np.argmin(d)]) for g, ks, d in zip(groups, options, deltas)}
-    smallest = predict(table, analysis, narrowest, [], LayerMap.build(analysis)).corrected
+    predictor = Predictor(table, analysis)
+    smallest = predictor.predict(narrowest, []).corrected
     if budget < smallest:
         raise _unreachable(budget, smallest, "filter")
 
@@ -98,28 +100,36 @@ def solve_filter(analysis: Analysis, table: Table, scores: dict[str, np.ndarray]
         picked = _knapsack(values, deltas, target)
         return None if picked is None else ({g.id: int(ks[i]) for g, ks, i in zip(groups, options, picked)}, [])
 
-    kept, _ = _meet_corrected(kept_for, analysis, table, budget, smallest, "filter")
-    return _decision(analysis, table, scores, kept, [], round_to, budget, smallest,
+    kept, _ = _meet_corrected(kept_for, predictor, budget, smallest, "filter")
+    return _decision(predictor, scores, kept, [], round_to, budget, smallest,
                      {"criterion": criterion, "solver": "group-knapsack", "mode": "filter"})
 
 
-def _meet_corrected(solve_for, analysis, table, budget: float, smallest: float, mode: str):
-    """Solve the additive knapsack, then tighten its target until the overlap-corrected prediction
-    fits the budget too (the additive model over-counts savings where changes share a layer)."""
-    layers = LayerMap.build(analysis)
-    target, best = budget, None
+def _meet_corrected(solve_for, predictor: Predictor, budget: float, smallest: float, mode: str):
+    """Solve the additive knapsack, then move its target until the per-layer model's prediction
+    fits the budget too (the additive model over-counts savings where changes share a layer).
+    The target moves both ways: a plan the model predicts well under the budget wastes it, so the
+    target is loosened again; the fitting plan closest to the budget wins."""
+    target, fitting, closest = budget, None, None  # (predicted, solution)
     for _ in range(8):
         solution = solve_for(target)
-        if solution is None:
-            break
-        corrected = predict(table, analysis, solution[0], solution[1], layers).corrected
-        best = solution
+        if solution is None:  # the target is below what the additive tables can reach
+            target = (target + budget) / 2
+            continue
+        corrected = predictor.predict(solution[0], solution[1]).corrected
+        if closest is None or corrected < closest[0]:
+            closest = (corrected, solution)
         if corrected <= budget + 1e-3:
-            return solution
-        target -= corrected - budget
-    if best is None:
+            if fitting is None or corrected > fitting[0]:
+                fitting = (corrected, solution)
+            if budget - corrected <= 0.005:
+                break
+        target += budget - corrected
+    if fitting is not None:
+        return fitting[1]
+    if closest is None:
         raise _unreachable(budget, smallest, mode)
-    return best
+    return closest[1]
 
 
 def _knapsack(values: list[np.ndarray], deltas: list[np.ndarray], budget: float) -> list[int] | None:
@@ -154,7 +164,7 @@ def _solve_halp(analysis, table, scores, groups, budget, round_to, criterion) ->
     counts = np.ones(len(groups), dtype=np.int64)
     np.add.at(counts, np.array(item_group, dtype=np.int64)[mask], 1)
     kept = {g.id: int(c) for g, c in zip(groups, counts)}
-    return _decision(analysis, table, scores, kept, [], 1, budget, floor,
+    return _decision(Predictor(table, analysis), scores, kept, [], 1, budget, floor,
                      {"criterion": criterion, "solver": "halp-0-1-knapsack", "mode": "filter"})
 
 
@@ -163,19 +173,20 @@ def solve_layer(analysis: Analysis, table: Table, blocks: list[Block], layer_sco
     """LayerPrune: remove blocks from the least important up until the predicted latency fits."""
     _check_budget(budget)
     order = sorted(blocks, key=lambda b: layer_scores.get(b.id, 0.0))
-    layers = LayerMap.build(analysis)
+    predictor = Predictor(table, analysis, blocks)
     removed: list[Block] = []
     smallest = 1.0 + sum(min(0.0, table.block_ratio(b.id) - 1.0) for b in blocks)
     for block in order:
-        if predict(table, analysis, {}, removed, layers).corrected <= budget:
+        if predictor.predict({}, removed).corrected <= budget:
             break
         if any(set(block.nodes) & set(r.nodes) for r in removed):
             continue
         removed.append(block)
-    if predict(table, analysis, {}, removed, layers).corrected > budget:
-        raise _unreachable(budget, min(smallest, predict(table, analysis, {}, removed, layers).corrected), "layer")
+    reached = predictor.predict({}, removed).corrected
+    if reached > budget:
+        raise _unreachable(budget, min(smallest, reached), "layer")
     scores = group_scores or {}
-    return _decision(analysis, table, scores, {}, removed, 1, budget, smallest,
+    return _decision(predictor, scores, {}, removed, 1, budget, smallest,
                      {"criterion": criterion, "solver": "layer-budget", "mode": "layer"})
 
 
@@ -234,7 +245,8 @@ def solve_joint(analysis: Analysis, table: Table, blocks: list[Block], scores: d
                     kept[g.id] = int(k)
         return kept, removed
 
-    smallest = predict(table, analysis, *decode([int(np.argmin(d)) for d in deltas]), LayerMap.build(analysis)).corrected
+    predictor = Predictor(table, analysis, blocks)
+    smallest = predictor.predict(*decode([int(np.argmin(d)) for d in deltas])).corrected
     if budget < smallest:
         raise _unreachable(budget, smallest, "joint")
 
@@ -242,6 +254,6 @@ def solve_joint(analysis: Analysis, table: Table, blocks: list[Block], scores: d
         picked = _knapsack(values, deltas, target)
         return None if picked is None else decode(picked)
 
-    kept, removed = _meet_corrected(solve_for, analysis, table, budget, smallest, "joint")
-    return _decision(analysis, table, scores, kept, removed, round_to, budget, smallest,
+    kept, removed = _meet_corrected(solve_for, predictor, budget, smallest, "joint")
+    return _decision(predictor, scores, kept, removed, round_to, budget, smallest,
                      {"criterion": criterion, "solver": "joint-group-knapsack", "mode": "joint"})

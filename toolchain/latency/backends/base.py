@@ -26,6 +26,10 @@ class Backend(Protocol):
     def prepare(self, model: Any, batch: int = 1) -> Runner:
         """Model (ONNX bytes/path, or an nn.Module for "torch") -> a ready Runner."""
 
+    def channel_alignment(self) -> int:
+        """Channel multiple the backend's kernels work in (the default round_to): widths off it cost
+        padding and reorders, so tables sample, and solvers choose, only multiples of it."""
+
     def device(self) -> dict:
         """What a measurement depends on: device name, runtime + version, provider/precision."""
 

@@ -201,6 +201,10 @@ class TensorRTBackend:
             context.set_tensor_address(name, t.data_ptr())
         return TensorRTRunner(torch, engine, context, buffers, torch.cuda.Stream())
 
+    def channel_alignment(self) -> int:
+        """Tensor-core channel vectors: CHW32 formats for INT8, channel % 8 for FP16/TF32."""
+        return 32 if self.precision == "int8" else 8
+
     def device(self) -> dict:
         torch = self.torch
         props = torch.cuda.get_device_properties(0)

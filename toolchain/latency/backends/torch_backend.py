@@ -5,7 +5,7 @@ import os
 
 from graphs.errors import InputError
 from toolchain.latency.backends.base import require
-from toolchain.latency.backends.ort import cpu_name
+from toolchain.latency.backends.ort import cpu_channel_block, cpu_name
 
 
 class TorchRunner:
@@ -42,6 +42,9 @@ class TorchBackend:
         gen = torch.Generator().manual_seed(self.seed)
         x = torch.randn((batch, *input_shape[1:]), generator=gen).to(self.dev)
         return TorchRunner(torch, model.eval().to(self.dev), x, sync=self.dev.startswith("cuda"))
+
+    def channel_alignment(self) -> int:
+        return 8 if self.dev.startswith("cuda") else cpu_channel_block()
 
     def device(self) -> dict:
         torch = self.torch
