@@ -143,3 +143,52 @@ def interleaved_ratio(candidate, reference, warmup: int = INTERLEAVED["warmup"],
     c, r = Stats.from_times(c_t), Stats.from_times(r_t)
     return RatioResult(ratio=float(np.median(pair_ratios)), candidate=c, reference=r,
                        ratio_of_medians=c.median / r.median, ratio_se=se)
+
+
+def shared_reference_ratios(candidates: list, reference, warmup: int = INTERLEAVED["warmup"],
+                            runs: int = INTERLEAVED["runs"], pause_s: float = 0.0,
+                            target_se: float | None = INTERLEAVED["target_se"],
+                            max_runs: int | None = None) -> list[RatioResult]:
+    """interleaved_ratio for several candidates that share each reference call.
+
+    Rounds go R C1 .. Cn, then R Cn .. C1: every candidate's time is paired with its round's
+    reference time, and reversing the order every round gives each candidate the same mean distance
+    to that reference call. n candidates cost n + 1 calls a round instead of 2n, which is where a
+    latency table's time goes (the reference is the unpruned, slowest model). A candidate leaves the
+    rounds once its ratio's standard error meets `target_se` (or at `max_runs`); the rest go on.
+    """
+    if runs < 1 or warmup < 0 or not candidates:
+        raise InputError(f"bad protocol: warmup={warmup} runs={runs} candidates={len(candidates)}")
+    max_runs = max(max_runs or 4 * runs, runs)
+    step = max(runs // 2, 1)
+    cand_t: list[list[float]] = [[] for _ in candidates]
+    ref_t: list[list[float]] = [[] for _ in candidates]
+    results: list[RatioResult | None] = [None] * len(candidates)
+    active, calls = list(range(len(candidates))), [0] * len(candidates)
+    round_no = 0
+    while active:
+        r = _timed(reference)
+        if pause_s:
+            time.sleep(pause_s)
+        for j in (active if round_no % 2 == 0 else active[::-1]):
+            t = _timed(candidates[j])
+            if pause_s:
+                time.sleep(pause_s)
+            calls[j] += 1
+            if calls[j] > warmup:
+                cand_t[j].append(t)
+                ref_t[j].append(r)
+        round_no += 1
+        for j in list(active):
+            n = len(cand_t[j])
+            if n < runs or (n - runs) % step:
+                continue  # check at the same points interleaved_ratio does
+            c_t, r_t = np.asarray(cand_t[j]), np.asarray(ref_t[j])
+            pair_ratios = c_t / r_t
+            se = _ratio_se(pair_ratios)
+            if target_se is None or se <= target_se or n >= max_runs:
+                c, rs = Stats.from_times(c_t), Stats.from_times(r_t)
+                results[j] = RatioResult(ratio=float(np.median(pair_ratios)), candidate=c, reference=rs,
+                                         ratio_of_medians=c.median / rs.median, ratio_se=se)
+                active.remove(j)
+    return results
