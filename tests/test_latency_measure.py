@@ -7,8 +7,7 @@ from torch import nn
 
 from graphs.errors import InputError
 from toolchain.latency.backends import get_backend
-from toolchain.latency.measure import (PROTOCOLS, Stats, interleaved_ratio, protocol, shared_reference_ratios,
-                                      time_runner)
+from toolchain.latency.measure import PROTOCOLS, Stats, interleaved_ratio, protocol, time_runner
 
 
 def test_stats_match_numpy():
@@ -140,37 +139,3 @@ def test_rewarm_adds_one_untimed_call():
     quick.run = lambda: setattr(quick, "warm", getattr(quick, "warm", 0) + 1)
     interleaved_ratio(quick, Fixed([1.0]), warmup=0, runs=3, pause_s=0.001, target_se=None)
     assert quick.warm == 1
-
-
-def test_shared_reference_rounds_reverse_and_pair_with_their_reference():
-    log = []
-    res = shared_reference_ratios([Counter(log, "a"), Counter(log, "b"), Counter(log, "c")], Counter(log, "r"),
-                                  warmup=1, runs=2, target_se=None)
-    assert "".join(log) == "rabc" "rcba" "rabc"
-    assert [r.candidate.count for r in res] == [2, 2, 2]
-    # scripted times: each candidate's ratio comes from the reference call of its own round
-    ref = Fixed([1.0, 2.0, 4.0, 8.0])
-    res = shared_reference_ratios([Fixed([1.5, 3.0, 6.0, 12.0]), Fixed([0.5, 1.0, 2.0, 4.0])], ref,
-                                  warmup=0, runs=4, target_se=None)
-    assert [r.ratio for r in res] == [pytest.approx(1.5), pytest.approx(0.5)]
-    assert res[0].ratio_se == pytest.approx(0.0)
-
-
-def test_shared_reference_extends_only_the_noisy_candidate():
-    steady, noisy = Fixed([1.0]), Fixed([1.0, 1.5, 0.8, 1.3, 0.9, 1.6, 1.1, 0.7])
-    res = shared_reference_ratios([steady, noisy], Fixed([1.0]), warmup=0, runs=8, target_se=0.01, max_runs=20)
-    assert res[0].candidate.count == 8 and res[1].candidate.count == 20
-    with pytest.raises(InputError):
-        shared_reference_ratios([], Fixed([1.0]))
-
-
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")
-def test_shared_reference_orders_real_models(narrow_wide):
-    narrow_path, wide_path = narrow_wide
-    ort = get_backend("ort", spinning=False)
-    narrow, wide, reference = ort.prepare(narrow_path), ort.prepare(wide_path), ort.prepare(wide_path)
-    try:
-        to_narrow, to_itself = shared_reference_ratios([narrow, wide], reference, warmup=2, runs=15, target_se=None)
-        assert to_narrow.ratio < 1 and to_narrow.ratio < to_itself.ratio
-    finally:
-        narrow.close(), wide.close(), reference.close()

@@ -20,7 +20,7 @@ from graphs.onnx_io import load_model, model_sha256
 from graphs.plan import Plan
 from graphs.surgery import apply_plan
 from toolchain.latency.backends import get_backend
-from toolchain.latency.measure import interleaved_ratio, shared_reference_ratios
+from toolchain.latency.measure import interleaved_ratio
 from toolchain.latency.store import Key, Store
 
 
@@ -41,15 +41,12 @@ class ProfileConfig:
     pause_s: float = 0.0
     spinning: bool = False  # ORT: idle threads must not spin, so two interleaved sessions can share 2 cores
     target_se: float | None = 0.01  # extend an entry's runs (up to 3x) until the ratio's standard error fits
-    share: int = 3  # candidates timed against each reference call (measure.shared_reference_ratios)
     groups: bool = True
     blocks: bool = True
 
     @property
     def protocol(self) -> str:
-        shared = f"-c{self.share}" if self.share > 1 else ""
-        return (f"interleaved-w{self.warmup}-r{self.runs}-p{self.pause_s:g}-s{int(self.spinning)}"
-                f"-se{self.target_se or 0:g}{shared}")
+        return f"interleaved-w{self.warmup}-r{self.runs}-p{self.pause_s:g}-s{int(self.spinning)}-se{self.target_se or 0:g}"
 
     def backend_options(self) -> dict:
         return {"spinning": self.spinning, "precision": self.precision} if self.backend == "ort" else {}
@@ -147,11 +144,6 @@ def _key(sha: str, candidate_or_base, device: dict, config: ProfileConfig) -> Ke
                f"{device['runtime']} {device['runtime_version']}", config.protocol)
 
 
-def _values(result) -> dict:
-    return {"ratio": result.ratio, "ref_median_ms": result.reference.median, "median_ms": result.candidate.median,
-            "p90_ms": result.candidate.p90, "std_ms": result.candidate.std, "count": result.candidate.count}
-
-
 def measure_pair(backend, reference_runner, candidate_model: bytes, config: ProfileConfig) -> dict:
     runner = backend.prepare(candidate_model, batch=config.batch)
     try:
@@ -159,22 +151,8 @@ def measure_pair(backend, reference_runner, candidate_model: bytes, config: Prof
                                    pause_s=config.pause_s, target_se=config.target_se, max_runs=3 * config.runs)
     finally:
         runner.close()
-    return _values(result)
-
-
-def measure_shared(backend, reference_runner, candidate_models: list[bytes], config: ProfileConfig) -> list[dict]:
-    """Several candidates against one reference (config.share at a time; see shared_reference_ratios)."""
-    runners = []
-    try:
-        for data in candidate_models:
-            runners.append(backend.prepare(data, batch=config.batch))
-        results = shared_reference_ratios(runners, reference_runner, warmup=config.warmup, runs=config.runs,
-                                          pause_s=config.pause_s, target_se=config.target_se,
-                                          max_runs=3 * config.runs)
-    finally:
-        for runner in runners:
-            runner.close()
-    return [_values(r) for r in results]
+    return {"ratio": result.ratio, "ref_median_ms": result.reference.median, "median_ms": result.candidate.median,
+            "p90_ms": result.candidate.p90, "std_ms": result.candidate.std, "count": result.candidate.count}
 
 
 def profile(onnx_path: str, store_path: str, config: ProfileConfig, progress=None, fresh: bool = False,
@@ -224,12 +202,9 @@ def _profile_into(store_path, model, sha, analysis, backend, reference, device, 
                 lambda c: candidate_bytes(model, analysis, c), config, device,
                 lambda c, values: _record(store, sha, c, device, config, values, progress))
         else:
-            share = max(1, config.share)
-            for start in range(0, len(missing), share):
-                chunk = missing[start:start + share]
-                models = [candidate_bytes(model, analysis, c) for c in chunk]
-                for c, values in zip(chunk, measure_shared(backend, reference, models, config)):
-                    _record(store, sha, c, device, config, values, progress)
+            for c in missing:
+                values = measure_pair(backend, reference, candidate_bytes(model, analysis, c), config)
+                _record(store, sha, c, device, config, values, progress)
         return load_table(store, sha, analysis, device, config)
 
 
