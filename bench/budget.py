@@ -22,7 +22,7 @@ from graphs.onnx_io import load_model  # noqa: E402
 from toolchain.budget import BudgetRequest, prune_to_budget  # noqa: E402
 from toolchain.criteria import filter_scores  # noqa: E402
 from toolchain.export import export_spec  # noqa: E402
-from toolchain.latency.lut import ProfileConfig, profile  # noqa: E402
+from toolchain.latency.lut import ProfileConfig, profile, resolve_round_to  # noqa: E402
 from toolchain.prune import torch_module_for  # noqa: E402
 from toolchain.solve.budget import solve_joint  # noqa: E402
 
@@ -38,7 +38,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         store = args.store or str(Path(tmp) / "lut.sqlite")
-        config = ProfileConfig(runs=args.runs)
+        config = resolve_round_to(ProfileConfig(runs=args.runs))
         rows = []
         for spec in args.models.split(","):
             path = Path(tmp) / (spec.replace(":", "_") + ".onnx")
@@ -51,7 +51,7 @@ def main() -> None:
             blocks = removable_blocks(analysis.model, analysis.shapes)
             scores = filter_scores(args.criterion, torch_module_for(model)[0], analysis)
             t0 = time.perf_counter()
-            solve_joint(analysis, table, blocks, scores, 0.6, 8, args.criterion)
+            solve_joint(analysis, table, blocks, scores, 0.6, config.round_to, args.criterion)
             print(f"{spec}: joint solver time {time.perf_counter() - t0:.2f} s (goal < 1 s)")
             for budget in map(float, args.budgets.split(",")):
                 for mode in args.modes.split(","):

@@ -29,19 +29,19 @@ from graphs.surgery import apply_plan  # noqa: E402
 from toolchain.budget import measure_against  # noqa: E402
 from toolchain.criteria import filter_scores  # noqa: E402
 from toolchain.export import export_spec  # noqa: E402
-from toolchain.latency.lut import ProfileConfig, profile  # noqa: E402
+from toolchain.latency.lut import ProfileConfig, profile, resolve_round_to  # noqa: E402
 from toolchain.prune import prune_to_dir, torch_module_for, uniform_plan  # noqa: E402
 from toolchain.solve.budget import solve_filter, solve_joint  # noqa: E402
 
 
-def plan_at_params(model, analysis, table, scores, mode: str, target_params: int, steps: int = 14):
+def plan_at_params(model, analysis, table, scores, mode: str, target_params: int, round_to: int, steps: int = 14):
     """The solver's plan whose parameter count is the smallest one >= target_params (budget bisection)."""
     blocks = removable_blocks(analysis.model, analysis.shapes)
 
     def solve(budget):
         if mode == "joint":
-            return solve_joint(analysis, table, blocks, scores, budget, 8, "guided")
-        return solve_filter(analysis, table, scores, budget, 8, criterion="guided")
+            return solve_joint(analysis, table, blocks, scores, budget, round_to, "guided")
+        return solve_filter(analysis, table, scores, budget, round_to, criterion="guided")
 
     lo, hi, best = 0.0, 1.0, None
     for _ in range(steps):
@@ -72,7 +72,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         store = args.store or str(tmp / "lut.sqlite")
-        config = ProfileConfig()
+        config = resolve_round_to(ProfileConfig())  # the guided plan uses the table's grid
         path = tmp / "model.onnx"
         export_spec(args.model, str(path))
         model = load_model(path)
@@ -86,7 +86,7 @@ def main() -> None:
         scores = filter_scores(args.criterion, torch_module_for(model)[0], analysis)
         results = []
         for mode in args.modes.split(","):
-            decision, params, budget = plan_at_params(model, analysis, table, scores, mode, target)
+            decision, params, budget = plan_at_params(model, analysis, table, scores, mode, target, config.round_to)
             out = tmp / f"guided-{mode}"
             prune_to_dir(str(path), str(out), decision.plan)
             head = measure_against(str(tmp / "uniform" / "model.onnx"), str(out / "model.onnx"), config, args.runs)

@@ -139,3 +139,15 @@ def test_rewarm_adds_one_untimed_call():
     quick.run = lambda: setattr(quick, "warm", getattr(quick, "warm", 0) + 1)
     interleaved_ratio(quick, Fixed([1.0]), warmup=0, runs=3, pause_s=0.001, target_se=None)
     assert quick.warm == 1
+
+
+def test_extension_stops_when_the_target_is_out_of_reach():
+    noisy = Fixed([1.0, 1.5, 0.8, 1.3, 0.9, 1.6, 1.1, 0.7])  # se ~0.2 at 8 runs: 0.01 needs ~3,000
+    res = interleaved_ratio(noisy, Fixed([1.0]), warmup=0, runs=8, pause_s=0, target_se=0.01, max_runs=20,
+                            only_if_reachable=True)
+    assert res.candidate.count == 8
+    # within reach (se ~0.2 -> 0.15 needs ~14 runs): it extends as before
+    noisy.i = 0
+    res = interleaved_ratio(noisy, Fixed([1.0]), warmup=0, runs=8, pause_s=0, target_se=0.15, max_runs=20,
+                            only_if_reachable=True)
+    assert res.candidate.count > 8

@@ -40,13 +40,15 @@ class ProfileConfig:
     runs: int = 20
     pause_s: float = 0.0
     spinning: bool = False  # ORT: idle threads must not spin, so two interleaved sessions can share 2 cores
-    target_se: float | None = 0.01  # extend an entry's runs (up to 3x) until the ratio's standard error fits
+    # Extend an entry's runs (up to 3x) until the ratio's standard error fits, while it still can.
+    target_se: float | None = 0.01
     groups: bool = True
     blocks: bool = True
 
     @property
     def protocol(self) -> str:
-        return f"interleaved-w{self.warmup}-r{self.runs}-p{self.pause_s:g}-s{int(self.spinning)}-se{self.target_se or 0:g}"
+        return (f"interleaved-w{self.warmup}-r{self.runs}-p{self.pause_s:g}-s{int(self.spinning)}"
+                f"-se{self.target_se or 0:g}-reachable")
 
     def backend_options(self) -> dict:
         return {"spinning": self.spinning, "precision": self.precision} if self.backend == "ort" else {}
@@ -148,7 +150,8 @@ def measure_pair(backend, reference_runner, candidate_model: bytes, config: Prof
     runner = backend.prepare(candidate_model, batch=config.batch)
     try:
         result = interleaved_ratio(runner, reference_runner, warmup=config.warmup, runs=config.runs,
-                                   pause_s=config.pause_s, target_se=config.target_se, max_runs=3 * config.runs)
+                                   pause_s=config.pause_s, target_se=config.target_se, max_runs=3 * config.runs,
+                                   only_if_reachable=True)
     finally:
         runner.close()
     return {"ratio": result.ratio, "ref_median_ms": result.reference.median, "median_ms": result.candidate.median,

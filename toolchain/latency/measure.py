@@ -97,7 +97,8 @@ def _ratio_se(pair_ratios: np.ndarray) -> float:
 def interleaved_ratio(candidate, reference, warmup: int = INTERLEAVED["warmup"],
                       runs: int = INTERLEAVED["runs"], pause_s: float = INTERLEAVED["pause_s"],
                       keep_last: int | None = None, target_se: float | None = INTERLEAVED["target_se"],
-                      max_runs: int | None = INTERLEAVED["max_runs"], rewarm: bool | None = None) -> RatioResult:
+                      max_runs: int | None = INTERLEAVED["max_runs"], rewarm: bool | None = None,
+                      only_if_reachable: bool = False) -> RatioResult:
     """Alternate candidate and reference call by call (who goes first alternates too).
 
     The pause after every call lets an onnxruntime session's worker threads stop spinning before the
@@ -111,6 +112,9 @@ def interleaved_ratio(candidate, reference, warmup: int = INTERLEAVED["warmup"],
     under pause_s / 10 (10 ms), where the extra call costs little wall time.
     With `target_se` (None: exactly `runs`), runs continue in chunks, up to `max_runs`, until the
     ratio's standard error is below it: a loaded host then pays with time instead of with accuracy.
+    `only_if_reachable` stops extending as soon as the standard error, shrinking as 1/sqrt(runs),
+    could not reach the target within max_runs: a latency table has many entries, and on a
+    drifting host half of resnet50's ran to the cap without reaching it.
     """
     if runs < 1 or warmup < 0:
         raise InputError(f"bad protocol: warmup={warmup} runs={runs}")
@@ -138,6 +142,8 @@ def interleaved_ratio(candidate, reference, warmup: int = INTERLEAVED["warmup"],
         pair_ratios = c_t / r_t
         se = _ratio_se(pair_ratios)
         if target_se is None or se <= target_se or len(cand) >= max_runs:
+            break
+        if only_if_reachable and len(cand) * (se / target_se) ** 2 > max_runs:
             break
         goal = min(goal + max(runs // 2, 1), warmup + max_runs)
     c, r = Stats.from_times(c_t), Stats.from_times(r_t)
