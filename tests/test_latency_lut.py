@@ -12,7 +12,7 @@ import pytest
 from graphs.deps import analyze
 from graphs.blocks import removable_blocks
 from graphs.onnx_io import load_model
-from toolchain.latency.lut import ProfileConfig, Table, candidates, group_grid, profile
+from toolchain.latency.lut import ProfileConfig, Table, anchor_widths, candidates, group_grid, profile
 from toolchain.latency.predict import LayerMap, Predictor
 
 FAST = dict(points=1, runs=3, warmup=1, round_to=8)  # resnet20's 16-wide groups need a grid finer than 16
@@ -117,8 +117,11 @@ def test_per_layer_model_recovers_interactions(resnet20_onnx):
         if g.prunable:
             table.groups[g.id] = {k: truth({g.id: k}, []) for k in group_grid(g, 8, 4)}
     table.blocks = {b.id: truth({}, [b]) for b in blocks}
+    kept_half = anchor_widths(analysis, 0.5, 8)
+    table.anchors = {"uniform-0.50": (kept_half, truth(kept_half, []))}
     predictor = Predictor(table, analysis, blocks)
     assert predictor.fit_rms < 2e-3
+    assert predictor.anchor_scale == pytest.approx(1.0, abs=0.02)  # an exact model needs no rescaling
     prunable = [g for g in analysis.groups if g.prunable and g.channels > 8]
     worst_fit = worst_additive = 0.0
     for _ in range(20):
@@ -180,3 +183,25 @@ def test_default_round_to_is_the_backends_channel_block(resnet20_onnx, tmp_path)
     table = profile(str(resnet20_onnx), str(tmp_path / "lut.sqlite"), ProfileConfig(points=1, runs=3, warmup=1))
     ks = [k for samples in table.groups.values() for k in samples]
     assert ks and all(k % block == 0 for k in ks)
+
+
+def test_anchors_are_profiled_and_rescale_the_model(resnet20_onnx, tmp_path):
+    analysis = analyze(load_model(resnet20_onnx))
+    config = ProfileConfig(**FAST)
+    anchors = [c for c in candidates(analysis, config) if c.kind == "anchor"]
+    assert [c.item for c in anchors] == ["uniform-0.75", "uniform-0.50"]
+    assert all(len(c.plan.channels) > 1 for c in anchors)
+    table = profile(str(resnet20_onnx), str(tmp_path / "lut.sqlite"), config)
+    assert set(table.anchors) == {"uniform-0.75", "uniform-0.50"}
+    kept, ratio = table.anchors["uniform-0.50"]
+    assert kept == anchor_widths(analysis, 0.5, 8) and 0 < ratio
+    # A host that runs many-layer cuts 5% more efficiently than the fitted model says: the scale
+    # follows the anchor, within its bounds [0.7, 1.3].
+    predictor = Predictor(table, analysis)
+    level = 1.0 - predictor.predict(kept, []).corrected
+    table.anchors = {"uniform-0.50": (kept, 1.0 - 1.05 * level)}
+    rescaled = Predictor(table, analysis)
+    expected = min(1.3, predictor.anchor_scale * 1.05)
+    assert rescaled.anchor_scale == pytest.approx(expected, rel=1e-6)
+    if expected < 1.3:
+        assert rescaled.predict(kept, []).corrected == pytest.approx(1.0 - 1.05 * level)

@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 
 from graphs.blocks import removable_blocks
-from graphs.deps import Analysis, Group, analyze
+from graphs.deps import Analysis, Group, analyze, round_count
 from graphs.errors import InputError
 from graphs.onnx_io import load_model, model_sha256
 from graphs.plan import Plan
@@ -44,6 +44,9 @@ class ProfileConfig:
     target_se: float | None = 0.01
     groups: bool = True
     blocks: bool = True
+    # Multi-change entries: every prunable group at these fractions of its width. They calibrate the
+    # per-layer model on plans that change many layers at once (predict.py).
+    anchors: tuple[float, ...] = (0.75, 0.5)
 
     @property
     def protocol(self) -> str:
@@ -69,6 +72,7 @@ class Table:
     base_ms: float
     groups: dict[str, dict[int, float]] = field(default_factory=dict)  # gid -> {k: ratio}
     blocks: dict[str, float] = field(default_factory=dict)  # bid -> ratio
+    anchors: dict[str, tuple[dict[str, int], float]] = field(default_factory=dict)  # name -> (kept, ratio)
     widths: dict[str, int] = field(default_factory=dict)  # gid -> full width (ratio 1.0 there)
 
     def group_ratio(self, gid: str, k: int) -> float:
@@ -119,6 +123,21 @@ def resolve_round_to(config: ProfileConfig, backend=None) -> ProfileConfig:
     return replace(config, round_to=backend.channel_alignment())
 
 
+def anchor_widths(analysis: Analysis, fraction: float, round_to: int) -> dict[str, int]:
+    """Kept units per prunable group when every group keeps `fraction` of its width, on the grid."""
+    kept = {}
+    for g in analysis.groups:
+        if g.prunable:
+            k = round_count(max(1, int(round(fraction * g.channels))), g.channels, g.multiplicity, round_to)
+            if k < g.channels:
+                kept[g.id] = k
+    return kept
+
+
+def anchor_name(fraction: float) -> str:
+    return f"uniform-{fraction:.2f}"
+
+
 def candidates(analysis: Analysis, config: ProfileConfig) -> list[Candidate]:
     config = resolve_round_to(config)
     out = []
@@ -131,6 +150,12 @@ def candidates(analysis: Analysis, config: ProfileConfig) -> list[Candidate]:
     if config.blocks:
         for b in removable_blocks(analysis.model, analysis.shapes):
             out.append(Candidate("block", b.id, -1, Plan(remove=[b.id])))
+    if config.groups:
+        for fraction in config.anchors:
+            kept = anchor_widths(analysis, fraction, config.round_to)
+            if len(kept) > 1:  # one group alone is already a group entry
+                plan = Plan(channels={gid: {"keep": list(range(k))} for gid, k in kept.items()})
+                out.append(Candidate("anchor", anchor_name(fraction), -1, plan))
     return out
 
 
@@ -230,4 +255,8 @@ def load_table(store: Store, sha: str, analysis: Analysis, device: dict, config:
             table.groups.setdefault(r["item"], {})[int(r["k"])] = float(r["ratio"])
         elif r["kind"] == "block":
             table.blocks[r["item"]] = float(r["ratio"])
+    for fraction in config.anchors:
+        row = next((r for r in rows if r["kind"] == "anchor" and r["item"] == anchor_name(fraction)), None)
+        if row is not None:
+            table.anchors[row["item"]] = (anchor_widths(analysis, fraction, config.round_to), float(row["ratio"]))
     return table

@@ -12,8 +12,9 @@ layer saves all of its share. Every table entry is one linear equation in the ef
 entry touches the layers on both sides of the group, a block entry the layers it removes); they are
 solved by non-negative least squares, pulled (ridge) toward the single latency-per-MAC factor that
 fits all entries, so a layer that no entry isolates keeps the network-wide factor. Non-negative
-efficiencies make the prediction monotone: a narrower plan is never predicted slower.
-bench/lut_accuracy.py measures both against real pruned models.
+efficiencies make the prediction monotone: a narrower plan is never predicted slower. Finally one
+scale on all efficiencies is fitted to the table's anchors, uniform plans that narrow every group
+at once, measured in the same run. bench/lut_accuracy.py measures both against real pruned models.
 """
 from __future__ import annotations
 
@@ -107,6 +108,7 @@ class Predictor:
         if blocks is None and table.blocks:
             blocks = removable_blocks(analysis.model, analysis.shapes)
         self.efficiency, self.fit_rms = self._fit({b.id: b for b in blocks or []}, ridge)
+        self.anchor_scale = self._calibrate()
 
     def _fractions(self, kept: dict[str, int]) -> dict[str, float]:
         return {gid: k / self.table.widths[gid] for gid, k in kept.items()}
@@ -132,6 +134,24 @@ class Predictor:
         b = np.concatenate([y, scale * prior])
         efficiency, _ = nnls(a, b, maxiter=50 * n)
         return efficiency, float(np.sqrt(np.mean((x @ efficiency - y) ** 2)))
+
+    def _calibrate(self) -> float:
+        """Scale every efficiency so the model meets the table's multi-change anchors (least squares).
+
+        Single-change entries leave the model's overall level open to how the host runs a model that
+        changed everywhere at once (caches, memory traffic) and to its state during this table; the
+        anchors measure exactly that, in the same run. Bounded, so a bad anchor cannot wreck the model.
+        """
+        saved, measured = [], []
+        for kept, ratio in self.table.anchors.values():
+            saved.append(float(self.layers.savings(self._fractions(kept)) @ self.efficiency))
+            measured.append(1.0 - ratio)
+        saved, measured = np.array(saved), np.array(measured)
+        if not saved.size or saved @ saved <= 0:
+            return 1.0
+        scale = float(np.clip(saved @ measured / (saved @ saved), 0.7, 1.3))
+        self.efficiency = self.efficiency * scale
+        return scale
 
     def predict(self, kept: dict[str, int], removed: list[Block]) -> Prediction:
         """Latency ratio of a plan that keeps kept[gid] units per group and removes `removed` blocks."""

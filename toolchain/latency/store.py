@@ -16,15 +16,15 @@ from pathlib import Path
 
 from graphs.errors import InputError
 
-KINDS = ("group", "block", "base", "layer")
+KINDS = ("group", "block", "base", "layer", "anchor")
 VALUES = ("ratio", "ref_median_ms", "median_ms", "p90_ms", "std_ms", "count")
 
 
 @dataclass(frozen=True)
 class Key:
     model_sha256: str
-    kind: str            # 'group' | 'block' | 'base' | 'layer'
-    item: str            # group or block id; '' for base
+    kind: str            # 'group' | 'block' | 'base' | 'layer' | 'anchor'
+    item: str            # group or block id; '' for base; 'uniform-0.50' for an anchor
     k: int               # kept channels; -1 for blocks, layers and base
     backend: str
     device: str
