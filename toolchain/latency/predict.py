@@ -125,15 +125,28 @@ class Predictor:
                 savings.append(1.0 - ratio)
         n = len(self.layers.share)
         prior = np.full(n, max(self.alpha, 0.0))
+        self.outliers = 0
         if not rows:
             return prior, 0.0
         x, y = np.array(rows), np.array(savings)
         # The pull is sized by each layer's share: it decides only what the entries leave open.
         scale = np.sqrt(ridge) * np.array(list(self.layers.share.values()))
-        a = np.vstack([x, np.diag(scale)])
-        b = np.concatenate([y, scale * prior])
-        efficiency, _ = nnls(a, b, maxiter=50 * n)
-        return efficiency, float(np.sqrt(np.mean((x @ efficiency - y) ** 2)))
+
+        def solve(keep: np.ndarray) -> np.ndarray:
+            a = np.vstack([x[keep], np.diag(scale)])
+            b = np.concatenate([y[keep], scale * prior])
+            return nnls(a, b, maxiter=50 * n)[0]
+
+        keep = np.ones(len(y), dtype=bool)
+        efficiency = solve(keep)
+        # One refit without gross outliers (a timing glitch), judged against the entries' own spread.
+        residual = np.abs(x @ efficiency - y)
+        outliers = residual > max(0.03, 5 * float(np.median(residual)))
+        if outliers.any() and (~outliers).sum() >= len(y) // 2:
+            keep = ~outliers
+            efficiency = solve(keep)
+        self.outliers = int((~keep).sum())
+        return efficiency, float(np.sqrt(np.mean((x[keep] @ efficiency - y[keep]) ** 2)))
 
     def _calibrate(self) -> float:
         """Scale every efficiency so the model meets the table's multi-change anchors (least squares).
