@@ -40,7 +40,7 @@ def cpu_channel_block() -> int:
     """Channels per SIMD block of the CPU's blocked conv layouts (onnxruntime's NCHWc, oneDNN's nChw16c).
 
     A width off this block is padded up to it and costs reorders: on an AVX-512 Xeon, resnet18 with
-    its 64-channel trunk cut to 56 ran at 1.055x the unpruned latency, and cut to 48 at 0.917x.
+    its 64-channel trunk cut to 56 ran at 1.05x the unpruned latency, and cut to 48 at 0.92x.
     """
     try:
         flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
