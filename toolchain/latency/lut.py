@@ -32,9 +32,9 @@ class ProfileConfig:
     round_to: int | None = None  # None: the backend's channel_alignment() (16 for ORT on an AVX-512 CPU)
     # Widths sampled per group below full width (full width is the reference). Three suffice: the
     # per-layer model (predict.py) fits a saving per MAC, and a fourth point did not improve it
-    # (resnet18: worst error 9.3% with 3 points, 9.8% with 4).
+    # (offline on resnet18's measured plans: worst error 8.8% with 3 points, 9.2% with 4).
     points: int = 3
-    # 2 + 20 pairs, extended while the ratio's standard error exceeds target_se: resnet50's 124 entries
+    # 2 + 20 pairs, extended while the ratio's standard error exceeds target_se: resnet50's 126 entries
     # fit the 10-minute goal, and the per-layer fit averages what noise is left.
     warmup: int = 2
     runs: int = 20
