@@ -105,7 +105,7 @@ def main() -> None:
             cor_err = np.abs(m[:, 2] - m[:, 0]) / m[:, 0]
             print(f"\n{spec}: round_to {config.round_to}, table built in {build_s:.0f} s ({build_s / 600:.2f} of the 10-minute goal), "
                   f"{count} measurements in the store, base {table.base_ms:.2f} ms, latency-per-MAC factor {predictor.alpha:.2f}, "
-                  f"per-layer fit RMS {predictor.fit_rms:.4f} on the entries ({predictor.outliers} outliers left out), anchor scale {predictor.anchor_scale:.3f}")
+                  f"per-layer fit RMS {predictor.fit_rms:.4f} on the entries ({predictor.outliers} outliers left out), anchor scales {predictor.anchor_scale:.3f} (width) {predictor.depth_scale:.3f} (depth)")
             print(f"{spec}: additive error median {np.median(add_err):.1%} worst {add_err.max():.1%}; "
                   f"corrected error median {np.median(cor_err):.1%} worst {cor_err.max():.1%} "
                   f"({args.plans} plans, measured ratios {m[:, 0].min():.2f}-{m[:, 0].max():.2f})")

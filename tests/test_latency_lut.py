@@ -12,7 +12,8 @@ import pytest
 from graphs.deps import analyze
 from graphs.blocks import removable_blocks
 from graphs.onnx_io import load_model
-from toolchain.latency.lut import ProfileConfig, Table, anchor_widths, candidates, group_grid, profile
+from toolchain.latency.lut import (Anchor, ProfileConfig, Table, anchor_blocks, anchor_widths, candidates, group_grid,
+                                   profile)
 from toolchain.latency.predict import LayerMap, Predictor
 
 FAST = dict(points=1, runs=3, warmup=1, round_to=8)  # resnet20's 16-wide groups need a grid finer than 16
@@ -118,10 +119,14 @@ def test_per_layer_model_recovers_interactions(resnet20_onnx):
             table.groups[g.id] = {k: truth({g.id: k}, []) for k in group_grid(g, 8, 4)}
     table.blocks = {b.id: truth({}, [b]) for b in blocks}
     kept_half = anchor_widths(analysis, 0.5, 8)
-    table.anchors = {"uniform-0.50": (kept_half, truth(kept_half, []))}
+    deep = anchor_blocks(blocks, 1.0)
+    table.anchors = {"uniform-0.50": Anchor(kept_half, [], truth(kept_half, [])),
+                     "depth-1.00": Anchor({}, deep, truth({}, [b for b in blocks if b.id in deep]))}
     predictor = Predictor(table, analysis, blocks)
     assert predictor.fit_rms < 2e-3
-    assert predictor.anchor_scale == pytest.approx(1.0, abs=0.02)  # an exact model needs no rescaling
+    # An exact model needs no rescaling.
+    assert predictor.anchor_scale == pytest.approx(1.0, abs=0.02)
+    assert predictor.depth_scale == pytest.approx(1.0, abs=0.02)
     prunable = [g for g in analysis.groups if g.prunable and g.channels > 8]
     worst_fit = worst_additive = 0.0
     for _ in range(20):
@@ -145,7 +150,8 @@ def test_ray_local_fan_out(resnet20_onnx, tmp_path):
         ray.shutdown()
     analysis = analyze(load_model(resnet20_onnx))
     assert set(table.blocks) == {b.id for b in removable_blocks(analysis.model, analysis.shapes)}
-    assert len(rows(store)) == len(table.blocks)
+    assert len(rows(store)) == len(table.blocks) + len(table.anchors)  # + the depth anchors
+    assert set(table.anchors) == {"depth-0.50", "depth-1.00"}
 
 
 def test_isolated_layer_tables_for_comparison(resnet20_onnx):
@@ -187,21 +193,47 @@ def test_default_round_to_is_the_backends_channel_block(resnet20_onnx, tmp_path)
 
 def test_anchors_are_profiled_and_rescale_the_model(resnet20_onnx, tmp_path):
     analysis = analyze(load_model(resnet20_onnx))
+    blocks = removable_blocks(analysis.model, analysis.shapes)
     config = ProfileConfig(**FAST)
     anchors = [c for c in candidates(analysis, config) if c.kind == "anchor"]
-    assert [c.item for c in anchors] == ["uniform-0.75", "uniform-0.50"]
-    assert all(len(c.plan.channels) > 1 for c in anchors)
+    assert [c.item for c in anchors] == ["uniform-0.75", "uniform-0.50", "depth-0.50", "depth-1.00"]
+    assert all(len(c.plan.channels) > 1 for c in anchors[:2])
+    # resnet20's seven removable blocks are disjoint: all seven, then four spread evenly.
+    assert anchors[3].plan.remove == [b.id for b in blocks] and len(anchors[2].plan.remove) == 4
     table = profile(str(resnet20_onnx), str(tmp_path / "lut.sqlite"), config)
-    assert set(table.anchors) == {"uniform-0.75", "uniform-0.50"}
-    kept, ratio = table.anchors["uniform-0.50"]
-    assert kept == anchor_widths(analysis, 0.5, 8) and 0 < ratio
+    assert set(table.anchors) == {"uniform-0.75", "uniform-0.50", "depth-0.50", "depth-1.00"}
+    half = table.anchors["uniform-0.50"]
+    assert half.kept == anchor_widths(analysis, 0.5, 8) and not half.removed and 0 < half.ratio
+    # Removing every block leaves the stem and head: measured, not extrapolated from single blocks.
+    predictor = Predictor(table, analysis)
+    gone = table.anchors["depth-1.00"]
+    floor = predictor.predict({}, blocks).corrected
+    assert 0.05 < gone.ratio < 0.9 and floor > 0.05
+    if 0.5 < predictor.depth_scale < 1.5:  # not at a bound: the fit meets the deep anchors
+        assert floor == pytest.approx(gone.ratio, abs=0.1)
     # A host that runs many-layer cuts 5% more efficiently than the fitted model says: the scale
     # follows the anchor, within its bounds [0.7, 1.3].
-    predictor = Predictor(table, analysis)
-    level = 1.0 - predictor.predict(kept, []).corrected
-    table.anchors = {"uniform-0.50": (kept, 1.0 - 1.05 * level)}
+    level = 1.0 - predictor.predict(half.kept, []).corrected
+    table.anchors = {"uniform-0.50": Anchor(half.kept, [], 1.0 - 1.05 * level)}
     rescaled = Predictor(table, analysis)
     expected = min(1.3, predictor.anchor_scale * 1.05)
     assert rescaled.anchor_scale == pytest.approx(expected, rel=1e-6)
+    assert rescaled.depth_scale == 1.0  # no depth anchor left: no depth rescaling
     if expected < 1.3:
-        assert rescaled.predict(kept, []).corrected == pytest.approx(1.0 - 1.05 * level)
+        assert rescaled.predict(half.kept, []).corrected == pytest.approx(1.0 - 1.05 * level)
+
+
+def test_summed_block_savings_past_the_whole_model_stay_physical(resnet20_onnx):
+    """CI's noisy host: single-block entries that sum past 100% must not predict a negative latency
+    for removing them all, once the depth anchor measured it."""
+    analysis = analyze(load_model(resnet20_onnx))
+    blocks = removable_blocks(analysis.model, analysis.shapes)
+    table = Table(base_ms=1.0, widths={g.id: g.channels for g in analysis.groups})
+    assert len(blocks) == 7
+    table.blocks = {b.id: 0.85 for b in blocks}  # seven blocks at 15% each: 105% summed
+    assert Predictor(table, analysis, blocks).predict({}, blocks).corrected < 0  # extrapolation alone
+    table.anchors = {"depth-1.00": Anchor({}, [b.id for b in blocks], 0.26),
+                     "depth-0.50": Anchor({}, anchor_blocks(blocks, 0.5), 0.6)}
+    predictor = Predictor(table, analysis, blocks)
+    assert 0.5 <= predictor.depth_scale < 1.0
+    assert predictor.predict({}, blocks).corrected == pytest.approx(0.26, abs=0.1)

@@ -484,7 +484,7 @@ def profile(
         progress.stop()
     summary = {"base_ms": table.base_ms, "store": str(store), "protocol": config.protocol,
                "groups": {g: {str(k): r for k, r in sorted(v.items())} for g, v in table.groups.items()},
-               "blocks": table.blocks, "anchors": {name: ratio for name, (_, ratio) in table.anchors.items()}}
+               "blocks": table.blocks, "anchors": {name: a.ratio for name, a in table.anchors.items()}}
     if as_json:
         _print_json(summary)
         return
@@ -495,8 +495,9 @@ def profile(
         t.add_row(gid, "  ".join(f"{k}: {r:.3f}" for k, r in sorted(samples.items())))
     for bid, ratio in table.blocks.items():
         t.add_row(f"{bid} (removed)", f"{ratio:.3f}")
-    for name, (kept, ratio) in table.anchors.items():
-        t.add_row(f"{name} ({len(kept)} groups narrowed)", f"{ratio:.3f}")
+    for name, a in table.anchors.items():
+        changed = f"{len(a.kept)} groups narrowed" if a.kept else f"{len(a.removed)} blocks removed"
+        t.add_row(f"{name} ({changed})", f"{a.ratio:.3f}")
     out.print(t)
 
 

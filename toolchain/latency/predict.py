@@ -15,9 +15,10 @@ fits all entries, so a layer that no entry isolates keeps the network-wide facto
 fitted with them when it cuts the misfit by a fifth, charges a cost per op: removing a block also
 removes its ops' fixed overhead, which is most of a small model's latency (resnet20 at 32x32:
 halving a 16-wide group saved nothing, removing a block 7-15%). Non-negative
-efficiencies make the prediction monotone: a narrower plan is never predicted slower. Finally one
-scale on all efficiencies is fitted to the table's anchors, uniform plans that narrow every group
-at once, measured in the same run. bench/lut_accuracy.py measures both against real pruned models.
+efficiencies make the prediction monotone: a narrower plan is never predicted slower. Finally two
+scales are fitted to the table's anchors, measured in the same run: one on the savings of narrowed
+layers (uniform plans that narrow every group at once), one on the savings of removed layers (plans
+that remove many blocks at once). bench/lut_accuracy.py measures both against real pruned models.
 """
 from __future__ import annotations
 
@@ -108,18 +109,27 @@ class Predictor:
         self.table, self.analysis = table, analysis
         self.layers = LayerMap.build(analysis)
         self.alpha = latency_per_mac(table, analysis, self.layers)
-        if blocks is None and table.blocks:
+        if blocks is None and (table.blocks or any(a.removed for a in table.anchors.values())):
             blocks = removable_blocks(analysis.model, analysis.shapes)
-        self.efficiency, self.fit_rms = self._fit({b.id: b for b in blocks or []}, ridge)
-        self.anchor_scale = self._calibrate()
+        self.blocks = {b.id: b for b in blocks or []}
+        self.efficiency, self.fit_rms = self._fit(self.blocks, ridge)
+        self.anchor_scale, self.depth_scale = self._calibrate()
 
     def _fractions(self, kept: dict[str, int]) -> dict[str, float]:
         return {gid: k / self.table.widths[gid] for gid, k in kept.items()}
 
-    def _features(self, kept: dict[str, int], removed_nodes=frozenset()) -> np.ndarray:
-        """Per-layer MAC savings, then the fraction of the graph's ops removed (per-op overhead)."""
+    def _parts(self, kept: dict[str, int], removed_nodes=frozenset()) -> tuple[np.ndarray, np.ndarray]:
+        """Features of the narrowed layers and of the removed ones: per-layer MAC savings, then the
+        fraction of the graph's ops removed (per-op overhead, depth only)."""
         ops = len(self.analysis.model.graph.node) or 1
-        return np.append(self.layers.savings(self._fractions(kept), removed_nodes), len(removed_nodes) / ops)
+        saved = self.layers.savings(self._fractions(kept), removed_nodes)
+        gone = np.array([n in removed_nodes for n in self.layers.share], dtype=bool)
+        return (np.append(np.where(gone, 0.0, saved), 0.0),
+                np.append(np.where(gone, saved, 0.0), len(removed_nodes) / ops))
+
+    def _features(self, kept: dict[str, int], removed_nodes=frozenset()) -> np.ndarray:
+        width, depth = self._parts(kept, removed_nodes)
+        return width + depth
 
     def _fit(self, blocks: dict[str, Block], ridge: float) -> tuple[np.ndarray, float]:
         rows, savings = [], []
@@ -169,32 +179,43 @@ class Predictor:
         self.outliers = int((~keep).sum())
         return efficiency, rms
 
-    def _calibrate(self) -> float:
-        """Scale every efficiency so the model meets the table's multi-change anchors (least squares).
+    def _calibrate(self) -> tuple[float, float]:
+        """Scales on the narrowed and the removed layers' savings that meet the table's anchors.
 
         Single-change entries leave the model's overall level open to how the host runs a model that
-        changed everywhere at once (caches, memory traffic) and to its state during this table; the
-        anchors measure exactly that, in the same run. Bounded, so a bad anchor cannot wreck the model.
+        changed everywhere at once (caches, memory traffic, many ops gone) and to its state during this
+        table; the anchors measure exactly that, in the same run. Least squares, width first (its
+        anchors remove nothing), then depth on what width leaves. Bounded, so a bad anchor cannot
+        wreck the model; depth more loosely, since summed single-block savings can be far off.
         """
-        saved, measured = [], []
-        for kept, ratio in self.table.anchors.values():
-            saved.append(float(self._features(kept) @ self.efficiency))
-            measured.append(1.0 - ratio)
-        saved, measured = np.array(saved), np.array(measured)
-        if not saved.size or saved @ saved <= 0:
-            return 1.0
-        scale = float(np.clip(saved @ measured / (saved @ saved), 0.7, 1.3))
-        self.efficiency = self.efficiency * scale
-        return scale
+        parts = [(self._parts(a.kept, self._removed_nodes(a.removed)), a.ratio) for a in self.table.anchors.values()
+                 if all(b in self.blocks for b in a.removed)]
+        width = np.array([w @ self.efficiency for (w, _), _ in parts])
+        depth = np.array([d @ self.efficiency for (_, d), _ in parts])
+        measured = np.array([1.0 - ratio for _, ratio in parts])
+        pure = depth == 0
+        w_scale = _scale(width[pure], measured[pure], 0.7, 1.3)
+        d_scale = _scale(depth[~pure], measured[~pure] - w_scale * width[~pure], 0.5, 1.5)
+        return w_scale, d_scale
+
+    def _removed_nodes(self, block_ids) -> set[str]:
+        return {n for b in block_ids for n in self.blocks[b].nodes}
 
     def predict(self, kept: dict[str, int], removed: list[Block]) -> Prediction:
         """Latency ratio of a plan that keeps kept[gid] units per group and removes `removed` blocks."""
         table = self.table
         additive = 1.0 + sum(table.group_ratio(g, k) - 1.0 for g, k in kept.items()) \
             + sum(table.block_ratio(b.id) - 1.0 for b in removed)
-        removed_nodes = {n for b in removed for n in b.nodes}
-        saved = float(self._features(kept, removed_nodes) @ self.efficiency)
+        width, depth = self._parts(kept, {n for b in removed for n in b.nodes})
+        saved = self.anchor_scale * float(width @ self.efficiency) + self.depth_scale * float(depth @ self.efficiency)
         return Prediction(additive=additive, corrected=1.0 - saved)
+
+
+def _scale(predicted: np.ndarray, measured: np.ndarray, low: float, high: float) -> float:
+    """Least-squares factor on predicted savings to meet measured ones, clipped; 1 without data."""
+    if not predicted.size or predicted @ predicted <= 0:
+        return 1.0
+    return float(np.clip(predicted @ measured / (predicted @ predicted), low, high))
 
 
 def predict(table: Table, analysis: Analysis, kept: dict[str, int], removed: list[Block],

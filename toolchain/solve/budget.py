@@ -21,7 +21,7 @@ from graphs.blocks import Block
 from graphs.deps import Analysis, Group
 from graphs.errors import InputError
 from graphs.plan import Plan
-from toolchain.latency.lut import Table
+from toolchain.latency.lut import Table, anchor_blocks
 from toolchain.latency.predict import Prediction, Predictor
 from toolchain.solve.knapsack import RESOLUTION, group_knapsack, to_units, zero_one_knapsack
 
@@ -34,7 +34,7 @@ class Decision:
     kept: dict[str, int]  # group id -> kept units
     removed: list[Block]
     predicted: Prediction
-    smallest: float  # smallest latency ratio this mode can reach (additive model)
+    smallest: float  # smallest latency ratio this mode can reach (per-layer model's prediction)
 
 
 def width_options(group: Group, round_to: int) -> np.ndarray:
@@ -47,9 +47,6 @@ def width_options(group: Group, round_to: int) -> np.ndarray:
 def _top_values(scores: np.ndarray, ks: np.ndarray) -> np.ndarray:
     ordered = np.sort(np.asarray(scores, dtype=np.float64))[::-1]
     return np.concatenate([[0.0], np.cumsum(ordered)])[ks]
-
-
-
 
 
 def _check_budget(budget: float) -> None:
@@ -175,7 +172,8 @@ def solve_layer(analysis: Analysis, table: Table, blocks: list[Block], layer_sco
     order = sorted(blocks, key=lambda b: layer_scores.get(b.id, 0.0))
     predictor = Predictor(table, analysis, blocks)
     removed: list[Block] = []
-    smallest = 1.0 + sum(min(0.0, table.block_ratio(b.id) - 1.0) for b in blocks)
+    everything = set(anchor_blocks(blocks, 1.0))  # every block that can go together
+    smallest = predictor.predict({}, [b for b in blocks if b.id in everything]).corrected
     for block in order:
         if predictor.predict({}, removed).corrected <= budget:
             break
