@@ -167,10 +167,14 @@ def _solve_halp(analysis, table, scores, groups, budget, round_to, criterion) ->
 
 def solve_layer(analysis: Analysis, table: Table, blocks: list[Block], layer_scores: dict[str, float],
                 budget: float, criterion: str = "", group_scores: dict | None = None) -> Decision:
-    """LayerPrune: remove blocks from the least important up until the predicted latency fits."""
+    """LayerPrune: remove blocks from the least important up until the predicted latency fits.
+
+    Only blocks whose removal measured faster are candidates: one that saves no latency would cost
+    accuracy for nothing."""
     _check_budget(budget)
-    order = sorted(blocks, key=lambda b: layer_scores.get(b.id, 0.0))
     predictor = Predictor(table, analysis, blocks)
+    blocks = [b for b in blocks if table.block_ratio(b.id) < 1.0]
+    order = sorted(blocks, key=lambda b: layer_scores.get(b.id, 0.0))
     removed: list[Block] = []
     everything = set(anchor_blocks(blocks, 1.0))  # every block that can go together
     smallest = predictor.predict({}, [b for b in blocks if b.id in everything]).corrected
@@ -206,30 +210,35 @@ def solve_joint(analysis: Analysis, table: Table, blocks: list[Block], scores: d
                 owner[g.id] = b.id
     options = {g.id: width_options(g, round_to) for g in groups}
     full_value = {g.id: float(np.sum(scores[g.id])) for g in groups}
+    # Per group and width option: the value of its top-k units and its table delta, looked up once.
+    top = {g.id: _top_values(scores[g.id], options[g.id]) for g in groups}
+    delta = {g.id: np.array([table.group_ratio(g.id, int(k)) - 1.0 for k in options[g.id]]) for g in groups}
 
     items, values, deltas = [], [], []
     for g in groups:
         if g.id in owner:
             continue
-        ks = options[g.id]
-        items.append(("group", g, ks))
-        values.append(_top_values(scores[g.id], ks))
-        deltas.append(np.array([table.group_ratio(g.id, int(k)) - 1.0 for k in ks]))
+        items.append(("group", g, options[g.id]))
+        values.append(top[g.id])
+        deltas.append(delta[g.id])
     for b in blocks:
         members = inner.get(b.id, [])
         # Removing the block also deletes its filters in groups that continue outside it (a residual
         # stream): charge their share of those groups' value, by producer count.
         outside_loss = sum(full_value[g.id] * sum(_inside(m, b.members) for m in g.widths) / len(g.widths)
                            for g in groups if g.id not in owner and g.widths)
-        combos = list(itertools.product(*[options[g.id] for g in members])) or [()]
-        if len(combos) > MAX_BLOCK_OPTIONS:
-            step = math.ceil(len(combos) / MAX_BLOCK_OPTIONS)
-            combos = combos[::step] + [tuple(options[g.id][-1] for g in members)]
-        keep_values = [sum(_top_values(scores[g.id], np.array([k]))[0] for g, k in zip(members, combo)) for combo in combos]
-        keep_deltas = [sum(table.group_ratio(g.id, int(k)) - 1.0 for g, k in zip(members, combo)) for combo in combos]
+        # Every combination of the inner groups' width options, as option indices (one column a group).
+        picks = np.array(list(itertools.product(*[range(len(options[g.id])) for g in members])) or [()],
+                         dtype=np.int64).reshape(-1, len(members))
+        if len(picks) > MAX_BLOCK_OPTIONS:
+            step = math.ceil(len(picks) / MAX_BLOCK_OPTIONS)
+            picks = np.vstack([picks[::step], [[len(options[g.id]) - 1 for g in members]]])
+        combos = [tuple(int(options[g.id][i]) for g, i in zip(members, row)) for row in picks]
+        keep_values = sum((top[g.id][picks[:, j]] for j, g in enumerate(members)), np.zeros(len(picks)))
+        keep_deltas = sum((delta[g.id][picks[:, j]] for j, g in enumerate(members)), np.zeros(len(picks)))
         items.append(("block", b, combos, members))
-        values.append(np.array(keep_values + [-outside_loss]))
-        deltas.append(np.array(keep_deltas + [table.block_ratio(b.id) - 1.0]))
+        values.append(np.append(keep_values, -outside_loss))
+        deltas.append(np.append(keep_deltas, table.block_ratio(b.id) - 1.0))
 
     def decode(picked):
         kept, removed = {}, []

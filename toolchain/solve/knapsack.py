@@ -30,11 +30,11 @@ def group_knapsack(values: list[np.ndarray], weights: list[np.ndarray], capacity
         for option, (v, w) in enumerate(zip(vals.tolist(), wts.tolist())):
             if w > capacity:
                 continue
-            candidate = np.full(size, -np.inf)
-            candidate[w:] = best[: size - w] + v
-            better = candidate > new
-            new[better] = candidate[better]
-            pick[better] = option
+            # In place on the views from w up: below w this option does not fit.
+            candidate = best[: size - w] + v
+            better = candidate > new[w:]
+            np.copyto(new[w:], candidate, where=better)
+            np.copyto(pick[w:], option, where=better)
         best = new
         choices.append(pick)
     if not np.isfinite(best[capacity]):
