@@ -84,6 +84,24 @@ def test_layer_budget_removes_least_important_first(setup):
     assert d.predicted.corrected <= 0.85
 
 
+def test_layer_budget_never_removes_a_block_that_measured_slower(setup):
+    """mobilenet_v2 on ORT: removing its last block measured 1.037x. Removing it costs accuracy and
+    time; the least important block here is that one, and it must stay."""
+    analysis, blocks, table, scores = setup
+    slow = blocks[0].id
+    table = Table(table.base_ms, table.groups, {**table.blocks, slow: 1.037}, widths=table.widths)
+    importance = {b.id: float(i) for i, b in enumerate(blocks)}
+    d = solve_layer(analysis, table, blocks, importance, 0.85)
+    assert slow not in d.plan.remove and d.plan.remove == [b.id for b in blocks[1:1 + len(d.plan.remove)]]
+    everything = solve_layer(analysis, table, blocks, importance, d.smallest + 1e-6)
+    assert set(everything.plan.remove) == {b.id for b in blocks[1:]}  # all but the slow one
+    assert joint_removes(analysis, table, blocks, scores, slow) is False
+
+
+def joint_removes(analysis, table, blocks, scores, bid) -> bool:
+    return any(bid in solve_joint(analysis, table, blocks, scores, b, round_to=8).plan.remove for b in (0.8, 0.5, 0.3))
+
+
 def test_joint_beats_or_matches_each_mode_alone(setup):
     analysis, blocks, table, scores = setup
     joint = solve_joint(analysis, table, blocks, scores, 0.6, round_to=8)
@@ -100,3 +118,18 @@ def test_unreachable_budget_names_the_smallest(setup):
         solve_filter(analysis, table, scores, 0.01)
     with pytest.raises(InputError, match="must be in"):
         solve_joint(analysis, table, blocks, scores, 1.5)
+
+
+def test_refinement_steps_stay_within_reach():
+    """prune --budget's re-solve targets: a secant step on (target, measured), never below the
+    smallest reachable latency, never a target already tried."""
+    from toolchain.budget import _next_target
+
+    # Measured 0.42 at target 0.40 for a budget of 0.40: tighten, proportionally.
+    assert _next_target([(0.40, 0.42)], 0.40, 0.40) == pytest.approx(0.40 * 0.40 / 0.42)
+    # Secant through two rising points lands where the line meets the budget.
+    assert _next_target([(0.40, 0.44), (0.36, 0.42)], 0.40, 0.36) == pytest.approx(0.32)
+    # resnet50 layer-only: the step would go to 0.32, below the 0.349 that removing every block reaches.
+    assert _next_target([(0.40, 0.44), (0.36, 0.42)], 0.40, 0.36, floor=0.349) == pytest.approx(0.3491)
+    # At the floor already: nothing left to try.
+    assert _next_target([(0.40, 0.44), (0.3491, 0.42)], 0.40, 0.3491, floor=0.349) is None

@@ -17,9 +17,9 @@ removes its ops' fixed overhead, which is most of a small model's latency (resne
 halving a 16-wide group saved nothing, removing a block 7-15%). Non-negative
 efficiencies make the prediction monotone: a narrower plan is never predicted slower.
 
-A removed block saves what its own entry measured (a block whose removal measured slower costs
-that; solvers do not remove it), and the narrowed
-groups then save only on the layers that remain, so nothing is counted twice. The per-layer model
+A removed block saves what its own entry measured (one whose removal measured slower costs that;
+the solvers never remove it), and the narrowed groups then save only on the layers that remain,
+so nothing is counted twice (the efficiencies still use the block entries). The per-layer model
 alone predicted removals badly where one efficiency per layer must serve both kinds of entry:
 mobilenet_v2's half-depth anchor measured 0.887, the per-layer model said 0.793, the summed block
 entries 0.876. Finally two scales are fitted to the table's anchors, measured in the same run: one
