@@ -45,3 +45,23 @@ def test_zero_one_knapsack_is_optimal(seed):
 def test_infeasible_is_none():
     assert group_knapsack([np.array([1.0])], [np.array([5])], 3) is None
     assert group_knapsack([np.array([1.0])], [np.array([0])], -1) is None
+
+
+def test_one_table_answers_every_capacity():
+    """prune's target search asks one filled table for many capacities: each answer must be the
+    optimum a table filled for that capacity alone gives."""
+    from toolchain.solve.knapsack import GroupKnapsack
+
+    rng = np.random.default_rng(3)
+    for _ in range(10):
+        values = [np.sort(rng.random(int(rng.integers(1, 5)))) for _ in range(int(rng.integers(1, 6)))]
+        weights = [rng.integers(0, 20, len(v)) for v in values]
+        table = GroupKnapsack(values, weights)
+        for capacity in range(-1, int(sum(w.max() for w in weights)) + 3):
+            alone = group_knapsack(values, weights, capacity)
+            shared = table.pick(capacity)
+            assert (alone is None) == (shared is None)
+            if alone is not None:
+                value = lambda picked: sum(v[i] for v, i in zip(values, picked))
+                assert value(shared) == pytest.approx(value(alone))
+                assert sum(w[i] for w, i in zip(weights, shared)) <= capacity

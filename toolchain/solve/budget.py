@@ -23,7 +23,7 @@ from graphs.errors import InputError
 from graphs.plan import Plan
 from toolchain.latency.lut import Table, anchor_blocks
 from toolchain.latency.predict import Prediction, Predictor
-from toolchain.solve.knapsack import RESOLUTION, group_knapsack, to_units, zero_one_knapsack
+from toolchain.solve.knapsack import RESOLUTION, GroupKnapsack, to_units, zero_one_knapsack
 
 MAX_BLOCK_OPTIONS = 4096
 
@@ -93,8 +93,10 @@ def solve_filter(analysis: Analysis, table: Table, scores: dict[str, np.ndarray]
     if budget < smallest:
         raise _unreachable(budget, smallest, "filter")
 
+    knapsack = _Knapsack(values, deltas)
+
     def kept_for(target: float):
-        picked = _knapsack(values, deltas, target)
+        picked = knapsack(target)
         return None if picked is None else ({g.id: int(ks[i]) for g, ks, i in zip(groups, options, picked)}, [])
 
     kept, _ = _meet_corrected(kept_for, predictor, budget, smallest, "filter")
@@ -129,12 +131,17 @@ def _meet_corrected(solve_for, predictor: Predictor, budget: float, smallest: fl
     return closest[1]
 
 
-def _knapsack(values: list[np.ndarray], deltas: list[np.ndarray], budget: float) -> list[int] | None:
-    """Group knapsack on latency deltas: weights are each option's delta above the item's cheapest."""
-    floors = [float(d.min()) for d in deltas]
-    weights = [to_units(d - f) for d, f in zip(deltas, floors)]
-    capacity = int(math.floor((budget - 1.0 - sum(floors)) * RESOLUTION + 1e-9))
-    return group_knapsack(values, weights, capacity)
+class _Knapsack:
+    """Group knapsack on latency deltas, solved once for every target the search will ask:
+    weights are each option's delta above the item's cheapest."""
+
+    def __init__(self, values: list[np.ndarray], deltas: list[np.ndarray]):
+        floors = [float(d.min()) for d in deltas]
+        self.floor = sum(floors)
+        self.solver = GroupKnapsack(values, [to_units(d - f) for d, f in zip(deltas, floors)])
+
+    def __call__(self, target: float) -> list[int] | None:
+        return self.solver.pick(int(math.floor((target - 1.0 - self.floor) * RESOLUTION + 1e-9)))
 
 
 def _solve_halp(analysis, table, scores, groups, budget, round_to, criterion) -> Decision:
@@ -257,8 +264,10 @@ def solve_joint(analysis: Analysis, table: Table, blocks: list[Block], scores: d
     if budget < smallest:
         raise _unreachable(budget, smallest, "joint")
 
+    knapsack = _Knapsack(values, deltas)
+
     def solve_for(target: float):
-        picked = _knapsack(values, deltas, target)
+        picked = knapsack(target)
         return None if picked is None else decode(picked)
 
     kept, removed = _meet_corrected(solve_for, predictor, budget, smallest, "joint")
