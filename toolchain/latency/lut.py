@@ -48,7 +48,7 @@ class ProfileConfig:
     # per-layer model on plans that change many layers at once (predict.py).
     anchors: tuple[float, ...] = (0.75, 0.5)
     # Depth anchors: these fractions of a disjoint set of removable blocks removed at once. Single-block
-    # entries alone let the fit extrapolate to many removals: on a noisy CI host resnet20's nine
+    # entries alone let the fit extrapolate to many removals: on a noisy CI host resnet20's seven
     # single-block savings summed past 100%, and removing them all was predicted at -0.01 of the
     # unpruned latency where it measured 0.26. They calibrate the depth part of the model.
     depth_anchors: tuple[float, ...] = (0.5, 1.0)

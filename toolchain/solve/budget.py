@@ -34,7 +34,7 @@ class Decision:
     kept: dict[str, int]  # group id -> kept units
     removed: list[Block]
     predicted: Prediction
-    smallest: float  # smallest latency ratio this mode can reach (per-layer model's prediction)
+    smallest: float  # smallest latency ratio this mode can reach (the corrected prediction)
 
 
 def width_options(group: Group, round_to: int) -> np.ndarray:
@@ -176,11 +176,11 @@ def solve_layer(analysis: Analysis, table: Table, blocks: list[Block], layer_sco
                 budget: float, criterion: str = "", group_scores: dict | None = None) -> Decision:
     """LayerPrune: remove blocks from the least important up until the predicted latency fits.
 
-    Only blocks whose removal measured faster are candidates: one that saves no latency would cost
-    accuracy for nothing."""
+    A block whose removal measured no faster is never a candidate: it would cost accuracy for
+    nothing (a block without an entry is left to the per-layer model)."""
     _check_budget(budget)
     predictor = Predictor(table, analysis, blocks)
-    blocks = [b for b in blocks if table.block_ratio(b.id) < 1.0]
+    blocks = [b for b in blocks if table.blocks.get(b.id, 0.0) < 1.0]
     order = sorted(blocks, key=lambda b: layer_scores.get(b.id, 0.0))
     removed: list[Block] = []
     everything = set(anchor_blocks(blocks, 1.0))  # every block that can go together
