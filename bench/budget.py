@@ -19,7 +19,7 @@ from graphs.blocks import removable_blocks  # noqa: E402
 from graphs.deps import analyze  # noqa: E402
 from graphs.errors import InputError  # noqa: E402
 from graphs.onnx_io import load_model  # noqa: E402
-from toolchain.budget import BudgetRequest, prune_to_budget  # noqa: E402
+from toolchain.refine import BudgetRequest, prune_to_budget  # noqa: E402
 from toolchain.criteria import filter_scores  # noqa: E402
 from toolchain.export import export_spec  # noqa: E402
 from toolchain.latency.lut import ProfileConfig, profile, resolve_round_to  # noqa: E402

@@ -26,7 +26,7 @@ from graphs.errors import InputError  # noqa: E402
 from graphs.onnx_io import load_model  # noqa: E402
 from graphs.stats import count_params  # noqa: E402
 from graphs.surgery import apply_plan  # noqa: E402
-from toolchain.budget import measure_against  # noqa: E402
+from toolchain.refine import measure_against  # noqa: E402
 from toolchain.criteria import filter_scores  # noqa: E402
 from toolchain.export import export_spec  # noqa: E402
 from toolchain.latency.lut import ProfileConfig, profile, resolve_round_to  # noqa: E402

@@ -13,7 +13,7 @@ from graphs.blocks import removable_blocks
 from graphs.deps import analyze
 from graphs.plan import Plan
 from graphs.surgery import apply_plan
-from graphs.verify import parity, run_onnx
+from graphs.parity import parity, run_onnx
 from toolchain.export import export_onnx
 from toolchain.sync import apply_edits
 

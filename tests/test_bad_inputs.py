@@ -299,7 +299,7 @@ def test_checkpoint_loading_is_weights_only(tmp_path):
 def test_only_explicit_factory_specs_run_code(tmp_path):
     """Model files never execute code: ONNX metadata naming a .py spec is not imported by prune."""
     from graphs.onnx_io import load_model
-    from toolchain.zoo import parse_spec  # noqa: F401  (the spec grammar exists)
+    from toolchain.zoo import parse_model_spec  # noqa: F401  (the spec grammar exists)
 
     evil = tmp_path / "evil.py"
     evil.write_text(f"import pathlib\npathlib.Path({str(PWNED)!r}).touch()\ndef factory():\n    raise SystemExit\n")

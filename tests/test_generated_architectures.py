@@ -4,7 +4,7 @@ For every generated architecture: export (toolchain.export), analyze (graphs.dep
 draw a random Plan (random widths for random prunable groups by `keep` or `count`, random
 non-overlapping removable blocks, random round_to), apply it to the ONNX graph (graphs.surgery)
 and to a torch copy (toolchain.sync), and check that the pruned ONNX runs in onnxruntime and
-matches the synced module (graphs.verify.parity) -- or that the plan is refused with an InputError
+matches the synced module (graphs.parity.parity) -- or that the plan is refused with an InputError
 that carries a reason.
 
 Profiles: the fast one (derandomized, CI) runs by default; the long one is `pytest -m slow`.
@@ -32,7 +32,7 @@ from graphs.deps import analyze
 from graphs.errors import InputError
 from graphs.plan import Plan
 from graphs.surgery import apply_plan
-from graphs.verify import parity, run_onnx
+from graphs.parity import parity, run_onnx
 from toolchain.export import export_onnx
 from toolchain.sync import apply_edits
 

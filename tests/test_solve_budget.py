@@ -123,7 +123,7 @@ def test_unreachable_budget_names_the_smallest(setup):
 def test_refinement_steps_stay_within_reach():
     """prune --budget's re-solve targets: a secant step on (target, measured), never below the
     smallest reachable latency, never a target already tried."""
-    from toolchain.budget import _next_target
+    from toolchain.refine import _next_target
 
     # Measured 0.42 at target 0.40 for a budget of 0.40: tighten, proportionally.
     assert _next_target([(0.40, 0.42)], 0.40, 0.40) == pytest.approx(0.40 * 0.40 / 0.42)

@@ -212,7 +212,7 @@ def prune(
 def _prune_budget(model, output, budget, criterion, mode, solver, layer_criterion, stages, data, batches, backend,
                   store, runs, round_to) -> dict:
     from graphs.onnx_io import load_model
-    from toolchain.budget import BudgetRequest, prune_to_budget
+    from toolchain.refine import BudgetRequest, prune_to_budget
     from toolchain.latency.lut import ProfileConfig
 
     if not 0.0 < budget <= 1.0:

@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 from graphs.errors import InputError
 
 __all__ = ["CALIB_SIZE", "SPLITS", "SPEC_FORMS", "dataset_info", "load_dataset", "make_loader",
-           "parse_spec"]
+           "parse_data_spec"]
 
 SPEC_FORMS = ("mnist5k", "digits", "imagefolder:PATH", "cifar10:PATH", "cifar100:PATH", "npz:PATH")
 SPLITS = ("train", "val", "calib", "all")
@@ -80,7 +80,7 @@ class _Source:
         return len(self.labels)
 
 
-def parse_spec(spec: str) -> tuple[str, str | None]:
+def parse_data_spec(spec: str) -> tuple[str, str | None]:
     """Split a DATA spec into (kind, path-or-None)."""
     forms = ", ".join(SPEC_FORMS)
     if not isinstance(spec, str) or not spec.strip():
@@ -283,7 +283,7 @@ def _load_cifar(kind: str, path: str) -> _Source:
 
 
 def _source(spec: str) -> _Source:
-    kind, path = parse_spec(spec)
+    kind, path = parse_data_spec(spec)
     if kind == "mnist5k":
         return _load_mnist5k()
     if kind == "digits":

@@ -145,7 +145,7 @@ def _profile(onnx_path: Path, store: Path, config, table_json: Path, progress) -
 def _prune(recipe: Recipe, onnx_path: Path, pruned: Path, store: Path, config, shape, out: Path, progress, log) -> dict:
     import shutil
 
-    from toolchain.budget import BudgetRequest, prune_to_budget
+    from toolchain.refine import BudgetRequest, prune_to_budget
     from toolchain.criteria import layer_scores
     from toolchain.data import make_loader
     from toolchain.prune import torch_module_for

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from graphs.errors import InputError
 from graphs.onnx_io import load_model
 from graphs.plan import load_plan
-from graphs.verify import Parity, parity, run_onnx
+from graphs.parity import Parity, parity, run_onnx
 from toolchain.sync import _fix_widths, _replace_tensor
 from toolchain.zoo import build_model
 

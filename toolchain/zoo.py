@@ -23,7 +23,7 @@ from torch import nn
 from graphs.errors import InputError
 from toolchain import cifar_models
 
-__all__ = ["build_model", "default_input_shape", "list_builtin", "load_checkpoint", "parse_spec"]
+__all__ = ["build_model", "default_input_shape", "list_builtin", "load_checkpoint", "parse_model_spec"]
 
 _BUILTIN = {"resnet20": cifar_models.resnet20, "resnet56": cifar_models.resnet56,
             "vgg19_bn": cifar_models.vgg19_bn}
@@ -34,7 +34,7 @@ def list_builtin() -> list[str]:
     return sorted(_BUILTIN)
 
 
-def parse_spec(spec: str) -> tuple[str, str]:
+def parse_model_spec(spec: str) -> tuple[str, str]:
     """Split a spec into (kind, name); kind is one of torchvision/timm/builtin/path."""
     if not isinstance(spec, str) or ":" not in spec:
         raise InputError(f"model spec {spec!r} is not of the form PREFIX:NAME "
@@ -124,7 +124,7 @@ def build_model(spec: str, *, num_classes: int | None = None,
     The random init is seeded (without touching the caller's RNG): exporting one spec twice gives one
     model hash, so latency tables measured for it are found again (the store is keyed by hash).
     """
-    kind, name = parse_spec(spec)
+    kind, name = parse_model_spec(spec)
     with torch.random.fork_rng():
         torch.manual_seed(0)
         model = _construct(kind, name, num_classes)
@@ -134,7 +134,7 @@ def build_model(spec: str, *, num_classes: int | None = None,
 
 
 def default_input_shape(spec: str) -> tuple[int, ...]:
-    kind, name = parse_spec(spec)
+    kind, name = parse_model_spec(spec)
     if kind == "builtin":
         return (1, 3, 32, 32)
     if kind == "path":

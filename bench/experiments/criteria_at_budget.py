@@ -3,7 +3,7 @@ tables 1-4 in miniature), with a Torch-Pruning row side by side.
 
 A baseline (builtin:resnet56 by default) is trained briefly on the built-in MNIST digits and
 exported. Every row prunes it to the same budget (latency ratio vs the unpruned model, ORT CPU,
-batch 1, measured interleaved) with `toolchain.budget.prune_to_budget`:
+batch 1, measured interleaved) with `toolchain.refine.prune_to_budget`:
 - filter mode: criteria l1, taylor, bn-gamma, sp-lamp (group-knapsack solver on the latency table);
 - layer mode: mean:l2, mean:bn-gamma, imprinting, ensemble:mean:l2,mean:bn-gamma,imprinting;
 - joint mode: sp-lamp;
@@ -34,7 +34,7 @@ import torch  # noqa: E402
 
 from graphs.deps import analyze  # noqa: E402
 from graphs.onnx_io import load_model  # noqa: E402
-from toolchain.budget import BudgetRequest, measure_against, prune_to_budget  # noqa: E402
+from toolchain.refine import BudgetRequest, measure_against, prune_to_budget  # noqa: E402
 from toolchain.data import make_loader  # noqa: E402
 from toolchain.export import export_onnx  # noqa: E402
 from toolchain.finetune import finetune_dir  # noqa: E402
