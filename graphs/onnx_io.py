@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from graphs.atomic import write_bytes
 from graphs.errors import InputError
 
 # onnxruntime 1.31 loads IR version <= 13; onnx 1.23 writes 14 unless told otherwise.
@@ -69,23 +69,7 @@ def initializer_arrays(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     return {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
 
 
-def umask_mode(directory: bool = False) -> int:
-    """The mode a plain open()/mkdir() would give under the user's umask (mkstemp/mkdtemp use 0600/0700)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return (0o777 if directory else 0o666) & ~mask
-
-
 def save_model(model: onnx.ModelProto, path: str | os.PathLike) -> None:
-    """Write atomically (temporary file + rename) so a kill never leaves a truncated model."""
-    path = Path(path)
+    """Write atomically so a kill never leaves a truncated model."""
     model.ir_version = min(model.ir_version, MAX_IR_VERSION)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(model.SerializeToString())
-        os.chmod(tmp, umask_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_bytes(path, model.SerializeToString())

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 from safetensors.torch import save_file
 
+from graphs.atomic import atomic_file
 from graphs.errors import InputError
 
 from toolchain.data import dataset_info, make_loader
@@ -30,9 +30,7 @@ def train_baseline(spec: str, data: str, output: str, config: TrainConfig, input
     history = train(module, train_loader, val_loader, config, on_epoch=on_epoch)
     module = module.cpu().eval()
     metrics = evaluate(module, val_loader)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-    os.close(fd)
-    save_file({k: v.detach().contiguous() for k, v in module.state_dict().items()}, tmp,
-              metadata={"spec": spec, "data": data, "num_classes": str(info["num_classes"])})
-    os.replace(tmp, out)
+    with atomic_file(out) as tmp:
+        save_file({k: v.detach().contiguous() for k, v in module.state_dict().items()}, str(tmp),
+                  metadata={"spec": spec, "data": data, "num_classes": str(info["num_classes"])})
     return {"spec": spec, "data": data, "num_classes": info["num_classes"], "val": metrics, "history": history}

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from unittest import mock
@@ -21,6 +20,7 @@ import onnx
 import torch
 from torch import nn
 
+from graphs.atomic import write_bytes
 from graphs.errors import InputError
 
 __all__ = ["export_onnx", "export_spec", "undo_initializer_dedup"]
@@ -131,7 +131,7 @@ def export_onnx(model: nn.Module, input_shape, path: str | os.PathLike | None, *
         # Tracing turned a tensor into a Python value: a branch or size may be baked in. Check.
         _check_traced_faithfully(model, session, shape, name, tracer[0])
     if path is not None:
-        _write_atomic(Path(path), data)
+        _write_model_file(Path(path), data)
     return proto
 
 
@@ -189,26 +189,14 @@ def _check_traced_faithfully(model, session, shape, name: str, warning: str) -> 
                              f"control flow?); tracer said: {warning.split('. ')[0]}")
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    # Temp file in the same directory, then rename: readers never see a half-written model.
-    from graphs.onnx_io import umask_mode
-
+def _write_model_file(path: Path, data: bytes) -> None:
     if path.is_symlink():
         raise InputError(f"{path}: is a symlink; give a real file path")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:  # e.g. a regular file where a directory is expected
         raise InputError(f"{path}: cannot write there ({exc.strerror})") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, umask_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_bytes(path, data)
 
 
 def export_spec(spec: str, path: str | os.PathLike | None, input_shape=None,

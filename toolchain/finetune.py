@@ -9,6 +9,7 @@ import onnx
 import torch
 from safetensors.torch import save_file
 
+from graphs.atomic import atomic_dir
 from graphs.errors import InputError
 from graphs.onnx_io import load_model, save_model
 from graphs.plan import load_plan
@@ -47,22 +48,27 @@ def finetune_dir(directory: str | Path, data: str, config: TrainConfig, distill:
     module = module.cpu().eval()
     after = evaluate(module, val_loader, torch.device("cpu"))
     teacher_metrics = evaluate(teacher, val_loader, torch.device("cpu")) if teacher is not None else None
-    _write_weights(directory, module, shape)
     result = {"data": data, "before": before, "after": after, "teacher": teacher_metrics}
-    write_history(directory / "train.json", config, history, result)
+    model = _with_weights(load_model(directory / "model.onnx"), module, shape)
+    # One directory swap: model.onnx, its weights and train.json never disagree, even after a kill.
+    with atomic_dir(directory, start_from=directory) as tmp:
+        save_file(_state(module), str(tmp / "weights.safetensors"), metadata={"finetuned": "1"})
+        save_model(model, tmp / "model.onnx")
+        write_history(tmp / "train.json", config, history, result)
     return {**result, "history": history}
 
 
-def _write_weights(directory: Path, module: torch.nn.Module, shape) -> None:
-    state = {k: v.detach().cpu().clone().contiguous() for k, v in module.state_dict().items()}
-    model = load_model(directory / "model.onnx")
+def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone().contiguous() for k, v in module.state_dict().items()}
+
+
+def _with_weights(model: onnx.ModelProto, module: torch.nn.Module, shape) -> onnx.ModelProto:
+    """The same graph with the module's trained values, by name; refused if parity is lost."""
+    state = _state(module)
     for init in model.graph.initializer:
         if init.name in state and tuple(init.dims) == tuple(state[init.name].shape):
             init.CopyFrom(onnx.numpy_helper.from_array(state[init.name].numpy(), init.name))
     result = verify_module(module, model, shape)
     if not result.parity.ok:
         raise ParityLost(f"fine-tuned weights break parity: max abs diff {result.parity.max_diff:.3g}")
-    tmp = directory / ".weights.safetensors.tmp"
-    save_file(state, str(tmp), metadata={"finetuned": "1"})
-    save_model(model, directory / "model.onnx")
-    tmp.replace(directory / "weights.safetensors")
+    return model

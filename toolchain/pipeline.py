@@ -14,7 +14,7 @@ from typing import Callable
 from graphs.blocks import removable_blocks
 from graphs.deps import analyze
 from graphs.onnx_io import load_model
-from graphs.plan import write_json
+from graphs.atomic import write_json
 from toolchain.recipe import Recipe
 
 

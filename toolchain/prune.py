@@ -1,9 +1,6 @@
 """`compress prune`: Plan -> pruned ONNX + synced torch weights + summary, written atomically."""
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +11,9 @@ from safetensors.torch import save_file
 from graphs.blocks import removable_blocks
 from graphs.deps import Analysis, analyze
 from graphs.errors import InputError
-from graphs.onnx_io import initializer_arrays, load_model, model_sha256, save_model, umask_mode
-from graphs.plan import Plan, write_json
+from graphs.atomic import atomic_dir, write_json
+from graphs.onnx_io import initializer_arrays, load_model, model_sha256, save_model
+from graphs.plan import Plan
 from graphs.stats import count_macs, count_params
 from graphs.surgery import apply_plan
 from toolchain.sync import apply_edits
@@ -94,12 +92,11 @@ def prune_to_dir(onnx_path: str, out_dir: str, plan: Plan, spec: str | None = No
         **(extra or {}),
     }
     state = {k: v.detach().clone().contiguous() for k, v in module.state_dict().items()}
-    _write_dir(out_dir, lambda tmp: (
-        save_model(pruned, tmp / "model.onnx"),
-        write_json(plan.to_dict(), tmp / "plan.json"),
-        save_file(state, str(tmp / "weights.safetensors"), metadata={"spec": spec}),
-        write_json(summary, tmp / "summary.json"),
-    ))
+    with atomic_dir(out_dir) as tmp:
+        save_model(pruned, tmp / "model.onnx")
+        write_json(plan.to_dict(), tmp / "plan.json")
+        save_file(state, str(tmp / "weights.safetensors"), metadata={"spec": spec})
+        write_json(summary, tmp / "summary.json")
     return summary
 
 
@@ -108,33 +105,3 @@ def _merge_structure(previous: dict, edits) -> dict:
     return {"identity_modules": list(previous.get("identity_modules", [])) + list(edits.removed),
             "conv_groups": {**previous.get("conv_groups", {}), **edits.conv_groups},
             "reinit": sorted(set(previous.get("reinit", [])) | set(edits.reinit))}
-
-
-def _write_dir(out_dir: str, write) -> None:
-    """Write into a sibling temporary directory, then swap it in: never a half-written DIR."""
-    if Path(out_dir).is_symlink():  # before resolve(), which follows the link out of where we were told
-        raise InputError(f"{out_dir}: is a symlink; give a real directory")
-    target = Path(out_dir).resolve()
-    if target.exists() and not target.is_dir():
-        raise InputError(f"{out_dir}: exists and is not a directory")
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    except OSError as exc:
-        raise InputError(f"{out_dir}: cannot write there ({exc.strerror})") from None
-    try:
-        write(tmp)
-        for path in tmp.iterdir():  # mkdtemp/mkstemp make 0700/0600: give the user's umask instead
-            if path.is_file() and not path.is_symlink():
-                os.chmod(path, umask_mode())
-        os.chmod(tmp, umask_mode(directory=True))
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
-            os.replace(target, old / "dir")
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise

@@ -213,7 +213,7 @@ def _next_target(tried: list[tuple[float, float]], budget: float, target: float,
 def _add_to_summary(path: Path, fields: dict) -> None:
     import json
 
-    from graphs.plan import write_json
+    from graphs.atomic import write_json
 
     data = json.loads(path.read_text())
     data.update(fields)

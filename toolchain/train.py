@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from graphs.plan import write_json
+from graphs.atomic import atomic_file, write_json
 
 
 @dataclass
@@ -139,10 +139,9 @@ def train(module: nn.Module, train_loader: DataLoader, val_loader: DataLoader | 
 
 def _save_checkpoint(path: Path, module, optimizer, scheduler, epoch: int, history: list) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save({"model": module.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "epoch": epoch, "history": json.dumps(history)}, tmp)
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        torch.save({"model": module.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "epoch": epoch, "history": json.dumps(history)}, tmp)
 
 
 def write_history(path: str | Path, config: TrainConfig, history: list, extra: dict) -> None:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from graphs.atomic import write_text
 from graphs.errors import InputError
 
 
-from toolchain.report.document import MAX_ROWS, _Doc, _fmt_count, _load, _num, _ratio, _write_text
+from toolchain.report.document import MAX_ROWS, _Doc, _fmt_count, _load, _num, _ratio
 from toolchain.report.figures import (_fig_channels, _fig_importance, _fig_latency, _fig_pareto,
                                       _fig_table, _fig_training)
 
@@ -108,6 +109,6 @@ def write_report(directory, results: str | None = None, out: str | None = None) 
         doc.para("Not drawn for lack of data: " + ", ".join(skipped) + ".")
 
     md, page = out_dir / "report.md", out_dir / "report.html"
-    _write_text(md, doc.markdown())
-    _write_text(page, doc.html(f"compress report: {summary.get('spec') or directory.name}"))
+    write_text(md, doc.markdown())
+    write_text(page, doc.html(f"compress report: {summary.get('spec') or directory.name}"))
     return {"markdown": str(md), "html": str(page), "figures": figures, "skipped": skipped}

@@ -2,10 +2,9 @@
 document as a table, or says why it was skipped."""
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
+from graphs.atomic import atomic_file
 from graphs.errors import InputError
 
 
@@ -17,14 +16,9 @@ HIGHLIGHT = 5
 def _save_fig(fig, path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=str(path.parent))
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        with atomic_file(path) as tmp:
+            fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
     finally:
         plt.close(fig)
 
