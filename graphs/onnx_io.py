@@ -65,6 +65,11 @@ def constants_to_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
+def model_metadata(model: onnx.ModelProto) -> dict[str, str]:
+    """The model's metadata_props (export records compress.spec, compress.input_shape, compress.num_classes)."""
+    return {p.key: p.value for p in model.metadata_props}
+
+
 def initializer_arrays(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     return {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
 

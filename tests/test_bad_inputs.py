@@ -372,7 +372,7 @@ def test_regression_profile_leaves_no_store_for_refused_model(tmp_path):
 def test_regression_dir_with_bad_files_is_input_error(tmp_path, pruned_dir):
     """Bugs: verify/finetune crashed (traceback) on DIR/weights.safetensors of random bytes
     (SafetensorError) and on a DIR/summary.json that is not JSON (JSONDecodeError)."""
-    from toolchain.verify import load_pruned_module
+    from toolchain.pruned_dir import load_pruned_module
 
     for name, content in [("weights.safetensors", os.urandom(300)), ("summary.json", b"{")]:
         d = tmp_path / name

@@ -220,9 +220,9 @@ def _prune_budget(model, output, budget, criterion, mode, solver, layer_criterio
     loader = None
     if data is not None:
         from toolchain.data import make_loader
-        from toolchain.prune import metadata
+        from graphs.onnx_io import model_metadata
 
-        shape = [int(v) for v in metadata(load_model(model)).get("compress.input_shape", "1,3,224,224").split(",")]
+        shape = [int(v) for v in model_metadata(load_model(model)).get("compress.input_shape", "1,3,224,224").split(",")]
         loader = make_loader(data, tuple(shape), "train", batch_size=32, seed=0, shuffle=False)  # repeatable scores
     request = BudgetRequest(budget=budget, mode=mode, criterion=criterion, layer_criterion=layer_criterion,
                             solver=solver, round_to=round_to, stages=stages, loader=loader, batches=batches,

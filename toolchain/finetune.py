@@ -15,7 +15,8 @@ from graphs.onnx_io import load_model, save_model
 from graphs.plan import load_plan
 from toolchain.data import make_loader
 from toolchain.train import TrainConfig, evaluate, train, write_history
-from toolchain.verify import load_pruned_module, verify_module
+from toolchain.pruned_dir import load_pruned_module
+from toolchain.verify import verify_module
 
 
 class ParityLost(Exception):
@@ -23,7 +24,7 @@ class ParityLost(Exception):
 
 
 def teacher_for(directory: Path) -> torch.nn.Module:
-    from toolchain.prune import torch_module_for
+    from toolchain.torch_source import torch_module_for
 
     source = json.loads((directory / "summary.json").read_text()).get("source_onnx")
     if not source or not Path(source).is_file():

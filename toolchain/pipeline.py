@@ -105,7 +105,7 @@ def _train(recipe: Recipe, shape, baseline: Path, log) -> dict:
 def _export(recipe: Recipe, shape, checkpoint, num_classes, onnx_path: Path, out: Path) -> dict:
     from toolchain.data import make_loader
     from toolchain.export import export_spec
-    from toolchain.prune import torch_module_for
+    from toolchain.torch_source import torch_module_for
     from toolchain.train import evaluate
 
     model = export_spec(recipe.model, str(onnx_path), input_shape=shape, checkpoint=checkpoint, num_classes=num_classes)
@@ -148,7 +148,7 @@ def _prune(recipe: Recipe, onnx_path: Path, pruned: Path, store: Path, config, s
     from toolchain.refine import BudgetRequest, prune_to_budget
     from toolchain.criteria import layer_scores
     from toolchain.data import make_loader
-    from toolchain.prune import torch_module_for
+    from toolchain.torch_source import torch_module_for
 
     p = recipe.prune
     loader = make_loader(recipe.data, shape, "train", 32, seed=recipe.seed, shuffle=False)  # same batches every time

@@ -3,25 +3,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-import onnx
 import torch
-from safetensors.torch import save_file
 
 from graphs.blocks import removable_blocks
 from graphs.deps import Analysis, analyze
 from graphs.errors import InputError
-from graphs.atomic import atomic_dir, write_json
-from graphs.onnx_io import initializer_arrays, load_model, model_sha256, save_model
+from graphs.onnx_io import load_model, model_metadata, model_sha256
 from graphs.plan import Plan
 from graphs.stats import count_macs, count_params
 from graphs.surgery import apply_plan
 from toolchain.sync import apply_edits
-from toolchain.zoo import build_model
-
-
-def metadata(model: onnx.ModelProto) -> dict[str, str]:
-    return {p.key: p.value for p in model.metadata_props}
+from toolchain.pruned_dir import write_pruned_dir
+from toolchain.torch_source import torch_module_for
 
 
 def uniform_plan(analysis: Analysis, ratio: float, round_to: int = 1) -> Plan:
@@ -30,26 +23,6 @@ def uniform_plan(analysis: Analysis, ratio: float, round_to: int = 1) -> Plan:
         raise InputError(f"--ratio must be in [0, 1), got {ratio}")
     channels = {g.id: {"count": max(1, int(round(g.channels * (1.0 - ratio))))} for g in analysis.groups if g.prunable}
     return Plan(channels=channels, round_to=round_to, provenance={"criterion": "l1", "solver": "uniform", "ratio": ratio})
-
-
-def torch_module_for(model: onnx.ModelProto, spec: str | None = None) -> tuple[torch.nn.Module, str]:
-    """The torch module behind an exported model, holding the ONNX's own values (the join by name)."""
-    spec = spec or metadata(model).get("compress.spec")
-    if not spec:
-        raise InputError("the ONNX model does not say which torch model it came from: export it with "
-                         "`compress export` or pass --spec")
-    classes = metadata(model).get("compress.num_classes")
-    module = build_model(spec, num_classes=int(classes) if classes else None)
-    values = initializer_arrays(model)
-    state = module.state_dict()
-    with torch.no_grad():
-        for name, tensor in state.items():
-            if name in values:
-                if tuple(values[name].shape) != tuple(tensor.shape):
-                    raise InputError(f"spec {spec} does not match the ONNX model: {name} has shape "
-                                     f"{tuple(values[name].shape)} in the ONNX, {tuple(tensor.shape)} in torch")
-                tensor.copy_(torch.from_numpy(np.array(values[name])))
-    return module, spec
 
 
 def prune_to_dir(onnx_path: str, out_dir: str, plan: Plan, spec: str | None = None, seed: int = 0,
@@ -66,9 +39,9 @@ def prune_to_dir(onnx_path: str, out_dir: str, plan: Plan, spec: str | None = No
     if module is None:
         module, spec = torch_module_for(model, spec)
     else:
-        spec = spec or metadata(model).get("compress.spec")
+        spec = spec or model_metadata(model).get("compress.spec")
     pruned, edits = apply_plan(model, plan, analysis=analysis, seed=seed)  # checks plan.model's hash
-    shape = [int(v) for v in metadata(model).get("compress.input_shape", "").split(",") if v]
+    shape = [int(v) for v in model_metadata(model).get("compress.input_shape", "").split(",") if v]
     plan.model = {**plan.model, "onnx_sha256": model_sha256(model), "spec": spec, "input_shape": shape or None}
     apply_edits(module, edits)
     plan.notes = edits.notes
@@ -81,7 +54,7 @@ def prune_to_dir(onnx_path: str, out_dir: str, plan: Plan, spec: str | None = No
     summary = {
         "spec": spec,
         "source_onnx": str(Path(onnx_path).resolve()),
-        "num_classes": int(metadata(model)["compress.num_classes"]) if "compress.num_classes" in metadata(model) else None,
+        "num_classes": int(model_metadata(model)["compress.num_classes"]) if "compress.num_classes" in model_metadata(model) else None,
         "params": {"before": count_params(model), "after": count_params(pruned)},
         "macs": {"before": count_macs(model), "after": count_macs(pruned)},
         "groups": [{"id": g.id, "before": g.channels, "after": len(edits.kept.get(g.id, range(g.channels))),
@@ -92,11 +65,7 @@ def prune_to_dir(onnx_path: str, out_dir: str, plan: Plan, spec: str | None = No
         **(extra or {}),
     }
     state = {k: v.detach().clone().contiguous() for k, v in module.state_dict().items()}
-    with atomic_dir(out_dir) as tmp:
-        save_model(pruned, tmp / "model.onnx")
-        write_json(plan.to_dict(), tmp / "plan.json")
-        save_file(state, str(tmp / "weights.safetensors"), metadata={"spec": spec})
-        write_json(summary, tmp / "summary.json")
+    write_pruned_dir(out_dir, pruned, plan, state, summary)
     return summary
 
 

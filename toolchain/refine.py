@@ -23,9 +23,10 @@ from graphs.onnx_io import load_model
 from toolchain.latency.backends import get_backend
 from toolchain.latency.lut import ProfileConfig, profile, resolve_round_to
 from toolchain.latency.measure import interleaved_ratio
-from toolchain.prune import prune_to_dir, torch_module_for
+from toolchain.prune import prune_to_dir
+from toolchain.torch_source import torch_module_for
 from toolchain.solve.budget import Decision, solve_filter, solve_joint, solve_layer
-from toolchain.verify import load_pruned_module
+from toolchain.pruned_dir import load_pruned_module
 
 MODES = ("filter", "layer", "joint")
 

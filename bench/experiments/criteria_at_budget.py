@@ -39,9 +39,10 @@ from toolchain.data import make_loader  # noqa: E402
 from toolchain.export import export_onnx  # noqa: E402
 from toolchain.finetune import finetune_dir  # noqa: E402
 from toolchain.latency.lut import ProfileConfig  # noqa: E402
-from toolchain.prune import prune_to_dir, torch_module_for, uniform_plan  # noqa: E402
+from toolchain.prune import prune_to_dir, uniform_plan  # noqa: E402
+from toolchain.torch_source import torch_module_for  # noqa: E402
 from toolchain.train import TrainConfig, evaluate, train  # noqa: E402
-from toolchain.verify import load_pruned_module  # noqa: E402
+from toolchain.pruned_dir import load_pruned_module  # noqa: E402
 
 ROWS = [  # (label, mode, filter criterion, layer criterion)
     ("filter / l1", "filter", "l1", None),

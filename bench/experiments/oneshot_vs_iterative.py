@@ -39,9 +39,10 @@ from graphs.plan import Plan  # noqa: E402
 from toolchain.criteria import filter_scores, layer_scores  # noqa: E402
 from toolchain.data import make_loader  # noqa: E402
 from toolchain.finetune import finetune_dir  # noqa: E402
-from toolchain.prune import prune_to_dir, torch_module_for  # noqa: E402
+from toolchain.prune import prune_to_dir  # noqa: E402
+from toolchain.torch_source import torch_module_for  # noqa: E402
 from toolchain.train import TrainConfig  # noqa: E402
-from toolchain.verify import load_pruned_module  # noqa: E402
+from toolchain.pruned_dir import load_pruned_module  # noqa: E402
 
 
 def state_of(onnx_path: str, out_dir: Path | None):
