@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import os
-import platform
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 from graphs.errors import InputError
+from toolchain.latency.cpu import cpu_channel_block, cpu_name
 from toolchain.latency.backends.base import require
 
 _PROVIDERS = {
@@ -24,30 +24,6 @@ _DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(d
 def _ort():
     return require("onnxruntime", "onnxruntime is not installed: pip install onnxruntime "
                    "(or onnxruntime-gpu for CUDA/TensorRT providers; never both)")
-
-
-def _cpuinfo(field: str) -> str:
-    """The value of the first `field` line of /proc/cpuinfo ('' where there is none)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(field):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
-
-
-def cpu_name() -> str:
-    return _cpuinfo("model name") or platform.processor() or platform.machine()
-
-
-def cpu_channel_block() -> int:
-    """Channels per SIMD block of the CPU's blocked conv layouts (onnxruntime's NCHWc, oneDNN's nChw16c).
-
-    A width off this block is padded up to it and costs reorders: on an AVX-512 Xeon, resnet18 with
-    its 64-channel trunk cut to 56 ran at 1.05x the unpruned latency, and cut to 48 at 0.92x.
-    """
-    return 16 if "avx512f" in _cpuinfo("flags").split() else 8
 
 
 def fixed_inputs(session, batch: int, seed: int = 0) -> dict:

@@ -5,7 +5,7 @@ import os
 
 from graphs.errors import InputError
 from toolchain.latency.backends.base import require
-from toolchain.latency.backends.ort import cpu_channel_block, cpu_name
+from toolchain.latency.cpu import cpu_channel_block, cpu_name
 
 
 class TorchRunner:

@@ -1,0 +1,29 @@
+"""What the CPU is (name, SIMD channel block), read from /proc/cpuinfo; used by the CPU backends."""
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+
+def _cpuinfo(field: str) -> str:
+    """The value of the first `field` line of /proc/cpuinfo ('' where there is none)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(field):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def cpu_name() -> str:
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
+
+
+def cpu_channel_block() -> int:
+    """Channels per SIMD block of the CPU's blocked conv layouts (onnxruntime's NCHWc, oneDNN's nChw16c).
+
+    A width off this block is padded up to it and costs reorders: on an AVX-512 Xeon, resnet18 with
+    its 64-channel trunk cut to 56 ran at 1.05x the unpruned latency, and cut to 48 at 0.92x.
+    """
+    return 16 if "avx512f" in _cpuinfo("flags").split() else 8
