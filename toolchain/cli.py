@@ -14,6 +14,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from graphs.errors import InputError
@@ -39,7 +40,8 @@ def command(fn):
         except InputError as exc:
             if DEBUG["on"]:
                 raise
-            err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            # escape: a message naming `.[yolo]` or a list must not be read as rich markup
+            err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2)
         except (PermissionError, IsADirectoryError) as exc:
             if DEBUG["on"]:

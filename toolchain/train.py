@@ -19,6 +19,8 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from graphs.atomic import atomic_file, write_json
+from graphs.errors import InputError
+from toolchain.outputs import distill_loss
 
 
 @dataclass
@@ -75,6 +77,10 @@ def evaluate(module: nn.Module, loader: DataLoader, device: torch.device | None 
 
 
 def _loss(logits, y, teacher_logits, config: TrainConfig):
+    if not isinstance(logits, torch.Tensor):  # detection/segmentation: no class logits to soften
+        if teacher_logits is None:
+            raise InputError("the model's output is not a tensor of class scores: fine-tune it with distillation")
+        return distill_loss(logits, teacher_logits)
     hard = F.cross_entropy(logits, y)
     if teacher_logits is None:
         return hard

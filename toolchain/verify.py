@@ -11,6 +11,7 @@ import torch
 from graphs.onnx_io import load_model
 from graphs.plan import load_plan
 from graphs.parity import Parity, parity, run_onnx
+from toolchain.outputs import flatten_outputs
 from toolchain.pruned_dir import load_pruned_module
 
 
@@ -41,7 +42,7 @@ def verify_module(module: torch.nn.Module, model: onnx.ModelProto, input_shape, 
 def _compare(module, model, x) -> Parity:
     with torch.no_grad():
         out = module(x)
-    outs = [o.numpy() for o in (out if isinstance(out, (tuple, list)) else [out])]
+    outs = [o.numpy() for o in flatten_outputs(out)]
     return parity(outs, run_onnx(model, {model.graph.input[0].name: x.numpy()}))
 
 

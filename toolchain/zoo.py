@@ -1,7 +1,8 @@
 """MODEL specs -> torch modules, plus checkpoint loading.
 
-Spec forms: `torchvision:NAME`, `timm:NAME`, `builtin:NAME`, `path/to/file.py:factory`. Only the last
-form executes user code. Weights are never downloaded; trained weights come from `checkpoint`
+Spec forms: `torchvision:NAME`, `timm:NAME`, `builtin:NAME`, `ultralytics:NAME.yaml|PATH.pt` (optional
+extra, toolchain.ultralytics_models), `path/to/file.py:factory`. Only the last form (and a local
+ultralytics `.pt`, which pickles its classes) executes user code. Weights are never downloaded; trained weights come from `checkpoint`
 (safetensors, or torch.load with weights_only=True so a pickle cannot run code).
 Every bad input raises `InputError` with a one-line message.
 """
@@ -27,7 +28,7 @@ __all__ = ["build_model", "default_input_shape", "list_builtin", "load_checkpoin
 
 _BUILTIN = {"resnet20": cifar_models.resnet20, "resnet56": cifar_models.resnet56,
             "vgg19_bn": cifar_models.vgg19_bn}
-_PREFIXES = ("torchvision", "timm", "builtin")
+_PREFIXES = ("torchvision", "timm", "builtin", "ultralytics")
 
 
 def list_builtin() -> list[str]:
@@ -96,7 +97,11 @@ def _construct(kind: str, name: str, num_classes: int | None) -> nn.Module:
         known = torchvision.models.list_models()
         if name not in known:
             raise _unknown("torchvision", name, known)
-        return torchvision.models.get_model(name, weights=None, **kw)
+        return torchvision.models.get_model(name, **_no_download_weights(name), **kw)
+    if kind == "ultralytics":
+        from toolchain.ultralytics_models import build_ultralytics
+
+        return build_ultralytics(name, num_classes)
     if kind == "timm":
         import timm
 
@@ -115,6 +120,17 @@ def _construct(kind: str, name: str, num_classes: int | None) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise InputError(f"{path}:{factory_name}() returned {type(model).__name__}, not a torch.nn.Module")
     return model
+
+
+def _no_download_weights(name: str) -> dict:
+    """weights=None, and weights_backbone=None where the builder has one: segmentation and detection
+    builders default to downloading ImageNet backbone weights (a URLError here)."""
+    import inspect
+
+    import torchvision
+
+    params = inspect.signature(torchvision.models.get_model_builder(name)).parameters
+    return {"weights": None, **({"weights_backbone": None} if "weights_backbone" in params else {})}
 
 
 def build_model(spec: str, *, num_classes: int | None = None,
@@ -137,6 +153,8 @@ def default_input_shape(spec: str) -> tuple[int, ...]:
     kind, name = parse_model_spec(spec)
     if kind == "builtin":
         return (1, 3, 32, 32)
+    if kind == "ultralytics":
+        return (1, 3, 640, 640)  # the size the YOLO models are trained and deployed at
     if kind == "path":
         shape = getattr(_import_file(name.rpartition(":")[0]), "INPUT_SHAPE", None)
         if shape is not None:
