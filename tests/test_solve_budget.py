@@ -123,13 +123,13 @@ def test_unreachable_budget_names_the_smallest(setup):
 def test_refinement_steps_stay_within_reach():
     """prune --budget's re-solve targets: a secant step on (target, measured), never below the
     smallest reachable latency, never a target already tried."""
-    from toolchain.refine import _next_target
+    from toolchain.refine import next_target
 
     # Measured 0.42 at target 0.40 for a budget of 0.40: tighten, proportionally.
-    assert _next_target([(0.40, 0.42)], 0.40, 0.40) == pytest.approx(0.40 * 0.40 / 0.42)
+    assert next_target([(0.40, 0.42)], 0.40, 0.40) == pytest.approx(0.40 * 0.40 / 0.42)
     # Secant through two rising points lands where the line meets the budget.
-    assert _next_target([(0.40, 0.44), (0.36, 0.42)], 0.40, 0.36) == pytest.approx(0.32)
+    assert next_target([(0.40, 0.44), (0.36, 0.42)], 0.40, 0.36) == pytest.approx(0.32)
     # resnet50 layer-only: the step would go to 0.32, below the 0.349 that removing every block reaches.
-    assert _next_target([(0.40, 0.44), (0.36, 0.42)], 0.40, 0.36, floor=0.349) == pytest.approx(0.3491)
+    assert next_target([(0.40, 0.44), (0.36, 0.42)], 0.40, 0.36, floor=0.349) == pytest.approx(0.3491)
     # At the floor already: nothing left to try.
-    assert _next_target([(0.40, 0.44), (0.3491, 0.42)], 0.40, 0.3491, floor=0.349) is None
+    assert next_target([(0.40, 0.44), (0.3491, 0.42)], 0.40, 0.3491, floor=0.349) is None

@@ -169,8 +169,10 @@ def prune(
     Writes DIR/model.onnx, DIR/plan.json, DIR/weights.safetensors (synced torch weights) and DIR/summary.json.
 
     --budget B asks for a measured latency <= B x the unpruned model's on --backend: missing table
-    entries are profiled, the solver picks widths and/or blocks, the pruned model is measured, and the
-    plan is tightened if it misses by more than 3%."""
+    entries are profiled, the solver picks widths and/or blocks, the pruned model is measured. The budget
+    is a ceiling: met when the measured ratio is <= B + one standard error of that measurement; a plan
+    that misses it is re-solved tighter, and the least-pruned plan that meets it is kept. With --stages K
+    and --data, the model is fine-tuned for an epoch between stages."""
     from graphs.deps import analyze as analyze_graph
     from graphs.onnx_io import load_model
     from graphs.plan import load_plan
@@ -190,7 +192,8 @@ def prune(
         lat = summary["latency"]
         status = "[green]met[/green]" if lat["met"] else "[red]missed[/red]"
         out.print(f"wrote {output}/: budget {lat['budget']:.3f}, predicted {lat['predicted']:.3f}, measured "
-                  f"{lat['measured']:.3f} of the unpruned latency ({lat['pruned_ms']:.2f} ms vs {lat['reference_ms']:.2f} ms) {status}")
+                  f"{lat['measured']:.3f} +- {lat.get('measured_se', 0.0):.3f} (one standard error) of the unpruned latency "
+                  f"({lat['pruned_ms']:.2f} ms vs {lat['reference_ms']:.2f} ms) {status} (met: <= budget + one standard error)")
         return
     if plan is not None:
         the_plan = load_plan(plan)
@@ -214,11 +217,11 @@ def prune(
 def _prune_budget(model, output, budget, criterion, mode, solver, layer_criterion, stages, data, batches, backend,
                   store, runs, round_to) -> dict:
     from graphs.onnx_io import load_model
-    from toolchain.refine import BudgetRequest, prune_to_budget
     from toolchain.latency.lut import ProfileConfig
+    from toolchain.refine import BudgetRequest, finetune_between_stages, prune_to_budget
+    from toolchain.solve.budget import check_budget
 
-    if not 0.0 < budget <= 1.0:
-        raise InputError(f"--budget must be in (0, 1], got {budget}")
+    check_budget(budget)  # before --data is loaded
     loader = None
     if data is not None:
         from toolchain.data import make_loader
@@ -226,9 +229,12 @@ def _prune_budget(model, output, budget, criterion, mode, solver, layer_criterio
 
         shape = [int(v) for v in model_metadata(load_model(model)).get("compress.input_shape", "1,3,224,224").split(",")]
         loader = make_loader(data, tuple(shape), "train", batch_size=32, seed=0, shuffle=False)  # repeatable scores
+    log = lambda message: err.print(message, highlight=False, markup=False)  # noqa: E731
+    # Between stages the pruned model recovers for an epoch on --data before the next stage scores it.
+    hook = finetune_between_stages(data, log=log) if stages > 1 and data is not None else None
     request = BudgetRequest(budget=budget, mode=mode, criterion=criterion, layer_criterion=layer_criterion,
                             solver=solver, round_to=round_to, stages=stages, loader=loader, batches=batches,
-                            log=lambda message: err.print(message, highlight=False, markup=False))
+                            between_stages=hook, log=log)
     config = ProfileConfig(backend=backend, round_to=round_to, runs=runs)
     progress = _TableProgress()
     try:

@@ -1,10 +1,12 @@
 """`compress prune --budget`: profile what is missing, score, solve, prune, then measure for real.
 
-A budget is met when the *measured* latency meets it: after pruning, the model is timed
-interleaved with the unpruned one; if it misses by more than the tolerance, the solver's target is
-tightened by the miss and the plan re-solved (at most `refine` times). Multi-stage schedules
-(SP-LAMP section 3.3) prune in k steps of equal latency reduction, re-profiling and re-scoring the
-current model each time, with a hook between stages (fine-tuning).
+A budget is a ceiling, met by the *measured* latency (DESIGN.md): after pruning, the model is timed
+interleaved with the unpruned one, and the plan meets budget B when the measured ratio is <= B plus
+one standard error of that measurement. A plan that misses, or that lands more than `tolerance`
+below B (pruned more than asked), is re-solved with a moved target (at most `refine` times); among
+the plans that meet the budget the least pruned (most parameters kept) is kept. Multi-stage
+schedules (SP-LAMP section 3.3) prune in k steps of equal latency reduction, re-profiling and
+re-scoring the current model each time, with a hook between stages (`finetune_between_stages`).
 """
 from __future__ import annotations
 
@@ -24,9 +26,9 @@ from toolchain.latency.backends import get_backend
 from toolchain.latency.lut import ProfileConfig, profile, resolve_round_to
 from toolchain.latency.measure import interleaved_ratio
 from toolchain.prune import prune_to_dir
-from toolchain.torch_source import torch_module_for
-from toolchain.solve.budget import Decision, solve_filter, solve_joint, solve_layer
 from toolchain.pruned_dir import load_pruned_module
+from toolchain.solve.budget import Decision, check_budget, solve_filter, solve_joint, solve_layer
+from toolchain.torch_source import torch_module_for
 
 MODES = ("filter", "layer", "joint")
 
@@ -42,7 +44,7 @@ class BudgetRequest:
     stages: int = 1
     loader: object | None = None  # data for data-dependent criteria
     batches: int = 8
-    tolerance: float = 0.03
+    tolerance: float = 0.03  # a met plan this far below the budget is re-solved looser (it pruned too much)
     refine: int = 4
     measure_runs: int = 60
     between_stages: Callable[[int, Path], None] | None = None
@@ -81,7 +83,43 @@ def measure_against(reference_onnx: str, candidate_onnx: str, config: ProfileCon
     finally:
         candidate.close()
         reference.close()
-    return {"ratio": result.ratio, "reference_ms": result.reference.median, "pruned_ms": result.candidate.median}
+    return {"ratio": result.ratio, "ratio_se": float(result.ratio_se), "reference_ms": result.reference.median,
+            "pruned_ms": result.candidate.median}
+
+
+def meets_budget(measured: dict, budget: float) -> bool:
+    """A budget is a ceiling: met when the measured ratio is within one standard error above it."""
+    return bool(measured["ratio"] <= budget + measured.get("ratio_se", 0.0))
+
+
+@dataclass
+class Attempt:
+    decision: Decision
+    measured: dict  # ratio (of the original model's latency), ratio_se, reference_ms, pruned_ms
+    params: int  # parameters kept: the least pruned plan keeps the most
+    row: dict  # its history row
+
+
+def choose_attempt(attempts: list[Attempt], budget: float) -> Attempt:
+    """The least-pruned attempt (most parameters kept, then the slower) that meets the budget, else the
+    fastest one. Parameters, not the measured ratio, rank "least pruned": a ratio carries its noise."""
+    meeting = [a for a in attempts if meets_budget(a.measured, budget)]
+    if meeting:
+        return max(meeting, key=lambda a: (a.params, a.measured["ratio"]))
+    return min(attempts, key=lambda a: a.measured["ratio"])
+
+
+def finetune_between_stages(data: str, epochs: int = 1, log: Callable[[str], None] = lambda m: None):
+    """A between-stages hook: fine-tune the stage's pruned model briefly (toolchain/train.py) so the
+    next stage scores and prunes a model that has recovered, as SP-LAMP's multi-stage schedule does."""
+    from toolchain.finetune import finetune_dir
+    from toolchain.train import TrainConfig
+
+    def hook(stage: int, stage_dir: Path) -> None:
+        result = finetune_dir(stage_dir, data, TrainConfig(epochs=epochs))
+        log(f"  stage {stage}: fine-tuned {epochs} epoch(s) on {data}: top-1 "
+            f"{result['before']['top1']:.2f} -> {result['after']['top1']:.2f}")
+    return hook
 
 
 def _scores(request: BudgetRequest, module: torch.nn.Module, analysis, blocks):
@@ -107,8 +145,7 @@ def prune_to_budget(onnx_path: str, out_dir: str, request: BudgetRequest, store:
                     progress=None) -> dict:
     if request.mode not in MODES:
         raise InputError(f"unknown mode {request.mode!r}: {', '.join(MODES)}")
-    if not 0.0 < request.budget <= 1.0:
-        raise InputError(f"--budget must be in (0, 1], got {request.budget}")
+    check_budget(request.budget)
     if request.stages < 1:
         raise InputError(f"--stages must be >= 1, got {request.stages}")
     _check_criteria(request)  # before any profiling: a typo should not cost a table build
@@ -123,74 +160,85 @@ def prune_to_budget(onnx_path: str, out_dir: str, request: BudgetRequest, store:
         shutil.rmtree(workspace, ignore_errors=True)
 
 
+@dataclass
+class _Stage:
+    """What one stage starts from: the model file, its torch module, its structure, the ratio reached."""
+    current: str
+    module: torch.nn.Module | None = None
+    structure: dict | None = None
+    achieved: float = 1.0
+
+
 def _run_stages(onnx_path, out_dir, request, store, config, progress, workspace: Path) -> dict:
-    current, module, structure, achieved = onnx_path, None, None, 1.0
-    history = []
+    state, history = _Stage(onnx_path), []
     for stage in range(1, request.stages + 1):
         stage_budget = 1.0 - (1.0 - request.budget) * stage / request.stages  # of the original latency
         last = stage == request.stages
         stage_dir = Path(out_dir) if last else workspace / f"stage-{stage}"
-        model = load_model(current)
-        analysis = analyze(model)
-        blocks = removable_blocks(analysis.model, analysis.shapes)
-        request.log(f"stage {stage}/{request.stages}: profiling {Path(current).name}")
-        table = profile(current, store, config, progress=progress)
-        if module is None:
-            module, _ = torch_module_for(model)
-        group, layer = _scores(request, module, analysis, blocks)
-        target = min(1.0, stage_budget / achieved)
-        tried: list[tuple[float, float]] = []  # (solver target, measured ratio of the original)
-        attempts = []  # (decision, measured)
-
-        def write(decision):
-            stage_module = load_pruned_module(Path(current).parent) if structure is not None else torch_module_for(model)[0]
-            return prune_to_dir(current, str(stage_dir), decision.plan, module=stage_module, structure=structure)
-
-        for attempt in range(request.refine + 1):
-            decision = _solve(request, target, analysis, table, blocks, group, layer)
-            summary = write(decision)
-            measured = measure_against(onnx_path, str(stage_dir / "model.onnx"), config, request.measure_runs)
-            attempts.append((decision, measured))
-            request.log(f"  target {target:.3f} of the stage input: predicted {decision.predicted.corrected * achieved:.3f}, "
-                        f"measured {measured['ratio']:.3f} of the original (budget {stage_budget:.3f})")
-            history.append({"stage": stage, "attempt": attempt, "target": target,
-                            "predicted": decision.predicted.corrected * achieved,
-                            "predicted_additive": decision.predicted.additive * achieved, **measured})
-            tried.append((target, measured["ratio"]))
-            if abs(measured["ratio"] / stage_budget - 1.0) <= request.tolerance or attempt == request.refine:
-                break
-            target = _next_target(tried, stage_budget, target, floor=decision.smallest)
-            if target is None:
-                break
-        best = _best_attempt(attempts, stage_budget, request.tolerance)
-        if best is not attempts[-1]:
-            summary = write(best[0])  # the same decision gives the same model: its measurement stands
-            history.append({**history[attempts.index(best)], "attempt": "chosen"})
-        measured = best[1]
-        achieved = measured["ratio"]
-        structure = summary["structure"]
-        module = load_pruned_module(stage_dir)
+        best, summary, rows = _run_stage(onnx_path, stage, stage_budget, stage_dir, state, request, store, config,
+                                         progress)
+        history.extend(rows)
+        state = _Stage(str(stage_dir / "model.onnx"), load_pruned_module(stage_dir), summary["structure"],
+                       best.measured["ratio"])
         if request.between_stages is not None and not last:
             request.between_stages(stage, stage_dir)
-            module = load_pruned_module(stage_dir)
-        current = str(stage_dir / "model.onnx")
-    latency = {"budget": request.budget, "measured": achieved, "predicted": history[-1]["predicted"],
-               "predicted_additive": history[-1]["predicted_additive"], "reference_ms": history[-1]["reference_ms"],
-               "pruned_ms": history[-1]["pruned_ms"], "met": achieved <= request.budget * (1.0 + request.tolerance),
+            state.module = load_pruned_module(stage_dir)
+    # The reported figures are the final stage's chosen plan's (the model written to out_dir).
+    row = best.row
+    latency = {"budget": request.budget, "measured": best.measured["ratio"], "measured_se": best.measured["ratio_se"],
+               "predicted": row["predicted"], "predicted_additive": row["predicted_additive"],
+               "reference_ms": row["reference_ms"], "pruned_ms": row["pruned_ms"],
+               "met": meets_budget(best.measured, request.budget), "stages": request.stages,
                "backend": config.backend, "history": history}
     _add_to_summary(Path(out_dir) / "summary.json", {"latency": latency})
     return {**summary, "latency": latency}
 
 
-def _best_attempt(attempts: list, budget: float, tolerance: float):
-    """The least-pruned attempt that meets the budget (within tolerance), else the fastest one."""
-    meeting = [a for a in attempts if a[1]["ratio"] <= budget * (1.0 + tolerance)]
-    if meeting:
-        return max(meeting, key=lambda a: a[1]["ratio"])
-    return min(attempts, key=lambda a: a[1]["ratio"])
+def _run_stage(onnx_path, stage, stage_budget, stage_dir: Path, state: _Stage, request, store, config, progress):
+    """Solve, prune, measure and re-solve one stage; returns (chosen attempt, its summary, history rows)."""
+    model = load_model(state.current)
+    analysis = analyze(model)
+    blocks = removable_blocks(analysis.model, analysis.shapes)
+    request.log(f"stage {stage}/{request.stages}: profiling {Path(state.current).name}")
+    table = profile(state.current, store, config, progress=progress)
+    module = state.module if state.module is not None else torch_module_for(model)[0]
+    group, layer = _scores(request, module, analysis, blocks)
+    target = min(1.0, stage_budget / state.achieved)
+    tried: list[tuple[float, float]] = []  # (solver target, measured ratio of the original)
+    attempts: list[Attempt] = []
+
+    def write(decision):
+        stage_module = (load_pruned_module(Path(state.current).parent) if state.structure is not None
+                        else torch_module_for(model)[0])
+        return prune_to_dir(state.current, str(stage_dir), decision.plan, module=stage_module, structure=state.structure)
+
+    for attempt in range(request.refine + 1):
+        decision = _solve(request, target, analysis, table, blocks, group, layer)
+        summary = write(decision)
+        measured = measure_against(onnx_path, str(stage_dir / "model.onnx"), config, request.measure_runs)
+        row = {"stage": stage, "attempt": attempt, "target": target, "budget": stage_budget,
+               "predicted": decision.predicted.corrected * state.achieved,
+               "predicted_additive": decision.predicted.additive * state.achieved,
+               "params": summary["params"]["after"], **measured}
+        attempts.append(Attempt(decision, measured, summary["params"]["after"], row))
+        request.log(f"  target {target:.3f} of the stage input: predicted {row['predicted']:.3f}, measured "
+                    f"{measured['ratio']:.3f} +- {measured['ratio_se']:.3f} of the original (budget {stage_budget:.3f})")
+        tried.append((target, measured["ratio"]))
+        close = measured["ratio"] >= stage_budget * (1.0 - request.tolerance)
+        if (meets_budget(measured, stage_budget) and close) or attempt == request.refine:
+            break
+        target = next_target(tried, stage_budget, target, floor=decision.smallest)
+        if target is None:
+            break
+    best = choose_attempt(attempts, stage_budget)
+    rows = [a.row for a in attempts]
+    if best is not attempts[-1]:
+        summary = write(best.decision)  # the same decision gives the same model: its measurement stands
+        rows.append({**best.row, "attempt": "chosen"})
+    return best, summary, rows
 
 
-def _next_target(tried: list[tuple[float, float]], budget: float, target: float, floor: float = 0.0) -> float | None:
+def next_target(tried: list[tuple[float, float]], budget: float, target: float, floor: float = 0.0) -> float | None:
     """The solver target to try next, or None when nothing more can be gained.
 
     A secant step through the last two (target, measured) points when they rise together (as they

@@ -49,7 +49,8 @@ def _top_values(scores: np.ndarray, ks: np.ndarray) -> np.ndarray:
     return np.concatenate([[0.0], np.cumsum(ordered)])[ks]
 
 
-def _check_budget(budget: float) -> None:
+def check_budget(budget: float) -> None:
+    """The one check of a latency budget's range (a fraction of the unpruned latency), for every caller."""
     if not 0.0 < budget <= 1.0:
         raise InputError(f"--budget must be in (0, 1], got {budget}")
 
@@ -78,7 +79,7 @@ def _decision(predictor: Predictor, scores, kept, removed, round_to, budget, sma
 def solve_filter(analysis: Analysis, table: Table, scores: dict[str, np.ndarray], budget: float,
                  round_to: int = 8, solver: str = "group-knapsack", criterion: str = "") -> Decision:
     """Widths only. `solver`: "group-knapsack" (SP-LAMP Alg. 1) or "halp" (0-1 knapsack baseline)."""
-    _check_budget(budget)
+    check_budget(budget)
     groups = [g for g in analysis.groups if g.prunable]
     if solver == "halp":
         return _solve_halp(analysis, table, scores, groups, budget, round_to, criterion)
@@ -178,7 +179,7 @@ def solve_layer(analysis: Analysis, table: Table, blocks: list[Block], layer_sco
 
     A block whose removal measured no faster is never a candidate: it would cost accuracy for
     nothing (a block without an entry is left to the per-layer model)."""
-    _check_budget(budget)
+    check_budget(budget)
     predictor = Predictor(table, analysis, blocks)
     blocks = [b for b in blocks if table.blocks.get(b.id, 0.0) < 1.0]
     order = sorted(blocks, key=lambda b: layer_scores.get(b.id, 0.0))
@@ -206,7 +207,7 @@ def _inside(module: str, members: list[str]) -> bool:
 def solve_joint(analysis: Analysis, table: Table, blocks: list[Block], scores: dict[str, np.ndarray],
                 budget: float, round_to: int = 8, criterion: str = "") -> Decision:
     """Width and depth under one budget (one group knapsack; see the module docstring)."""
-    _check_budget(budget)
+    check_budget(budget)
     groups = [g for g in analysis.groups if g.prunable]
     inner: dict[str, list[Group]] = {}
     owner: dict[str, str] = {}

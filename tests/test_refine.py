@@ -1,0 +1,124 @@
+"""`prune --budget`'s measure-and-re-solve loop (toolchain/refine.py) on builtin:resnet20.
+
+Tables are profiled for real (few runs). Where a test needs a given measured ratio to exercise a
+rule (a miss by less than 3%, plans that all meet the budget), the real measurement is taken and
+its ratio and standard error replaced by the scripted ones: host noise must not decide which branch
+of the loop runs.
+"""
+import json
+
+import pytest
+
+from toolchain import refine
+from toolchain.latency.lut import ProfileConfig
+from toolchain.refine import Attempt, BudgetRequest, choose_attempt, meets_budget, prune_to_budget
+
+CONFIG = ProfileConfig(warmup=1, runs=3, target_se=None)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("lut") / "lut.sqlite")  # shared: stage-1 tables are profiled once
+
+
+def scripted(monkeypatch, ratios):
+    """Measure for real, then report the next scripted (ratio, se): ratios(call index, real) -> (r, se)."""
+    real, calls = refine.measure_against, []
+
+    def measure(reference, candidate, config, runs):
+        measured = real(reference, candidate, config, 10)
+        ratio, se = ratios(len(calls), measured)
+        calls.append(candidate)
+        return {**measured, "ratio": ratio, "ratio_se": se}
+    monkeypatch.setattr(refine, "measure_against", measure)
+    return calls
+
+
+def test_ceiling_rule():
+    assert meets_budget({"ratio": 0.503, "ratio_se": 0.004}, 0.5)
+    assert not meets_budget({"ratio": 0.511, "ratio_se": 0.004}, 0.5)  # was "met" with a 3% tolerance
+    attempts = [Attempt(None, {"ratio": r, "ratio_se": 0.005}, p, {}) for r, p in
+                [(0.48, 100), (0.49, 300), (0.52, 400), (0.495, 200)]]
+    assert choose_attempt(attempts, 0.5) is attempts[1]  # the 0.52 plan misses; of the rest, most params
+    assert choose_attempt(attempts[2:3], 0.5) is attempts[2]  # none meets: the fastest
+
+
+def test_miss_within_three_percent_is_not_met_and_is_resolved(resnet20_onnx, tmp_path, store, monkeypatch):
+    # 1.02 x the budget, standard error 0.005: above budget + SE, so not met, and re-solved tighter.
+    calls = scripted(monkeypatch, lambda i, m: (0.6 * 1.02, 0.005))
+    request = BudgetRequest(budget=0.6, criterion="l1", refine=2, measure_runs=10)
+    lat = prune_to_budget(str(resnet20_onnx), str(tmp_path / "o"), request, store, CONFIG)["latency"]
+    assert len(calls) == 3 and lat["met"] is False
+    targets = [row["target"] for row in lat["history"] if row["attempt"] != "chosen"]
+    assert targets[1] < targets[0]  # tightened after the miss
+
+
+def test_least_pruned_meeting_plan_is_kept(resnet20_onnx, tmp_path, store, monkeypatch):
+    # Every plan measures well under the budget: the loop loosens the target, and the plan that keeps
+    # the most parameters is the one written, whatever order the attempts came in.
+    scripted(monkeypatch, lambda i, m: (0.3, 0.005))
+    request = BudgetRequest(budget=0.6, criterion="l1", refine=2, measure_runs=10)
+    out = tmp_path / "o"
+    lat = prune_to_budget(str(resnet20_onnx), str(out), request, store, CONFIG)["latency"]
+    rows = [row for row in lat["history"] if row["attempt"] != "chosen"]
+    assert lat["met"] and len({row["params"] for row in rows}) > 1
+    written = json.loads((out / "summary.json").read_text())["params"]["after"]
+    assert written == max(row["params"] for row in rows)
+
+
+def test_two_stages_report_the_final_stage(resnet20_onnx, tmp_path, store, monkeypatch):
+    """Stage 2's first plan meets its budget far below it, its second misses: the first is chosen.
+    The reported figures must be that stage-2 plan's, and describe the model written."""
+    real, stage2 = refine.measure_against, []
+
+    def measure(reference, candidate, config, runs):
+        measured = real(reference, candidate, config, 10)
+        if "stage-1" in str(candidate):
+            return {**measured, "ratio": 0.79, "ratio_se": 0.005}  # stage 1 (budget 0.8): met at once
+        stage2.append(candidate)  # stage 2 (budget 0.6): far below, then a miss
+        return {**measured, "ratio": 0.5 if len(stage2) == 1 else 0.62, "ratio_se": 0.005}
+    monkeypatch.setattr(refine, "measure_against", measure)
+    hooked = []
+    request = BudgetRequest(budget=0.6, criterion="l1", stages=2, refine=1, measure_runs=10,
+                            between_stages=lambda stage, d: hooked.append((stage, (d / "model.onnx").is_file())))
+    out = tmp_path / "o"
+    summary = prune_to_budget(str(resnet20_onnx), str(out), request, store, CONFIG)
+    lat = summary["latency"]
+    assert hooked == [(1, True)]
+    assert [row["stage"] for row in lat["history"]] == [1, 2, 2, 2]
+    chosen = lat["history"][-1]
+    assert chosen["attempt"] == "chosen" and chosen["stage"] == 2 and chosen["budget"] == pytest.approx(0.6)
+    assert lat["measured"] == 0.5 and lat["met"] is True
+    first = lat["history"][1]
+    for key in ("predicted", "predicted_additive", "pruned_ms", "reference_ms", "params"):
+        assert chosen[key] == first[key] and (key == "params" or lat[key] == first[key])
+    assert json.loads((out / "summary.json").read_text())["params"]["after"] == first["params"]
+
+
+def test_two_stages_measured_for_real(resnet20_onnx, tmp_path, store):
+    """No scripting: two stages, real measurements; the figures are the final stage's chosen row."""
+    request = BudgetRequest(budget=0.6, criterion="l1", stages=2, refine=1, measure_runs=20)
+    out = tmp_path / "o"
+    lat = prune_to_budget(str(resnet20_onnx), str(out), request, store, CONFIG)["latency"]
+    final = [row for row in lat["history"] if row["stage"] == 2]
+    chosen = final[-1]
+    assert lat["stages"] == 2 and {row["stage"] for row in lat["history"]} == {1, 2}
+    assert (lat["measured"], lat["pruned_ms"], lat["predicted"]) == (chosen["ratio"], chosen["pruned_ms"],
+                                                                     chosen["predicted"])
+    assert json.loads((out / "summary.json").read_text())["params"]["after"] == chosen["params"]
+    assert lat["met"] == (lat["measured"] <= 0.6 + lat["measured_se"])
+
+
+def test_cli_stages_fine_tune_between_stages(resnet20_onnx, tmp_path, store):
+    """`prune --stages 2 --data D` fine-tunes the stage-1 model (toolchain/train.py) before stage 2."""
+    from typer.testing import CliRunner
+
+    from toolchain.cli import app
+
+    out = tmp_path / "o"
+    result = CliRunner().invoke(app, ["prune", str(resnet20_onnx), "--budget", "0.6", "--stages", "2", "--data",
+                                      "digits", "--criterion", "l1", "--runs", "3", "--store", store, "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "stage 1: fine-tuned 1 epoch(s) on digits" in result.stderr
+    assert "stage 2:" not in result.stderr.split("stage 2/2")[1].split("wrote")[0]  # never after the last stage
+    assert (out / "model.onnx").is_file() and json.loads((out / "summary.json").read_text())["latency"]["stages"] == 2
