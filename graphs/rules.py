@@ -477,7 +477,46 @@ def pad(t: "Tracer", node: onnx.NodeProto) -> None:
     t.set_layout(node.output[0], layout)
 
 
-@rule("Shape", "Size", "ConstantOfShape", "Constant", "Range", "NonZero", "ArgMax", "ArgMin", "TopK", "EyeLike")
+SHAPE_MATH = {"Concat", "Add", "Sub", "Mul", "Div", "Floor", "Ceil"}  # any operand carries the value on
+SHAPE_MOVE = {"Gather", "Unsqueeze", "Squeeze", "Cast", "Slice", "Identity"}  # carry it on as their data input
+
+
+@rule("Shape", "Size")
+def shape_of(t: "Tracer", node: onnx.NodeProto) -> None:
+    """A shape read at run time is fine when it sizes the same tensor (x.chunk(2, 1), x.view(x.size(0),
+    -1)); a channel count read from x that sizes another tensor y would make the pruned graph reshape y
+    to a width it does not have (ultralytics' Attention: v.reshape(B, C, H, W), C from its input)."""
+    layout = t.layout(node.input[0])
+    if layout is not None:
+        sink = _channel_count_sink(t, node, layout)
+        if sink is not None:
+            t.freeze(layout, f"{node.op_type} {node.name} reads the channel count that sizes {sink.op_type} {sink.name}")
+    no_channels(t, node)
+
+
+def _channel_count_sink(t: "Tracer", node: onnx.NodeProto, layout: Layout) -> onnx.NodeProto | None:
+    """The first op outside shape arithmetic that a channel count read from node.input[0] sizes,
+    when it sizes another tensor; None when it sizes only node.input[0] itself."""
+    start = attrs(node).get("start", 0) % layout.rank if node.op_type == "Shape" else 0
+    frontier, seen = [(node.output[0], node.op_type == "Shape")], set()
+    while frontier:
+        name, whole_shape = frontier.pop()
+        for user in (n for n in t.model.graph.node if name in n.input):
+            if user.name in seen:
+                continue
+            seen.add(user.name)
+            if whole_shape and user.op_type == "Gather" and user.input[0] == name:
+                index = t.consts.value(user.input[1])
+                if index is not None and not any((int(i) + start) % layout.rank in layout.axes for i in np.ravel(index)):
+                    continue  # batch or spatial dims only
+            if user.op_type in SHAPE_MATH or (user.op_type in SHAPE_MOVE and user.input[0] == name):
+                frontier.append((user.output[0], False))
+            elif user.input[0] != node.input[0]:
+                return user
+    return None
+
+
+@rule("ConstantOfShape", "Constant", "Range", "NonZero", "ArgMax", "ArgMin", "TopK", "EyeLike")
 def no_channels(t: "Tracer", node: onnx.NodeProto) -> None:
     for name in node.output:
         t.set_layout(name, None)

@@ -33,6 +33,15 @@ def test_yolov8n_prunes_and_verifies_with_nested_outputs(yolov8n_onnx, tmp_path)
     assert json.loads(result.stdout)["ok"] is True
 
 
+@pytest.mark.slow  # ~40 s
+def test_yolo11n_syncs_c3k2_and_c2psa(tmp_path):
+    onnx_path, out = tmp_path / "yolo11n.onnx", tmp_path / "pruned"
+    assert invoke("export", "ultralytics:yolo11n.yaml", "--input-shape", "1,3,160,160", "-o", onnx_path).exit_code == 0
+    result = invoke("prune", onnx_path, "--ratio", "0.3", "--round-to", "8", "-o", out)
+    assert result.exit_code == 0, result.output  # was: split_with_sizes expects ... 176 ... got [128, 128]
+    assert invoke("verify", out).exit_code == 0
+
+
 def test_yolo_spec_without_ultralytics_is_bad_input(monkeypatch, tmp_path):
     for name in [m for m in sys.modules if m == "ultralytics" or m.startswith("ultralytics.")]:
         monkeypatch.setitem(sys.modules, name, None)  # `import ultralytics...` now raises ImportError

@@ -13,6 +13,7 @@ from graphs.plan import Plan
 from graphs.stats import count_macs, count_params
 from graphs.surgery import apply_plan
 from toolchain.sync import apply_edits
+from toolchain.sync_check import check_synced
 from toolchain.pruned_dir import write_pruned_dir
 from toolchain.torch_source import torch_module_for
 
@@ -44,6 +45,8 @@ def prune_to_dir(onnx_path: str, out_dir: str, plan: Plan, spec: str | None = No
     shape = [int(v) for v in model_metadata(model).get("compress.input_shape", "").split(",") if v]
     plan.model = {**plan.model, "onnx_sha256": model_sha256(model), "spec": spec, "input_shape": shape or None}
     apply_edits(module, edits)
+    check_synced(module, pruned, shape or [d.dim_value or 1 for d in model.graph.input[0].type.tensor_type.shape.dim],
+                 list(edits.slices))
     plan.notes = edits.notes
     if not plan.channels:
         plan.channels = {}

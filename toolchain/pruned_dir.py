@@ -14,7 +14,8 @@ from graphs.atomic import atomic_dir, write_json
 from graphs.errors import InputError
 from graphs.onnx_io import save_model
 from graphs.plan import Plan, load_plan
-from toolchain.sync import _fix_widths, _replace_tensor
+from toolchain.sync import replace_tensor
+from toolchain.widths import fix_all_widths
 from toolchain.zoo import build_model
 
 FILES = ("plan.json", "summary.json", "weights.safetensors", "model.onnx")
@@ -62,11 +63,10 @@ def load_pruned_module(directory: str | Path) -> torch.nn.Module:
         raise InputError(f"{directory}/weights.safetensors does not fit {spec}: unexpected {unknown[0]}")
     with torch.no_grad():
         for name, value in state.items():
-            _replace_tensor(module, name, value)
+            replace_tensor(module, name, value)
     for weight_name, groups in structure.get("conv_groups", {}).items():
         owner = weight_name.rsplit(".", 1)[0]
         if not any(owner == r or owner.startswith(r + ".") for r in structure.get("identity_modules", [])):
             module.get_submodule(owner).groups = groups
-    for name, sub in module.named_modules():
-        _fix_widths(sub)
+    fix_all_widths(module)
     return module.eval()
