@@ -77,27 +77,7 @@ BUILD_ARGS=(--backend "$BACKEND" --precision "$PRECISION" --batch "$BATCH" -o "$
 [[ -n ${VAL:-} ]] && BUILD_ARGS+=(--val "$VAL")
 [[ -z ${VAL:-} && $PRECISION != int8 ]] && BUILD_ARGS+=(--val "$CALIB")
 [[ -n ${MAX_DROP:-} ]] && BUILD_ARGS+=(--max-drop "$MAX_DROP")
-if "$COMPRESS" build --help >/dev/null 2>&1; then
-  "$COMPRESS" build "$WORK_DIR/pruned" "${BUILD_ARGS[@]}"
-else
-  # the library call behind `compress build`, for CLIs without the command; same exit codes
-  python - "$WORK_DIR/pruned" "$BACKEND" "$PRECISION" "$ARTIFACT" "$BATCH" "$CALIB_METHOD" \
-    "$([[ $PRECISION == int8 ]] && echo "$CALIB")" "${VAL:-$([[ $PRECISION != int8 ]] && echo "$CALIB")}" \
-    "${MAX_DROP:-}" <<'PY'
-import json, sys
-from graphs.errors import InputError
-from toolchain.build import BuildCheckFailed, build
-src, backend, precision, out, batch, method, calib, val, max_drop = sys.argv[1:10]
-try:
-    m = build(src, backend, precision, out, calib=calib or None, batch=batch, calib_method=method,
-              max_drop=float(max_drop) if max_drop else None, val=val or None)
-except InputError as e:
-    print(f"error: {e}", file=sys.stderr); sys.exit(2)
-except BuildCheckFailed as e:
-    print(f"check failed: {e}", file=sys.stderr); sys.exit(1)
-print(json.dumps({k: m[k] for k in ("artifact", "precision", "latency", "accuracy")}, indent=2))
-PY
-fi
+"$COMPRESS" build "$WORK_DIR/pruned" "${BUILD_ARGS[@]}"
 
 MANIFEST=$ARTIFACT.manifest.json
 [[ -f $MANIFEST ]] || { echo "no manifest beside $ARTIFACT" >&2; exit 1; }
