@@ -331,6 +331,8 @@ def slice_(t: "Tracer", node: onnx.NodeProto) -> None:
 @rule("Reshape", "Flatten")
 def reshape(t: "Tracer", node: onnx.NodeProto) -> None:
     layout = t.layout(node.input[0])
+    if node.op_type == "Reshape":
+        _freeze_foreign_channel_counts(t, node, layout)
     if layout is None:
         t.set_layout(node.output[0], None)
         return
@@ -358,6 +360,46 @@ def reshape(t: "Tracer", node: onnx.NodeProto) -> None:
     elif node.op_type == "Reshape" and t.initializer(node.input[1]) is not None and new is not layout:
         t.fixes.append(Fix("reshape_shape", node.name, [layout.ids], {"out_axes": new.axes, "ids_shape": new.ids.shape}))
     t.set_layout(node.output[0], new)
+
+
+SHAPE_MATH = {"Concat", "Add", "Sub", "Mul", "Div", "Floor", "Ceil"}  # any operand carries the value on
+SHAPE_MOVE = {"Gather", "Unsqueeze", "Squeeze", "Cast", "Slice", "Identity"}  # carry their data input on
+
+
+def _freeze_foreign_channel_counts(t: "Tracer", node: onnx.NodeProto, layout: Layout | None) -> None:
+    """A reshape target computed at run time from another tensor x's channel count is fine when the data
+    holds x's channels (a channel shuffle); otherwise pruning x would make the pruned graph reshape the
+    data to a width it does not have (ultralytics' Attention: v.reshape(B, C, H, W), C from its input)."""
+    held = set() if layout is None else set(np.ravel(layout.ids).tolist())
+    for shape_node in _shape_sources(t, node.input[1]):
+        source = t.layout(shape_node.input[0])
+        if source is not None and not set(np.ravel(source.ids).tolist()) <= held:
+            t.freeze(source, f"Reshape {node.name} takes the channel count of {shape_node.input[0]} for another tensor")
+
+
+def _shape_sources(t: "Tracer", name: str) -> list[onnx.NodeProto]:
+    """Shape nodes whose channel entries flow into tensor `name` through shape arithmetic."""
+    found, frontier, seen = [], [name], set()
+    while frontier:
+        producer = t.producer(frontier.pop())
+        if producer is None or producer.name in seen:
+            continue
+        seen.add(producer.name)
+        if producer.op_type == "Shape":
+            found.append(producer)
+        elif producer.op_type == "Gather" and t.producer(producer.input[0]) is not None \
+                and t.producer(producer.input[0]).op_type == "Shape":
+            shape_node = t.producer(producer.input[0])
+            source, index = t.layout(shape_node.input[0]), t.consts.value(producer.input[1])
+            start = attrs(shape_node).get("start", 0)
+            if source is not None and (index is None or any(
+                    (int(i) + start) % source.rank in source.axes for i in np.ravel(index))):
+                found.append(shape_node)
+        elif producer.op_type in SHAPE_MATH:
+            frontier.extend(producer.input)
+        elif producer.op_type in SHAPE_MOVE:
+            frontier.append(producer.input[0])
+    return found
 
 
 def reshaped_layout(layout: Layout, in_shape, out_shape, t: "Tracer") -> Layout | None:
@@ -477,46 +519,7 @@ def pad(t: "Tracer", node: onnx.NodeProto) -> None:
     t.set_layout(node.output[0], layout)
 
 
-SHAPE_MATH = {"Concat", "Add", "Sub", "Mul", "Div", "Floor", "Ceil"}  # any operand carries the value on
-SHAPE_MOVE = {"Gather", "Unsqueeze", "Squeeze", "Cast", "Slice", "Identity"}  # carry it on as their data input
-
-
-@rule("Shape", "Size")
-def shape_of(t: "Tracer", node: onnx.NodeProto) -> None:
-    """A shape read at run time is fine when it sizes the same tensor (x.chunk(2, 1), x.view(x.size(0),
-    -1)); a channel count read from x that sizes another tensor y would make the pruned graph reshape y
-    to a width it does not have (ultralytics' Attention: v.reshape(B, C, H, W), C from its input)."""
-    layout = t.layout(node.input[0])
-    if layout is not None:
-        sink = _channel_count_sink(t, node, layout)
-        if sink is not None:
-            t.freeze(layout, f"{node.op_type} {node.name} reads the channel count that sizes {sink.op_type} {sink.name}")
-    no_channels(t, node)
-
-
-def _channel_count_sink(t: "Tracer", node: onnx.NodeProto, layout: Layout) -> onnx.NodeProto | None:
-    """The first op outside shape arithmetic that a channel count read from node.input[0] sizes,
-    when it sizes another tensor; None when it sizes only node.input[0] itself."""
-    start = attrs(node).get("start", 0) % layout.rank if node.op_type == "Shape" else 0
-    frontier, seen = [(node.output[0], node.op_type == "Shape")], set()
-    while frontier:
-        name, whole_shape = frontier.pop()
-        for user in (n for n in t.model.graph.node if name in n.input):
-            if user.name in seen:
-                continue
-            seen.add(user.name)
-            if whole_shape and user.op_type == "Gather" and user.input[0] == name:
-                index = t.consts.value(user.input[1])
-                if index is not None and not any((int(i) + start) % layout.rank in layout.axes for i in np.ravel(index)):
-                    continue  # batch or spatial dims only
-            if user.op_type in SHAPE_MATH or (user.op_type in SHAPE_MOVE and user.input[0] == name):
-                frontier.append((user.output[0], False))
-            elif user.input[0] != node.input[0]:
-                return user
-    return None
-
-
-@rule("ConstantOfShape", "Constant", "Range", "NonZero", "ArgMax", "ArgMin", "TopK", "EyeLike")
+@rule("Shape", "Size", "ConstantOfShape", "Constant", "Range", "NonZero", "ArgMax", "ArgMin", "TopK", "EyeLike")
 def no_channels(t: "Tracer", node: onnx.NodeProto) -> None:
     for name in node.output:
         t.set_layout(name, None)

@@ -99,7 +99,7 @@ def test_attention_reading_its_input_width_keeps_that_width(models_py, tmp_path)
     onnx_path, out = tmp_path / "psa.onnx", tmp_path / "out"
     assert invoke("export", f"{models_py}:psa", "--input-shape", "1,3,16,16", "-o", onnx_path).exit_code == 0
     groups = {g["id"]: g for g in json.loads(invoke("analyze", onnx_path, "--json").stdout)["groups"]}
-    assert not groups["1.cv1.conv"]["prunable"] and "reads the channel count" in groups["1.cv1.conv"]["reason"]
+    assert not groups["1.cv1.conv"]["prunable"] and "takes the channel count" in groups["1.cv1.conv"]["reason"]
     assert groups["1.m.0.ffn.0.conv"]["prunable"]
     result = invoke("prune", onnx_path, "--ratio", "0.5", "-o", out)
     assert result.exit_code == 0, result.output
