@@ -184,7 +184,7 @@ def test_default_round_to_is_the_backends_channel_block(resnet20_onnx, tmp_path)
 
     block = get_backend("ort").channel_alignment()
     assert block == (16 if _avx512() else 8)
-    assert get_backend("torch", device="cpu").channel_alignment() == block
+    assert get_backend("torch", provider="cpu").channel_alignment() == block
     assert resolve_round_to(ProfileConfig()).round_to == block
     assert resolve_round_to(ProfileConfig(round_to=4)).round_to == 4  # an explicit grid wins
     table = profile(str(resnet20_onnx), str(tmp_path / "lut.sqlite"), ProfileConfig(points=1, runs=3, warmup=1))

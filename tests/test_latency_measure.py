@@ -7,6 +7,7 @@ from torch import nn
 
 from graphs.errors import InputError
 from toolchain.latency.backends import get_backend
+from toolchain.latency.backends.base import RunnerBase
 from toolchain.latency.measure import PROTOCOLS, Stats, interleaved_ratio, protocol, time_runner
 
 
@@ -23,7 +24,9 @@ def test_stats_match_numpy():
         Stats.from_times([])
 
 
-class Counter:
+class Counter(RunnerBase):
+    """A runner that counts its calls: timed_run is the base class's wall clock around run()."""
+
     def __init__(self, log=None, tag=""):
         self.calls, self.log, self.tag = 0, log, tag
 
@@ -32,14 +35,17 @@ class Counter:
         if self.log is not None:
             self.log.append(self.tag)
 
-    def close(self):
-        pass
-
 
 def test_time_runner_counts_and_keep_last():
     r = Counter()
     s = time_runner(r, warmup=3, runs=20, keep_last=5)
     assert r.calls == 23 and s.count == 5
+
+
+def test_timed_calls_go_through_timed_run():
+    # GPU runners time themselves (CUDA events): the protocol must use timed_run, never its own clock
+    r = Fixed([7.0])
+    assert time_runner(r, warmup=2, runs=4).median == 7.0 and r.i == 4
     with pytest.raises(InputError):
         time_runner(r, runs=10, keep_last=11)
 
@@ -89,19 +95,16 @@ def narrow_wide(tmp_path_factory):
 def test_wider_model_is_not_faster(narrow_wide):
     narrow_path, wide_path = narrow_wide
     ort = get_backend("ort")
-    narrow, wide = ort.prepare(narrow_path), ort.prepare(wide_path)
-    try:
+    with ort.prepare(narrow_path) as narrow, ort.prepare(wide_path) as wide:
         n = time_runner(narrow, warmup=5, runs=40)
         w = time_runner(wide, warmup=5, runs=40)
         assert w.median > n.median
         res = interleaved_ratio(wide, narrow, warmup=2, runs=15, target_se=None)
         assert res.ratio > 1, res
         assert res.reference.median < res.candidate.median
-    finally:
-        narrow.close(), wide.close()
 
 
-class Fixed:
+class Fixed(RunnerBase):
     """A runner whose 'time' is scripted: lets the estimator be checked exactly."""
     def __init__(self, times):
         self.times, self.i = list(times), 0

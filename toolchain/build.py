@@ -192,71 +192,10 @@ def build_engine(be, onnx_path: Path, precision: str, batch: tuple[int, int, int
     return be.build(onnx_path, batch, calibrator)
 
 
-class TrtExecutor:
-    """Runs a serialized engine on numpy batches (torch CUDA buffers), and as a latency Runner."""
-
-    def __init__(self, be, engine_bytes: bytes, batch: int):
-        from toolchain.latency.backends.tensorrt import TensorRTRunner
-
-        trt, torch = be.trt, be.torch
-        self.trt, self.torch = trt, torch
-        logger = be._logger()
-        self.engine = trt.Runtime(logger).deserialize_cuda_engine(engine_bytes)
-        if self.engine is None:
-            raise InputError(f"TensorRT cannot load the engine it built: {(logger.errors or ['?'])[0]}")
-        self.context = self.engine.create_execution_context()
-        self.dtypes = {getattr(trt.DataType, n): d for n, d in [
-            ("FLOAT", torch.float32), ("HALF", torch.float16), ("INT8", torch.int8),
-            ("INT32", torch.int32), ("INT64", torch.int64), ("BOOL", torch.bool)] if hasattr(trt.DataType, n)}
-        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        self.outputs = [n for n in names if n not in self.inputs]
-        self.stream = torch.cuda.Stream()
-        x = np.random.default_rng(0).standard_normal(
-            [batch, *list(self.engine.get_tensor_shape(self.inputs[0]))[1:]]).astype(np.float32)
-        self._bind(x)
-        self.runner = TensorRTRunner(torch, self.engine, self.context, self.buffers, self.stream)
-
-    def _bind(self, x: np.ndarray) -> None:
-        torch, name = self.torch, self.inputs[0]
-        self.context.set_input_shape(name, list(x.shape))
-        dt = self.dtypes[self.engine.get_tensor_dtype(name)]
-        self.buffers = {name: torch.from_numpy(np.ascontiguousarray(x)).to(dt).cuda()}
-        for o in self.outputs:
-            self.buffers[o] = torch.empty(list(self.context.get_tensor_shape(o)),
-                                          dtype=self.dtypes[self.engine.get_tensor_dtype(o)], device="cuda")
-        for n, t in self.buffers.items():
-            self.context.set_tensor_address(n, t.data_ptr())
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        self._bind(x)
-        if not self.context.execute_async_v3(self.stream.cuda_stream):
-            raise RuntimeError("TensorRT execute_async_v3 failed")
-        self.stream.synchronize()
-        return self.buffers[self.outputs[0]].float().cpu().numpy()
-
-    def run(self):
-        return self.runner.run()
-
-    def close(self) -> None:
-        self.context = self.engine = None
-        self.buffers = {}
-
-
 # ------------------------------------------------------------------------------------------- checks
-def _ort_session(path_or_bytes):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    src = path_or_bytes if isinstance(path_or_bytes, (bytes, bytearray)) else str(path_or_bytes)
-    return ort.InferenceSession(src, sess_options=opts, providers=["CPUExecutionProvider"])
-
-
-def _ort_fn(path: Path):
-    s = _ort_session(path)
-    name = s.get_inputs()[0].name
-    return lambda x: np.asarray(s.run(None, {name: x})[0], dtype=np.float32)
+def _infer_fn(runner, input_name: str):
+    """runner.infer as x -> first output (float32), for the accuracy check."""
+    return lambda x: np.asarray(runner.infer({input_name: x})[0], dtype=np.float32)
 
 
 def _val_data(val: str, input_shape, count: int, batch: int):
@@ -403,23 +342,24 @@ def build(source: str, backend: str, precision: str, out: str, calib: str | None
 
         # 2. the artifact
         art_tmp = tmp / "artifact"
-        ref_fn = _ort_fn(onnx_path)
+        from toolchain.latency.backends import get_backend
+
+        ref_runner = stack.enter_context(get_backend("ort").prepare(onnx_path, profile[1]))
+        ref_fn = _infer_fn(ref_runner, input_name)
         candidate = reference = None
         if backend == "ort":
             if stage.parent == tmp:
                 os.replace(stage, art_tmp)
             else:
                 art_tmp.write_bytes(stage.read_bytes())
-            from toolchain.latency.backends import get_backend
-
-            ob = get_backend("ort", precision=precision)
+            ob = get_backend("ort")
             device, backend_info = ob.device(), {"name": "ort", "runtime": "onnxruntime",
                                                   "version": ob.device()["runtime_version"],
                                                   "provider": "CPUExecutionProvider"}
-            art_fn = _ort_fn(art_tmp)
+            candidate = stack.enter_context(ob.prepare(art_tmp.read_bytes(), profile[1]))
+            art_fn = _infer_fn(candidate, input_name)
             if measure:
-                candidate = ob.prepare(art_tmp.read_bytes(), profile[1])
-                reference = ob.prepare(onnx_path.read_bytes(), profile[1]) if precision != "fp32" else None
+                reference = ref_runner if precision != "fp32" else None
         else:
             calibrator = None
             if precision == "int8" and int8_mode == "calibrator":
@@ -445,16 +385,12 @@ def build(source: str, backend: str, precision: str, out: str, calib: str | None
                             "workspace_mb": be.workspace >> 20, "timing_cache": str(be.cache_path)}
             if precision == "int8":
                 backend_info["int8_mode"] = int8_mode
-            exe = TrtExecutor(be, engine, profile[1])
-            stack.callback(exe.close)
-            art_fn = exe
-            if measure:
-                candidate = exe.runner
-                if precision != "fp32":
-                    ref_be = _trt_backend("fp32", workspace_mb, timing_cache)
-                    ref_exe = TrtExecutor(ref_be, build_engine(ref_be, onnx_path, "fp32", profile), profile[1])
-                    stack.callback(ref_exe.close)
-                    reference = ref_exe.runner
+            candidate = stack.enter_context(be.load(engine, profile[1]))
+            art_fn = _infer_fn(candidate, input_name)
+            if measure and precision != "fp32":
+                ref_be = _trt_backend("fp32", workspace_mb, timing_cache)
+                reference = stack.enter_context(ref_be.load(build_engine(ref_be, onnx_path, "fp32", profile),
+                                                            profile[1]))
 
         # 3. checks, then the manifest
         accuracy = None

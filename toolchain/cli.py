@@ -159,7 +159,9 @@ def prune(
     stages: int = typer.Option(1, help="prune in K stages of equal latency reduction (SP-LAMP 3.3)"),
     data: Optional[str] = typer.Option(None, help="data for data-dependent criteria: mnist5k, digits, imagefolder:PATH, cifar10:PATH, npz:PATH"),
     batches: int = typer.Option(8, help="batches of --data the criterion may use"),
-    backend: str = typer.Option("ort", help="with --budget: the backend whose latency the budget is about"),
+    backend: str = typer.Option("ort", help="with --budget: the backend whose latency the budget is about (ort, tensorrt, torch)"),
+    provider: Optional[str] = typer.Option(None, help="where the backend runs: ort cpu (default) | cuda | tensorrt (CUDA and TensorRT execution providers need pip install -e '.\\[gpu]'); torch cpu | cuda"),
+    precision: str = typer.Option("fp32", help="with --budget: fp32 | fp16 | int8 engines/providers to time"),
     store: Path = typer.Option(Path("latency.sqlite"), help="with --budget: the latency store (see `compress profile`)"),
     runs: int = typer.Option(20, help="with --budget: interleaved pairs per table entry"),
     as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
@@ -185,7 +187,7 @@ def prune(
         raise InputError(f"--round-to must be >= 1, got {round_to}")
     if budget is not None:
         summary = _prune_budget(model, output, budget, criterion, mode, solver, layer_criterion, stages, data,
-                                batches, backend, store, runs, round_to)
+                                batches, backend, store, runs, round_to, provider, precision)
         if as_json:
             _print_json(summary)
             return
@@ -215,7 +217,7 @@ def prune(
 
 
 def _prune_budget(model, output, budget, criterion, mode, solver, layer_criterion, stages, data, batches, backend,
-                  store, runs, round_to) -> dict:
+                  store, runs, round_to, provider=None, precision="fp32") -> dict:
     from graphs.onnx_io import load_model
     from toolchain.latency.lut import ProfileConfig
     from toolchain.refine import BudgetRequest, finetune_between_stages, prune_to_budget
@@ -235,7 +237,7 @@ def _prune_budget(model, output, budget, criterion, mode, solver, layer_criterio
     request = BudgetRequest(budget=budget, mode=mode, criterion=criterion, layer_criterion=layer_criterion,
                             solver=solver, round_to=round_to, stages=stages, loader=loader, batches=batches,
                             between_stages=hook, log=log)
-    config = ProfileConfig(backend=backend, round_to=round_to, runs=runs)
+    config = ProfileConfig(backend=backend, round_to=round_to, runs=runs, provider=provider, precision=precision)
     progress = _TableProgress()
     try:
         return prune_to_budget(str(model), str(output), request, str(store), config, progress=progress)
@@ -451,7 +453,8 @@ class _TableProgress:
 @command
 def profile(
     model: Path = typer.Argument(..., help="ONNX file (from `compress export`)"),
-    backend: str = typer.Option("ort", help="ort (onnxruntime, CPU by default), tensorrt, torch"),
+    backend: str = typer.Option("ort", help="ort (onnxruntime, CPU by default), tensorrt, torch (the Plan applied to the torch module)"),
+    provider: Optional[str] = typer.Option(None, help="where the backend runs: ort cpu (default) | cuda | tensorrt (CUDA and TensorRT execution providers need pip install -e '.\\[gpu]'); torch cpu | cuda"),
     store: Path = typer.Option(Path("latency.sqlite"), help="SQLite store of measurements (shared, resumable)"),
     batch: int = typer.Option(1, help="batch size to time"),
     precision: str = typer.Option("fp32", help="fp32 | fp16 | int8 (the backend must support it)"),
@@ -478,12 +481,11 @@ def profile(
         raise InputError("--blocks-only and --groups-only exclude each other")
     if precision not in ("fp32", "fp16", "int8"):
         raise InputError(f"unknown precision {precision!r}: fp32, fp16 or int8")
-    if backend == "ort" and precision != "fp32":
-        raise InputError("the ort backend times the model as given (fp32); pass an fp16 or QDQ model, or use tensorrt")
     if min(batch, points, runs, round_to or 1) < 1 or warmup < 0 or pause < 0:
         raise InputError("--batch, --points, --runs and --round-to must be >= 1; --warmup and --pause >= 0")
     config = ProfileConfig(backend=backend, precision=precision, batch=batch, round_to=round_to, points=points,
-                           runs=runs, warmup=warmup, pause_s=pause, groups=not blocks_only, blocks=not groups_only)
+                           runs=runs, warmup=warmup, pause_s=pause, groups=not blocks_only, blocks=not groups_only,
+                           provider=provider)
     progress = _TableProgress()
     try:
         table = build_table(str(model), str(store), config, progress=progress, fresh=fresh,

@@ -74,10 +74,10 @@ def _check_criteria(request: BudgetRequest) -> None:
             raise InputError(f"criterion {name} needs data: pass --data")
 
 
-def measure_against(reference_onnx: str, candidate_onnx: str, config: ProfileConfig, runs: int) -> dict:
+def measure_against(reference_onnx: str, candidate_dir: str, config: ProfileConfig, runs: int) -> dict:
     backend = get_backend(config.backend, **config.backend_options())
-    reference = backend.prepare(Path(reference_onnx).read_bytes(), batch=config.batch)
-    candidate = backend.prepare(Path(candidate_onnx).read_bytes(), batch=config.batch)
+    reference = backend.prepare(reference_onnx, batch=config.batch)
+    candidate = backend.prepare(candidate_dir, batch=config.batch)  # a prune directory: ONNX or torch module
     try:
         result = interleaved_ratio(candidate, reference, warmup=config.warmup, runs=runs, pause_s=config.pause_s)
     finally:
@@ -215,7 +215,7 @@ def _run_stage(onnx_path, stage, stage_budget, stage_dir: Path, state: _Stage, r
     for attempt in range(request.refine + 1):
         decision = _solve(request, target, analysis, table, blocks, group, layer)
         summary = write(decision)
-        measured = measure_against(onnx_path, str(stage_dir / "model.onnx"), config, request.measure_runs)
+        measured = measure_against(onnx_path, str(stage_dir), config, request.measure_runs)
         row = {"stage": stage, "attempt": attempt, "target": target, "budget": stage_budget,
                "predicted": decision.predicted.corrected * state.achieved,
                "predicted_additive": decision.predicted.additive * state.achieved,

@@ -10,7 +10,8 @@ import torch
 
 from graphs.onnx_io import load_model
 from graphs.plan import load_plan
-from graphs.parity import Parity, parity, run_onnx
+from graphs.parity import Parity, parity
+from toolchain.latency.backends import OnnxSource, get_backend
 from toolchain.outputs import flatten_outputs
 from toolchain.pruned_dir import load_pruned_module
 
@@ -43,7 +44,8 @@ def _compare(module, model, x) -> Parity:
     with torch.no_grad():
         out = module(x)
     outs = [o.numpy() for o in flatten_outputs(out)]
-    return parity(outs, run_onnx(model, {model.graph.input[0].name: x.numpy()}))
+    with get_backend("ort").prepare(OnnxSource(model), batch=x.shape[0]) as runner:
+        return parity(outs, runner.infer({model.graph.input[0].name: x.numpy()}))
 
 
 def _with_recalibrated_bn(module, model, x) -> onnx.ModelProto:

@@ -2,7 +2,8 @@
 
 Each worker holding the resource (e.g. `ray start --resources='{"jetson-orin": 1}'` on every
 Jetson of a lab) times candidates against the reference on its own device; the driver does the
-surgery, sends the candidate bytes, checks every answer came from the device the store is bound
+analysis, sends each candidate as a model source (the unpruned model + its Plan; the worker's backend
+applies it in the form it runs), checks every answer came from the device the store is bound
 to, and writes rows as they arrive, so an interruption loses only what was in flight.
 """
 from __future__ import annotations
@@ -36,19 +37,19 @@ def connect(address: str) -> None:
         raise InputError(f"cannot connect to Ray at {address}: {str(exc).splitlines()[0]}") from None
 
 
-def _time_on_worker(reference: bytes, candidate: bytes | None, config) -> tuple[dict | None, dict]:
-    """Runs on a worker: (measured values or None for a probe, the worker's device)."""
+def _time_on_worker(reference, candidate, config) -> tuple[dict | None, dict]:
+    """Runs on a worker: (measured values or None for a probe, the worker's device).
+
+    `reference` and `candidate` are model sources (backends/source.py): the worker's backend loads
+    what it needs from them (surgery's ONNX, or the Plan applied to the torch module)."""
     from toolchain.latency.backends import get_backend
     from toolchain.latency.lut import measure_pair
 
     backend = get_backend(config.backend, **config.backend_options())
     if candidate is None:
         return None, backend.device()
-    runner = backend.prepare(reference, batch=config.batch)
-    try:
+    with backend.prepare(reference, batch=config.batch) as runner:
         return measure_pair(backend, runner, candidate, config), backend.device()
-    finally:
-        runner.close()
 
 
 def _remote(resource: str | None):
@@ -62,12 +63,12 @@ def _remote(resource: str | None):
 def worker_device(address: str, resource: str | None, config) -> dict:
     """The device the workers time on (the store is bound to it, not to the driver's machine)."""
     connect(address)
-    _, device = _ray().get(_remote(resource).remote(b"", None, config))
+    _, device = _ray().get(_remote(resource).remote(None, None, config))
     return device
 
 
-def measure_on_ray(address: str, resource: str | None, reference: bytes, jobs: list,
-                   make_candidate: Callable[[object], bytes], config, device: dict,
+def measure_on_ray(address: str, resource: str | None, reference, jobs: list,
+                   make_candidate: Callable[[object], object], config, device: dict,
                    record: Callable[[object, dict], None], in_flight: int = 4) -> None:
     ray = _ray()
     connect(address)

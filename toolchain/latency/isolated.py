@@ -46,18 +46,16 @@ def isolated_table(analysis: Analysis, backend, config: ProfileConfig) -> dict[s
             continue
         in_shape = [config.batch, *[d or 1 for d in analysis.shapes[node.input[0]][1:]]]
         full = weights[node.input[1]][0]
-        reference = backend.prepare(single_conv_model(node, in_shape, weights[node.input[1]], full), batch=config.batch)
-        try:
+        with backend.prepare(single_conv_model(node, in_shape, weights[node.input[1]], full),
+                             batch=config.batch) as reference:
             for k in group_grid(group, config.round_to, config.points):
                 width = int(round(full * k / group.channels))
-                runner = backend.prepare(single_conv_model(node, in_shape, weights[node.input[1]], width), batch=config.batch)
-                result = interleaved_ratio(runner, reference, warmup=config.warmup, runs=config.runs,
-                                           pause_s=config.pause_s, target_se=None)
-                runner.close()
+                with backend.prepare(single_conv_model(node, in_shape, weights[node.input[1]], width),
+                                     batch=config.batch) as runner:
+                    result = interleaved_ratio(runner, reference, warmup=config.warmup, runs=config.runs,
+                                               pause_s=config.pause_s, target_se=None)
                 entry = saved.setdefault(group.id, {})
                 entry[k] = entry.get(k, 0.0) + result.reference.median * (1.0 - result.ratio)
-        finally:
-            reference.close()
     return saved
 
 

@@ -11,15 +11,13 @@ import math
 from dataclasses import dataclass, field, replace
 
 import numpy as np
-import onnx
 
 from graphs.blocks import Block, removable_blocks
 from graphs.deps import Analysis, Group, analyze, round_count
 from graphs.errors import InputError
 from graphs.onnx_io import load_model, model_sha256
 from graphs.plan import Plan
-from graphs.surgery import apply_plan
-from toolchain.latency.backends import get_backend
+from toolchain.latency.backends import OnnxSource, PlanSource, get_backend
 from toolchain.latency.measure import interleaved_ratio
 from toolchain.latency.store import Key, Store
 
@@ -40,6 +38,7 @@ class ProfileConfig:
     runs: int = 20
     pause_s: float = 0.0
     spinning: bool = False  # ORT: idle threads must not spin, so two interleaved sessions can share 2 cores
+    provider: str | None = None  # where the backend runs: ort cpu|cuda|tensorrt, torch cpu|cuda (None: its default)
     # Extend an entry's runs (up to 3x) until the ratio's standard error fits, while it still can.
     target_se: float | None = 0.01
     groups: bool = True
@@ -55,11 +54,13 @@ class ProfileConfig:
 
     @property
     def protocol(self) -> str:
+        where = f"-{self.provider}" if self.provider else ""  # ORT's CUDA and TensorRT EPs share a GPU name
         return (f"interleaved-w{self.warmup}-r{self.runs}-p{self.pause_s:g}-s{int(self.spinning)}"
-                f"-se{self.target_se or 0:g}-reachable")
+                f"-se{self.target_se or 0:g}-reachable{where}")
 
     def backend_options(self) -> dict:
-        return {"spinning": self.spinning, "precision": self.precision} if self.backend == "ort" else {}
+        """One option set for every backend (base.get_backend drops host tuning a runtime has no use for)."""
+        return {"spinning": self.spinning, "precision": self.precision, "provider": self.provider}
 
 
 @dataclass
@@ -194,9 +195,9 @@ def candidates(analysis: Analysis, config: ProfileConfig) -> list[Candidate]:
     return out
 
 
-def candidate_bytes(model: onnx.ModelProto, analysis: Analysis, candidate: Candidate) -> bytes:
-    pruned, _ = apply_plan(model, candidate.plan, analysis=analysis, check=False)
-    return pruned.SerializeToString()
+def candidate_source(base: OnnxSource, analysis: Analysis, candidate: Candidate) -> PlanSource:
+    """What any backend loads for a candidate: its ONNX from surgery, or its torch module from sync."""
+    return PlanSource(base, candidate.plan, analysis)
 
 
 def _key(sha: str, candidate_or_base, device: dict, config: ProfileConfig) -> Key:
@@ -212,17 +213,14 @@ def _key(sha: str, candidate_or_base, device: dict, config: ProfileConfig) -> Ke
 SUSPECT_RATIO = 1.05
 
 
-def measure_pair(backend, reference_runner, candidate_model: bytes, config: ProfileConfig) -> dict:
-    runner = backend.prepare(candidate_model, batch=config.batch)
-    try:
+def measure_pair(backend, reference_runner, candidate_model, config: ProfileConfig) -> dict:
+    with backend.prepare(candidate_model, batch=config.batch) as runner:
         for _ in range(2):
             result = interleaved_ratio(runner, reference_runner, warmup=config.warmup, runs=config.runs,
                                        pause_s=config.pause_s, target_se=config.target_se,
                                        max_runs=3 * config.runs, only_if_reachable=True)
             if result.ratio <= SUSPECT_RATIO:
                 break
-    finally:
-        runner.close()
     return {"ratio": result.ratio, "ref_median_ms": result.reference.median, "median_ms": result.candidate.median,
             "p90_ms": result.candidate.p90, "std_ms": result.candidate.std, "count": result.candidate.count}
 
@@ -249,16 +247,17 @@ def profile(onnx_path: str, store_path: str, config: ProfileConfig, progress=Non
                          f"{config.round_to} and no removable block")
     # Load the model in the backend before the store is touched: a model the backend refuses must
     # leave no store behind.
-    reference = None if ray_address else backend.prepare(model.SerializeToString(), batch=config.batch)
+    base = OnnxSource(model)
+    reference = None if ray_address else backend.prepare(base, batch=config.batch)
     try:
-        return _profile_into(store_path, model, sha, analysis, backend, reference, device, todo, config, progress,
+        return _profile_into(store_path, base, sha, analysis, backend, reference, device, todo, config, progress,
                              fresh, ray_address, ray_resource)
     finally:
         if reference is not None:
             reference.close()
 
 
-def _profile_into(store_path, model, sha, analysis, backend, reference, device, todo, config, progress, fresh,
+def _profile_into(store_path, base, sha, analysis, backend, reference, device, todo, config, progress, fresh,
                   ray_address, ray_resource) -> Table:
     if ray_address:
         from toolchain.latency import distributed
@@ -270,12 +269,12 @@ def _profile_into(store_path, model, sha, analysis, backend, reference, device, 
             progress.start(len(todo), len(todo) - len(missing))
         if ray_address:
             distributed.measure_on_ray(
-                ray_address, ray_resource, model.SerializeToString(), missing,
-                lambda c: candidate_bytes(model, analysis, c), config, device,
+                ray_address, ray_resource, base, missing,
+                lambda c: candidate_source(base, analysis, c), config, device,
                 lambda c, values: _record(store, sha, c, device, config, values, progress))
         else:
             for c in missing:
-                values = measure_pair(backend, reference, candidate_bytes(model, analysis, c), config)
+                values = measure_pair(backend, reference, candidate_source(base, analysis, c), config)
                 _record(store, sha, c, device, config, values, progress)
         return load_table(store, sha, analysis, device, config)
 

@@ -64,15 +64,6 @@ def protocol(name: str) -> dict:
     return dict(PROTOCOLS[name])
 
 
-def _timed(runner) -> float:
-    timed_run = getattr(runner, "timed_run", None)
-    if timed_run is not None:  # GPU runners time themselves with CUDA events
-        return timed_run()
-    t0 = time.perf_counter()
-    runner.run()
-    return (time.perf_counter() - t0) * 1e3
-
-
 def time_runner(runner, warmup: int = 10, runs: int = 200, keep_last: int | None = None,
                 pause_s: float = 0.0) -> Stats:
     """Time `runs` calls after `warmup` untimed ones; keep only the last `keep_last` if given."""
@@ -82,7 +73,7 @@ def time_runner(runner, warmup: int = 10, runs: int = 200, keep_last: int | None
         runner.run()
     times = []
     for _ in range(runs):
-        times.append(_timed(runner))
+        times.append(runner.timed_run())
         if pause_s:
             time.sleep(pause_s)
     return Stats.from_times(times[-keep_last:] if keep_last else times)
@@ -127,7 +118,7 @@ def interleaved_ratio(candidate, reference, warmup: int = INTERLEAVED["warmup"],
             for runner, sink in pair:
                 if rewarm or (rewarm is None and pause_s and last.get(id(runner), 0) < pause_s * 100):
                     runner.run()
-                t = last[id(runner)] = _timed(runner)
+                t = last[id(runner)] = runner.timed_run()
                 if i >= warmup:
                     sink.append(t)
                 if pause_s:

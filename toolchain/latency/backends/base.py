@@ -1,30 +1,56 @@
-"""One small runner interface (after Polygraphy's runners): callers never ask which backend runs.
+"""One runner interface (after Polygraphy's loaders and runners): callers never ask which backend runs.
 
-A `Backend` turns a model into a `Runner` bound to one fixed random input; `Runner.run()` is one
-inference, complete when it returns (GPU backends synchronise), so wall-clock timing around it is
-honest. Backend libraries are imported lazily inside each backend module's functions.
+A `Backend` is the loader: it turns a `ModelSource` (source.py: the ONNX bytes, or the torch module
+the same Plan gives) into a `Runner` bound to one fixed, seeded input. A `Runner` is a context
+manager with
+- `infer(feed) -> list[np.ndarray]`: outputs for any feed (the accuracy checks, verify, calibration);
+- `run()`: one untimed inference on the fixed input (warm-up);
+- `timed_run() -> ms`: one inference on the fixed input, complete when it returns (GPU runners time
+  it with CUDA events, CPU runners with the wall clock around the call);
+- `inputs`: {name: (shape, numpy dtype)} of the fixed input, batch included.
+Backend libraries are imported lazily inside each backend's module, so a missing TensorRT breaks
+nothing else. A new backend is one module with one Backend class, registered in `_BACKENDS`.
 """
 from __future__ import annotations
 
 import importlib
+import inspect
+import time
 from typing import Any, Protocol
+
+import numpy as np
 
 from graphs.errors import InputError
 
+PRECISIONS = ("fp32", "fp16", "int8")
+
 
 class Runner(Protocol):
-    def run(self) -> Any:
-        """One inference on the input fixed at prepare time; returns when the result is ready."""
+    inputs: dict[str, tuple[tuple[int, ...], np.dtype]]
+
+    def infer(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """The model's outputs (host arrays, in graph order) for `feed`."""
+
+    def run(self) -> None:
+        """One untimed inference on the input fixed at prepare time."""
+
+    def timed_run(self) -> float:
+        """One inference on the fixed input, in ms, complete when it returns."""
 
     def close(self) -> None:
         """Release sessions, engines, buffers."""
 
+    def __enter__(self) -> "Runner": ...
+
+    def __exit__(self, *exc) -> None: ...
+
 
 class Backend(Protocol):
     name: str
+    precision: str
 
     def prepare(self, model: Any, batch: int = 1) -> Runner:
-        """Model (ONNX bytes/path, or an nn.Module for "torch") -> a ready Runner."""
+        """A ModelSource (or ONNX bytes/path, see source.as_source) -> a ready Runner."""
 
     def channel_alignment(self) -> int:
         """Channel multiple the backend's kernels work in (the default round_to): widths off it cost
@@ -32,6 +58,42 @@ class Backend(Protocol):
 
     def device(self) -> dict:
         """What a measurement depends on: device name, runtime + version, provider/precision."""
+
+
+class RunnerBase:
+    """What every runner shares: context management and wall-clock timing of one synchronous call."""
+
+    inputs: dict = {}
+
+    def run(self) -> None:
+        raise NotImplementedError
+
+    def timed_run(self) -> float:
+        t0 = time.perf_counter()
+        self.run()
+        return (time.perf_counter() - t0) * 1e3
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def seeded_inputs(specs: dict[str, tuple[tuple[int, ...], Any]], seed: int = 0) -> dict[str, np.ndarray]:
+    """Seeded random arrays for {name: (shape, dtype)}: standard normal floats, 0/1 integers."""
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for name, (shape, dtype) in specs.items():
+        dtype = np.dtype(dtype)
+        if np.issubdtype(dtype, np.floating):
+            feeds[name] = rng.standard_normal(shape).astype(dtype)
+        else:
+            feeds[name] = rng.integers(0, 2, shape).astype(dtype)
+    return feeds
 
 
 # name -> (module, class); modules load only when asked for, so a missing TensorRT breaks nothing else
@@ -42,16 +104,30 @@ _BACKENDS = {
 }
 
 
+# Host tuning that only some runtimes have: dropped for the others.
+_TUNING = {"threads", "spinning", "seed"}
+
+
 def known_backends() -> list[str]:
     return sorted(_BACKENDS)
 
 
 def get_backend(name: str, **options) -> Backend:
-    """Backend by name; unknown names and missing libraries are InputError (CLI exit 2)."""
+    """Backend by name; unknown names and missing libraries are InputError (CLI exit 2).
+
+    One set of options (precision, provider, threads, spinning, ...) serves every backend: host tuning
+    a runtime has no use for (a thread pool that does not spin) and unset options (None) are dropped;
+    any other option the backend cannot honour is an error.
+    """
     if name not in _BACKENDS:
         raise InputError(f"unknown backend {name!r}: known backends are {', '.join(known_backends())}")
     module, cls = _BACKENDS[name]
-    return getattr(importlib.import_module(module), cls)(**options)
+    backend_cls = getattr(importlib.import_module(module), cls)
+    accepted = inspect.signature(backend_cls.__init__).parameters
+    unknown = [k for k, v in options.items() if k not in accepted and v is not None and k not in _TUNING]
+    if unknown:
+        raise InputError(f"the {name} backend has no option {unknown[0]!r}")
+    return backend_cls(**{k: v for k, v in options.items() if k in accepted})
 
 
 def require(module: str, install_hint: str):
@@ -59,6 +135,6 @@ def require(module: str, install_hint: str):
     try:
         return importlib.import_module(module)
     except ImportError as e:  # includes the bindings-without-libnvinfer case (OSError is wrapped)
-        raise InputError(f"{install_hint} ({e})") from None
+        raise InputError(f"{install_hint} ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
     except OSError as e:
-        raise InputError(f"{install_hint} ({e})") from None
+        raise InputError(f"{install_hint} ({str(e).splitlines()[0]})") from None

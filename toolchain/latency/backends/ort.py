@@ -1,4 +1,10 @@
-"""onnxruntime backend: CPU by default, CUDA / TensorRT execution providers when asked."""
+"""onnxruntime backend: CPU by default, CUDA / TensorRT execution providers (onnxruntime-gpu) when asked.
+
+Inference goes through Polygraphy's OnnxrtRunner on the session built here (the session options
+that matter for timing - threads, spinning, provider options - are set by this loader). On the GPU
+providers the fixed timing input is bound on the device once (IOBinding), so timed calls exclude
+host<->device copies.
+"""
 from __future__ import annotations
 
 import os
@@ -8,14 +14,16 @@ from pathlib import Path
 import numpy as np
 
 from graphs.errors import InputError
+from toolchain.latency.backends.base import PRECISIONS, RunnerBase, require, seeded_inputs
 from toolchain.latency.cpu import cpu_channel_block, cpu_name
-from toolchain.latency.backends.base import require
+from toolchain.latency.backends.source import as_source
 
 _PROVIDERS = {
     "cpu": "CPUExecutionProvider",
     "cuda": "CUDAExecutionProvider",
     "tensorrt": "TensorrtExecutionProvider",
 }
+_GPU_INSTALL = "pip install -e '.[gpu]' (onnxruntime-gpu, which replaces onnxruntime: never both)"
 _DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
            "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(uint8)": np.uint8,
            "tensor(int8)": np.int8, "tensor(bool)": np.bool_}
@@ -26,12 +34,15 @@ def _ort():
                    "(or onnxruntime-gpu for CUDA/TensorRT providers; never both)")
 
 
-def fixed_inputs(session, batch: int, seed: int = 0) -> dict:
-    """Seeded random inputs in the model's shapes, batch dim replaced by `batch`."""
-    rng = np.random.default_rng(seed)
-    feeds = {}
+def input_specs(session, batch: int, exported: list[int] | None = None) -> dict:
+    """{name: (shape, dtype)} of the session's inputs with the batch dim set to `batch`; other symbolic
+    dims of a single input take the exported input shape (`exported`, N,C,H,W) when there is one."""
+    specs = {}
+    single = len(session.get_inputs()) == 1
     for inp in session.get_inputs():
         shape = list(inp.shape)
+        if single and exported and len(exported) == len(shape):
+            shape = [d if isinstance(d, int) and d > 0 or i == 0 else exported[i] for i, d in enumerate(shape)]
         if shape and (not isinstance(shape[0], int) or shape[0] == batch or shape[0] <= 0):
             shape[0] = batch
         elif shape:
@@ -43,38 +54,81 @@ def fixed_inputs(session, batch: int, seed: int = 0) -> dict:
         dtype = _DTYPES.get(inp.type)
         if dtype is None:
             raise InputError(f"input {inp.name!r} has unsupported type {inp.type}")
-        if np.issubdtype(dtype, np.floating):
-            feeds[inp.name] = rng.standard_normal(shape).astype(dtype)
-        else:
-            feeds[inp.name] = rng.integers(0, 2, shape).astype(dtype)
-    return feeds
+        specs[inp.name] = (tuple(shape), np.dtype(dtype))
+    return specs
 
 
-class OrtRunner:
-    def __init__(self, session, feeds: dict):
+class OrtRunner(RunnerBase):
+    def __init__(self, session, feeds: dict, on_device: bool):
+        from polygraphy.backend.onnxrt import OnnxrtRunner
+
         self.session, self.feeds = session, feeds
+        self.inputs = {n: (a.shape, a.dtype) for n, a in feeds.items()}
+        self._poly = OnnxrtRunner(session)
+        self._poly.activate()
+        self._binding = self._bind(feeds) if on_device else None
 
-    def run(self):
-        return self.session.run(None, self.feeds)
+    def _bind(self, feeds: dict):
+        """Inputs copied to the GPU once, outputs left there: timed calls move no data over PCIe."""
+        ort = _ort()
+        binding = self.session.io_binding()
+        self._device_inputs = [ort.OrtValue.ortvalue_from_numpy(a, "cuda", 0) for a in feeds.values()]
+        for name, value in zip(feeds, self._device_inputs):
+            binding.bind_ortvalue_input(name, value)
+        for out in self.session.get_outputs():
+            binding.bind_output(out.name, "cuda", 0)
+        return binding
+
+    def infer(self, feed: dict) -> list[np.ndarray]:
+        return [np.asarray(v) for v in self._poly.infer(feed, check_inputs=False).values()]
+
+    def run(self) -> None:
+        if self._binding is not None:
+            self.session.run_with_iobinding(self._binding)  # returns when the device is done
+        else:
+            self.session.run(None, self.feeds)
 
     def close(self) -> None:
-        self.session = None
+        if self._poly is not None and self._poly.is_active:
+            self._poly.deactivate()
+        self._poly = self._binding = self.session = None
 
 
 class OrtBackend:
     name = "ort"
 
-    def __init__(self, provider: str = "cpu", threads: int | None = None, spinning: bool = True,
-                 precision: str = "fp32", seed: int = 0):
+    def __init__(self, provider: str | None = "cpu", threads: int | None = None, spinning: bool = True,
+                 precision: str = "fp32", seed: int = 0, cache_dir: str | os.PathLike | None = None):
+        provider = provider or "cpu"
         if provider not in _PROVIDERS:
             raise InputError(f"unknown onnxruntime provider {provider!r}: known are {', '.join(_PROVIDERS)}")
+        if precision not in PRECISIONS:
+            raise InputError(f"unknown precision {precision!r}: known are {', '.join(PRECISIONS)}")
+        if precision != "fp32" and provider != "tensorrt":  # only the TensorRT EP has precision options
+            raise InputError(f"the ort backend on {provider} runs the model as given (fp32): pass an FP16 or "
+                             "QDQ model, or use --provider tensorrt / --backend tensorrt")
         self.provider, self.precision, self.seed = provider, precision, seed
         self.threads = threads or os.cpu_count() or 1
         # spinning=False stops idle worker threads stealing a core from an interleaved session, but
         # adds wake-up cost to every call (PLATFORM.md); the protocol pauses instead by default.
         self.spinning = spinning
+        self.cache_dir = Path(cache_dir) if cache_dir else Path(
+            os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "compress" / "ort-trt"
+        if provider != "cpu" and _PROVIDERS[provider] not in _ort().get_available_providers():
+            raise InputError(f"onnxruntime {_ort().__version__} here has no {_PROVIDERS[provider]}: {_GPU_INSTALL}")
 
-    def prepare(self, model, batch: int = 1) -> OrtRunner:
+    def provider_options(self) -> dict:
+        """The execution provider's options: device, precision and engine cache (TensorRT EP)."""
+        if self.provider == "cuda":
+            return {"device_id": 0, "cudnn_conv_algo_search": "EXHAUSTIVE"}
+        if self.provider == "tensorrt":
+            return {"device_id": 0, "trt_fp16_enable": self.precision in ("fp16", "int8"),
+                    "trt_int8_enable": self.precision == "int8",
+                    "trt_engine_cache_enable": True, "trt_engine_cache_path": str(self.cache_dir),
+                    "trt_timing_cache_enable": True}
+        return {}
+
+    def session(self, data: bytes):
         ort = _ort()
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = self.threads
@@ -82,30 +136,40 @@ class OrtBackend:
         opts.log_severity_level = 3  # provider fallback warnings are checked below, not printed
         opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.spinning else "0")
         asked = _PROVIDERS[self.provider]
-        providers = [asked] + (["CUDAExecutionProvider"] if self.provider == "tensorrt" else [])
-        providers += ["CPUExecutionProvider"] if asked != "CPUExecutionProvider" else []
-        source = model if isinstance(model, (bytes, bytearray)) else str(model)
-        if not isinstance(model, (bytes, bytearray)) and not Path(source).is_file():
-            raise InputError(f"ONNX file not found: {source}")
+        providers = [(asked, self.provider_options())] if self.provider != "cpu" else []
+        providers += [("CUDAExecutionProvider", {"device_id": 0})] if self.provider == "tensorrt" else []
+        providers += ["CPUExecutionProvider"]
+        if self.provider == "tensorrt":
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
         try:
             with warnings.catch_warnings():  # "provider not available" is checked, and said, below
                 warnings.simplefilter("ignore", UserWarning)
-                session = ort.InferenceSession(source, sess_options=opts, providers=providers)
-        except InputError:
-            raise
+                session = ort.InferenceSession(data, sess_options=opts, providers=providers)
         except Exception as e:  # ORT raises its own Fail/InvalidGraph types for unreadable models
             raise InputError(f"onnxruntime cannot load the model: {str(e).splitlines()[0]}") from None
         # get_available_providers() lists what the wheel knows, not what loaded: ask the session.
         active = session.get_providers()
         if not active or active[0] != asked:
             raise InputError(f"onnxruntime provider {asked} is not active (session runs on {active}): "
-                             f"install onnxruntime-gpu with a working CUDA{' + TensorRT' if self.provider == 'tensorrt' else ''}, "
-                             "or use --backend ort on the CPU")
-        return OrtRunner(session, fixed_inputs(session, batch, self.seed))
+                             f"needs a working CUDA{' + TensorRT' if self.provider == 'tensorrt' else ''} "
+                             f"and {_GPU_INSTALL}, or use --provider cpu")
+        return session
+
+    def prepare(self, model, batch: int = 1) -> OrtRunner:
+        source = as_source(model)
+        session = self.session(source.onnx_bytes())
+        try:
+            exported = source.input_shape()
+        except (InputError, IndexError, ValueError):
+            exported = None  # no recorded shape: only the graph's own dims
+        feeds = seeded_inputs(input_specs(session, batch, exported), self.seed)
+        return OrtRunner(session, feeds, on_device=self.provider != "cpu")
 
     def channel_alignment(self) -> int:
         """The width multiple this backend runs best at: the default `round_to` for tables and solvers."""
-        return cpu_channel_block() if self.provider == "cpu" else 8  # GPU providers: FP32/TF32 tensor cores
+        if self.provider == "cpu":
+            return cpu_channel_block()
+        return 32 if self.precision == "int8" else 8  # tensor-core channel vectors
 
     def device(self) -> dict:
         ort = _ort()

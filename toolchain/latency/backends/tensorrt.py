@@ -1,28 +1,37 @@
-"""TensorRT backend, for TensorRT 10.x (JetPack 6: 10.3) and 11.x, with torch CUDA buffers (no pycuda).
+"""TensorRT backend through Polygraphy, for TensorRT 10.x (JetPack 6: 10.3) and 11.x.
 
-Written against NVIDIA's documented Python API; it cannot run on the CPU-only project machines and is
-exercised by the `gpu` tests on a GPU runner. It never returns a number unless a real engine ran.
-- 10.x: FP16 / INT8 are builder flags (INT8 only with a QDQ ONNX: explicit quantization, no calibrator).
-- 11.x: networks are always strongly typed and the flags are gone: FP16 means the ONNX is FP16 already,
-  INT8 means the ONNX carries QuantizeLinear/DequantizeLinear.
-Engines are built on the target at prepare time (they are not portable across GPUs or TRT versions);
-the timing cache is persisted so rebuilding candidate after candidate stays fast.
+Loaders are Polygraphy's: NetworkFromOnnxBytes -> CreateConfig -> EngineBytesFromNetwork builds the
+engine, EngineFromBytes + TrtRunner run it; the project's timing sits on top (one execute_async_v3
+on the runner's stream between two CUDA events). Input buffers are torch CUDA tensors: no pycuda.
+It cannot run on the CPU-only project machines and is exercised by the `gpu` tests; it never
+returns a number unless a real engine ran.
+- Strongly typed networks whenever the ONNX carries the precision (QDQ INT8, FP16 ONNX), and always
+  on 11.x (weak typing is deprecated from 10.12 and gone in 11). The 10.x builder flags
+  (FP16/INT8 + an INT8 calibrator) are used only for an FP32 ONNX on 10.x.
+- Latency tables at --precision int8 time engines built from a QDQ ONNX whose ranges come from
+  seeded random inputs: the ranges do not change the kernels, so the timing is the INT8 engine's.
+Engines are built on the target (not portable across GPUs or TensorRT versions); the timing cache
+is persisted so rebuilding candidate after candidate stays fast.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+import numpy as np
+
 from graphs.errors import InputError
-from toolchain.latency.backends.base import require
+from toolchain.latency.backends.base import PRECISIONS, RunnerBase, require, seeded_inputs
+from toolchain.latency.backends.source import as_source
 
-_INSTALL = "TensorRT is not installed: pip install tensorrt (on Jetson: it ships with JetPack)"
-PRECISIONS = ("fp32", "fp16", "int8")
+_INSTALL = "TensorRT is not installed: pip install tensorrt (on Jetson: it ships with JetPack 6)"
+MIN_MAJOR = 10
 
 
-def _onnx_traits(data: bytes) -> tuple[bool, bool]:
+def onnx_traits(data: bytes) -> tuple[bool, bool]:
     """(has FP16 tensors, has QDQ nodes): what an ONNX can run as on a strongly typed network."""
-    onnx = require("onnx", "onnx is not installed: pip install onnx")
+    import onnx
+
     m = onnx.load_from_string(data)
     f16 = onnx.TensorProto.FLOAT16
     fp16 = any(i.type.tensor_type.elem_type == f16 for i in m.graph.input) or \
@@ -31,175 +40,159 @@ def _onnx_traits(data: bytes) -> tuple[bool, bool]:
     return fp16, qdq
 
 
-def _default_cache(trt) -> Path:
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+def _default_cache(version: str) -> Path:
     root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return root / "compress" / "tensorrt" / f"timing-{trt.__version__}.cache"
+    return root / "compress" / "tensorrt" / f"timing-{version}.cache"
 
 
-class TensorRTRunner:
-    def __init__(self, torch, engine, context, buffers: dict, stream):
-        self.torch, self.engine, self.context = torch, engine, context
-        self.buffers, self.stream = buffers, stream
+class TensorRTRunner(RunnerBase):
+    """Polygraphy's TrtRunner, activated, with the fixed input bound once on the device."""
+
+    def __init__(self, torch, poly_runner, feeds: dict):
+        self.torch, self.poly = torch, poly_runner
+        self.inputs = {n: (a.shape, a.dtype) for n, a in feeds.items()}
+        self.device_feeds = {n: torch.from_numpy(a).cuda() for n, a in feeds.items()}
+        self.poly.activate()
+        self._bind_fixed()
+        self.stream = torch.cuda.ExternalStream(self.poly.stream.ptr)
         self._start = torch.cuda.Event(enable_timing=True)
         self._end = torch.cuda.Event(enable_timing=True)
 
-    def run(self):
-        if not self.context.execute_async_v3(self.stream.cuda_stream):
+    def _bind_fixed(self) -> None:
+        """One inference on the fixed input sets its shapes and tensor addresses; timed calls re-run it."""
+        self.poly.infer(self.device_feeds, copy_outputs_to_host=False)
+        self._fixed = True
+
+    def infer(self, feed: dict) -> list[np.ndarray]:
+        out = self.poly.infer(feed, copy_outputs_to_host=True)
+        self._fixed = False  # the context now holds this feed's shapes (e.g. a validation batch)
+        return [np.asarray(v, dtype=np.float32) if np.asarray(v).dtype == np.float16 else np.asarray(v)
+                for v in out.values()]
+
+    def _execute(self) -> None:
+        if not self._fixed:  # time the input fixed at prepare time (the OPT batch), never the last feed's
+            self._bind_fixed()
+        if not self.poly.context.execute_async_v3(self.poly.stream.ptr):
             raise RuntimeError("TensorRT execute_async_v3 failed")
+
+    def run(self) -> None:
+        self._execute()
         self.stream.synchronize()  # the call is over when the GPU is done
-        return self.buffers
 
     def timed_run(self) -> float:
         """One inference timed on the GPU with CUDA events (ms): excludes Python's own overhead."""
         self._start.record(self.stream)
-        ok = self.context.execute_async_v3(self.stream.cuda_stream)
+        self._execute()
         self._end.record(self.stream)
         self._end.synchronize()
-        if not ok:
-            raise RuntimeError("TensorRT execute_async_v3 failed")
         return self._start.elapsed_time(self._end)
 
     def close(self) -> None:
-        self.context = self.engine = None
-        self.buffers = {}
+        if self.poly is not None and self.poly.is_active:
+            self.poly.deactivate()
+        self.poly = self.device_feeds = None
 
 
 class TensorRTBackend:
     name = "tensorrt"
 
-    def __init__(self, precision: str = "fp32", workspace_mb: int = 1024,
+    def __init__(self, precision: str = "fp32", provider: str | None = None, workspace_mb: int = 1024,
                  timing_cache: str | os.PathLike | None = None, seed: int = 0):
+        if provider not in (None, "cuda"):
+            raise InputError(f"TensorRT runs on the GPU: --provider {provider} does not apply")
+        if precision not in PRECISIONS:
+            raise InputError(f"unknown precision {precision!r}: known are {', '.join(PRECISIONS)}")
         self.trt = require("tensorrt", _INSTALL)
+        self.major = int(self.trt.__version__.split(".")[0])
+        if self.major < MIN_MAJOR:  # 8.5 (JetPack 5) builds implicit-batch networks the parser rejects
+            raise InputError(f"TensorRT {self.trt.__version__} is too old: compress needs TensorRT >= 10 "
+                             "(JetPack 6); on JetPack 5 use --backend ort")
+        require("polygraphy", "TensorRT is driven through Polygraphy: pip install polygraphy")
         self.torch = require("torch", "TensorRT buffers use torch CUDA tensors: pip install torch")
         if not self.torch.cuda.is_available():
             raise InputError("TensorRT needs an NVIDIA GPU, and torch sees none (CUDA unavailable)")
-        if precision not in PRECISIONS:
-            raise InputError(f"unknown precision {precision!r}: known are {', '.join(PRECISIONS)}")
-        self.major = int(self.trt.__version__.split(".")[0])
         self.precision, self.workspace = precision, workspace_mb << 20
-        self.cache_path = Path(timing_cache) if timing_cache else _default_cache(self.trt)
+        self.cache_path = Path(timing_cache) if timing_cache else _default_cache(self.trt.__version__)
         self.seed = seed
 
-    def _logger(self):
-        trt = self.trt
+    def strongly_typed(self, data: bytes, calibrated: bool = False) -> bool:
+        """Types from the graph (11.x always; 10.x for QDQ/FP16 ONNX), or the 10.x builder flags."""
+        fp16_onnx, qdq = onnx_traits(data)
+        return self.major >= 11 or ((qdq or fp16_onnx) and not calibrated)
 
-        class Logger(trt.ILogger):  # keeps errors so a failed build can name the first one
-            def __init__(self):
-                trt.ILogger.__init__(self)
-                self.errors: list[str] = []
+    def engine_onnx(self, data: bytes) -> bytes:
+        """The ONNX to build at this precision: FP16 ONNX on 11.x, QDQ (seeded ranges) for INT8 timing."""
+        fp16_onnx, qdq = onnx_traits(data)
+        if self.precision == "int8" and not qdq:
+            from calib.qdq import quantize_for_timing
 
-            def log(self, severity, msg):
-                if severity in (trt.ILogger.Severity.ERROR, trt.ILogger.Severity.INTERNAL_ERROR):
-                    self.errors.append(msg)
-
-        return Logger()
-
-    def _config(self, builder, data: bytes, calibrated: bool = False):
-        trt, config = self.trt, builder.create_builder_config()
-        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, self.workspace)
-        fp16_onnx, qdq = _onnx_traits(data)
-        if self.precision == "int8" and not qdq and not calibrated:
-            raise InputError("INT8 with TensorRT needs a QDQ ONNX (explicit quantization): "
-                             "quantize it first (compress build --calib ...)")
+            return quantize_for_timing(data, seed=self.seed)
         if self.precision == "fp16" and self.major >= 11 and not fp16_onnx:
-            raise InputError(f"TensorRT {self.trt.__version__} is strongly typed: FP16 needs an FP16 ONNX, "
-                             "and this one is FP32; convert it to FP16 first")
-        if self.major < 11 and self.precision in ("fp16", "int8"):
-            config.set_flag(trt.BuilderFlag.FP16)  # int8: layers without Q/DQ may still run in FP16
-        if self.major < 11 and self.precision == "int8":
-            config.set_flag(trt.BuilderFlag.INT8)
-        cache_bytes = self.cache_path.read_bytes() if self.cache_path.is_file() else b""
-        cache = config.create_timing_cache(cache_bytes)
-        config.set_timing_cache(cache, False)  # a mismatched cache (other GPU/version) is not reused
-        return config
+            from calib.fp16 import to_fp16_bytes
 
-    def _save_cache(self, config) -> None:
-        data = bytes(memoryview(config.get_timing_cache().serialize()))
-        self.cache_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.cache_path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_bytes(data)
-        os.replace(tmp, self.cache_path)  # atomic: concurrent builders never see half a cache
+            return to_fp16_bytes(data)
+        return data
+
+    def _config(self, data: bytes, profile, strongly_typed: bool, calibrator=None):
+        from polygraphy.backend.trt import CreateConfig, Profile
+
+        name, shape = profile
+        flags = {} if strongly_typed else {"fp16": self.precision in ("fp16", "int8"),
+                                          "int8": self.precision == "int8", "calibrator": calibrator}
+        prof = Profile().add(name, min=shape[0], opt=shape[1], max=shape[2])
+        cache = str(self.cache_path) if self.cache_path.is_file() else None
+        return CreateConfig(profiles=[prof], memory_pool_limits={self.trt.MemoryPoolType.WORKSPACE: self.workspace},
+                            load_timing_cache=cache, **flags)
 
     def build(self, model, batch: int | tuple[int, int, int] = 1, calibrator=None) -> bytes:
-        """ONNX (bytes or path) -> serialized engine.
+        """ModelSource/ONNX -> serialized engine. `batch`: N, or a MIN:OPT:MAX profile of a dynamic
+        batch dim. `calibrator` (10.x only, FP32 ONNX): the implicit INT8 path."""
+        from polygraphy.backend.trt import EngineBytesFromNetwork, NetworkFromOnnxBytes
+        from polygraphy.exception import PolygraphyException
 
-        `batch` is a fixed batch size or a MIN:OPT:MAX profile for a dynamic batch dim. `calibrator`
-        (TensorRT 10.x only) is the implicit INT8 path; everywhere else INT8 comes from a QDQ ONNX.
-        """
-        trt = self.trt
         dims = (batch,) * 3 if isinstance(batch, int) else tuple(batch)
         if calibrator is not None and self.major >= 11:
-            raise InputError(f"TensorRT {trt.__version__} has no calibrators: use a QDQ ONNX for INT8")
-        data = bytes(model) if isinstance(model, (bytes, bytearray)) else Path(model).read_bytes()
-        logger = self._logger()
-        builder = trt.Builder(logger)
-        network = builder.create_network(0)  # explicit batch on 10.x, strongly typed on 11.x
-        parser = trt.OnnxParser(network, logger)
-        if not parser.parse(data):
-            first = parser.get_error(0).desc() if parser.num_errors else (logger.errors or ["unknown"])[0]
-            raise InputError(f"TensorRT cannot parse the ONNX: {first}")
-        config = self._config(builder, data, calibrated=calibrator is not None)
-        profile, dynamic = builder.create_optimization_profile(), False
-        for i in range(network.num_inputs):
-            inp = network.get_input(i)
-            shape = list(inp.shape)
-            if any(d < 0 for d in shape[1:]):
-                raise InputError(f"input {inp.name} has dynamic dims {shape} besides the batch")
-            if shape[0] < 0:
-                dynamic = True
-                profile.set_shape(inp.name, *[[d, *shape[1:]] for d in dims])
-            elif dims != (shape[0],) * 3:
-                raise InputError(f"input {inp.name} has a fixed batch of {shape[0]}, asked for "
-                                 f"{':'.join(map(str, dims))}: export with a dynamic batch dimension")
-        if dynamic:
-            config.add_optimization_profile(profile)
-        if calibrator is not None:
-            config.int8_calibrator = calibrator
-            if dynamic:  # calibration runs at the calibrator's own batch size
-                fixed = builder.create_optimization_profile()
-                size = calibrator.get_batch_size()
-                for i in range(network.num_inputs):
-                    inp = network.get_input(i)
-                    s = [size, *list(inp.shape)[1:]]
-                    fixed.set_shape(inp.name, s, s, s)
-                config.set_calibration_profile(fixed)
+            raise InputError(f"TensorRT {self.trt.__version__} has no calibrators: use a QDQ ONNX for INT8")
+        source = as_source(model)
+        data = self.engine_onnx(source.onnx_bytes()) if calibrator is None else source.onnx_bytes()
+        typed = self.strongly_typed(data, calibrated=calibrator is not None)
+        chw = source.input_shape()[1:]
+        name = _input_name(data)
+        profile = (name, [[d, *chw] for d in dims])
+        self.cache_path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            engine = builder.build_serialized_network(network, config)
-        except Exception as e:  # some versions raise instead of returning None
-            raise InputError(f"TensorRT engine build failed: {(str(e).splitlines() or ['?'])[0]}") from None
-        if engine is None:
-            raise InputError(f"TensorRT engine build failed: {(logger.errors or ['no error reported'])[0]}")
-        self._save_cache(config)
-        return bytes(memoryview(engine))
+            network = NetworkFromOnnxBytes(data, strongly_typed=typed)
+            config = self._config(data, profile, typed, calibrator)
+            return bytes(EngineBytesFromNetwork(network, config, save_timing_cache=str(self.cache_path))())
+        except PolygraphyException as e:
+            raise InputError(f"TensorRT engine build failed: {_first_line(e)}") from None
+
+    def load(self, engine: bytes, batch: int) -> TensorRTRunner:
+        """A serialized engine -> an active runner bound to a seeded input of batch `batch`."""
+        from polygraphy.backend.trt import EngineFromBytes, TrtRunner
+        from polygraphy.datatype import DataType
+        from polygraphy.exception import PolygraphyException
+
+        try:
+            runner = TrtRunner(EngineFromBytes(engine))
+            runner.activate()
+        except PolygraphyException as e:
+            raise InputError(f"TensorRT cannot load the engine: {_first_line(e)}") from None
+        specs = {}
+        for n, (dtype, shape) in runner.get_input_metadata(use_numpy_dtypes=False).items():
+            dims = [batch if j == 0 and (d is None or d < 0) else d for j, d in enumerate(shape)]
+            specs[n] = (tuple(dims), np.dtype(DataType.to_dtype(dtype, "numpy")))
+        runner.deactivate()
+        return TensorRTRunner(self.torch, runner, seeded_inputs(specs, self.seed))
 
     def prepare(self, model, batch: int = 1) -> TensorRTRunner:
-        trt, torch = self.trt, self.torch
-        logger = self._logger()
-        engine = trt.Runtime(logger).deserialize_cuda_engine(self.build(model, batch))
-        if engine is None:
-            raise InputError(f"TensorRT cannot load the engine it built: {(logger.errors or ['?'])[0]}")
-        context = engine.create_execution_context()
-        dtypes = {getattr(trt.DataType, n): d for n, d in [
-            ("FLOAT", torch.float32), ("HALF", torch.float16), ("BF16", torch.bfloat16),
-            ("INT8", torch.int8), ("INT32", torch.int32), ("INT64", torch.int64),
-            ("BOOL", torch.bool), ("UINT8", torch.uint8)] if hasattr(trt.DataType, n)}
-        gen = torch.Generator().manual_seed(self.seed)
-        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-        inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        buffers = {}
-        for name in inputs:  # inputs first: output shapes follow from them
-            shape = [batch if i == 0 and d < 0 else d for i, d in enumerate(engine.get_tensor_shape(name))]
-            context.set_input_shape(name, shape)
-            dtype = dtypes[engine.get_tensor_dtype(name)]
-            x = torch.randn(shape, generator=gen) if dtype.is_floating_point else torch.zeros(shape)
-            buffers[name] = x.to(dtype).cuda()
-        for name in names:
-            if name not in buffers:
-                shape = list(context.get_tensor_shape(name))
-                buffers[name] = torch.empty(shape, dtype=dtypes[engine.get_tensor_dtype(name)], device="cuda")
-        for name, t in buffers.items():
-            context.set_tensor_address(name, t.data_ptr())
-        return TensorRTRunner(torch, engine, context, buffers, torch.cuda.Stream())
+        source = as_source(model)
+        engine = getattr(source, "engine", None)  # an artifact built earlier: load it, do not rebuild
+        return self.load(engine if engine is not None else self.build(source, batch), batch)
 
     def channel_alignment(self) -> int:
         """Tensor-core channel vectors: CHW32 formats for INT8, channel % 8 for FP16/TF32."""
@@ -208,18 +201,19 @@ class TensorRTBackend:
     def device(self) -> dict:
         torch = self.torch
         props = torch.cuda.get_device_properties(0)
-        info = {"device": torch.cuda.get_device_name(0), "runtime": "tensorrt",
+        return {"device": torch.cuda.get_device_name(0), "runtime": "tensorrt",
                 "runtime_version": self.trt.__version__, "precision": self.precision,
                 "compute_capability": "%d.%d" % torch.cuda.get_device_capability(0),
                 "multiprocessors": props.multi_processor_count, "memory_mb": props.total_memory >> 20,
                 "cuda": torch.version.cuda}
-        try:  # clocks and driver are optional: pynvml is absent on Jetson
-            import pynvml
-            pynvml.nvmlInit()
-            h = pynvml.nvmlDeviceGetHandleByIndex(torch.cuda.current_device())
-            info.update(sm_clock_mhz=pynvml.nvmlDeviceGetClockInfo(h, pynvml.NVML_CLOCK_SM),
-                        mem_clock_mhz=pynvml.nvmlDeviceGetClockInfo(h, pynvml.NVML_CLOCK_MEM),
-                        driver=str(pynvml.nvmlSystemGetDriverVersion()))
-        except Exception:
-            pass
-        return info
+
+
+def _input_name(data: bytes) -> str:
+    import onnx
+
+    m = onnx.load_from_string(data)
+    inits = {i.name for i in m.graph.initializer}
+    inputs = [i.name for i in m.graph.input if i.name not in inits]
+    if len(inputs) != 1:
+        raise InputError(f"the TensorRT backend builds single-input models, this one has {len(inputs)}")
+    return inputs[0]

@@ -1,23 +1,62 @@
-"""Eager PyTorch backend: the model as trained, for comparison with the exported runtimes."""
+"""PyTorch backend: times the torch module a Plan gives (toolchain/sync), eager, on the CPU or CUDA.
+
+The module comes from the source's `torch_module()`: for an exported ONNX, the spec's module holding
+the ONNX's values; for a table candidate, that module with the candidate's Plan applied - the same
+function the pruned ONNX computes, so tables can be built for torch deployments.
+"""
 from __future__ import annotations
 
+import copy
 import os
 
+import numpy as np
+
 from graphs.errors import InputError
-from toolchain.latency.backends.base import require
+from toolchain.latency.backends.base import PRECISIONS, RunnerBase, require
 from toolchain.latency.cpu import cpu_channel_block, cpu_name
+from toolchain.latency.backends.source import as_source
 
 
-class TorchRunner:
-    def __init__(self, torch, module, x, sync: bool):
-        self.torch, self.module, self.x, self.sync = torch, module, x, sync
+def _flat(out) -> list:
+    """Module outputs (a tensor, or tuples/lists/dicts of them) -> tensors in order."""
+    if isinstance(out, dict):
+        return [t for v in out.values() for t in _flat(v)]
+    if isinstance(out, (list, tuple)):
+        return [t for v in out for t in _flat(v)]
+    return [out]
 
-    def run(self):
+
+class TorchRunner(RunnerBase):
+    def __init__(self, torch, module, x, dtype):
+        self.torch, self.module, self.x, self.dtype = torch, module, x, dtype
+        self.cuda = x.is_cuda
+        self.inputs = {"input": (tuple(x.shape), np.dtype(np.float32))}
+        if self.cuda:
+            self._start = torch.cuda.Event(enable_timing=True)
+            self._end = torch.cuda.Event(enable_timing=True)
+
+    def infer(self, feed: dict) -> list[np.ndarray]:
+        torch = self.torch
+        args = [torch.from_numpy(np.ascontiguousarray(a)).to(self.x.device, self.dtype) for a in feed.values()]
+        with torch.inference_mode():
+            outs = _flat(self.module(*args))
+        return [o.float().cpu().numpy() for o in outs]
+
+    def run(self) -> None:
         with self.torch.inference_mode():
-            out = self.module(self.x)
-        if self.sync:  # CUDA launches are async: the call is over when the GPU is done
+            self.module(self.x)
+        if self.cuda:  # CUDA launches are async: the call is over when the GPU is done
             self.torch.cuda.synchronize()
-        return out
+
+    def timed_run(self) -> float:
+        if not self.cuda:
+            return super().timed_run()
+        with self.torch.inference_mode():  # CUDA events: the GPU's time, not Python's launch overhead
+            self._start.record()
+            self.module(self.x)
+            self._end.record()
+        self._end.synchronize()
+        return self._start.elapsed_time(self._end)
 
     def close(self) -> None:
         self.module = self.x = None
@@ -26,30 +65,41 @@ class TorchRunner:
 class TorchBackend:
     name = "torch"
 
-    def __init__(self, device: str | None = None, threads: int | None = None, seed: int = 0):
+    def __init__(self, provider: str | None = None, threads: int | None = None, precision: str = "fp32",
+                 seed: int = 0):
         self.torch = require("torch", "PyTorch is not installed: pip install torch")
-        self.dev = device or ("cuda" if self.torch.cuda.is_available() else "cpu")
-        if self.dev.startswith("cuda") and not self.torch.cuda.is_available():
-            raise InputError("torch backend asked for CUDA but torch sees no GPU: use device='cpu'")
+        self.dev = provider or ("cuda" if self.torch.cuda.is_available() else "cpu")
+        if self.dev not in ("cpu", "cuda"):
+            raise InputError(f"the torch backend runs on cpu or cuda, not {self.dev!r}")
+        if self.dev == "cuda" and not self.torch.cuda.is_available():
+            raise InputError("torch backend asked for CUDA but torch sees no GPU: use --provider cpu")
+        if precision not in PRECISIONS or precision == "int8" or (precision == "fp16" and self.dev == "cpu"):
+            raise InputError(f"the torch backend times fp32 (and fp16 on CUDA), not {precision} on {self.dev}")
+        self.precision = precision
         self.threads, self.seed = threads or os.cpu_count() or 1, seed
 
-    def prepare(self, model, batch: int = 1, input_shape=(1, 3, 224, 224)) -> TorchRunner:
+    def prepare(self, model, batch: int = 1) -> TorchRunner:
         torch = self.torch
-        if not isinstance(model, torch.nn.Module):
-            raise InputError("the torch backend times an nn.Module, not an ONNX file: use --backend ort")
+        source = as_source(model)
+        module = source.torch_module()
+        if not isinstance(module, torch.nn.Module):
+            raise InputError(f"the torch backend needs an nn.Module, got {type(module).__name__}")
         if self.dev == "cpu":
             torch.set_num_threads(self.threads)
+        dtype = torch.float16 if self.precision == "fp16" else torch.float32
+        if self.dev != "cpu" or dtype != torch.float32:  # the source's cached module stays on the CPU
+            module = copy.deepcopy(module)
         gen = torch.Generator().manual_seed(self.seed)
-        x = torch.randn((batch, *input_shape[1:]), generator=gen).to(self.dev)
-        return TorchRunner(torch, model.eval().to(self.dev), x, sync=self.dev.startswith("cuda"))
+        x = torch.randn((batch, *source.input_shape()[1:]), generator=gen).to(self.dev, dtype)
+        return TorchRunner(torch, module.eval().to(self.dev, dtype), x, dtype)
 
     def channel_alignment(self) -> int:
-        return 8 if self.dev.startswith("cuda") else cpu_channel_block()
+        return 8 if self.dev == "cuda" else cpu_channel_block()
 
     def device(self) -> dict:
         torch = self.torch
-        gpu = self.dev.startswith("cuda")
-        return {"device": torch.cuda.get_device_name(self.dev) if gpu else cpu_name(),
+        gpu = self.dev == "cuda"
+        return {"device": torch.cuda.get_device_name(0) if gpu else cpu_name(),
                 "runtime": "torch", "runtime_version": torch.__version__,
-                "provider": "cuda" if gpu else "cpu", "threads": None if gpu else self.threads,
-                "precision": "fp32"}
+                "provider": self.dev, "threads": None if gpu else self.threads,
+                "precision": self.precision}
