@@ -1,0 +1,104 @@
+"""Bench logs: each bench script writes its own log under bench/results/, so every figure in the
+README comes with the run that printed it.
+
+    with logged("analyze_surgery", args.log):
+        print(...)            # goes to the terminal and to the log
+
+The log starts with the date (UTC), the git commit (marked "+ uncommitted changes" when the tree
+differs from it), the host's CPU count and the exact command line. It is written only when the block
+finishes without an exception, through a temporary file and a rename: a crashed or interrupted run
+never leaves a half-written log or replaces a good one.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+
+
+class _Tee:
+    def __init__(self, *streams):
+        self.streams = streams
+
+    def write(self, text):
+        for s in self.streams:
+            s.write(text)
+        return len(text)
+
+    def flush(self):
+        for s in self.streams:
+            s.flush()
+
+
+def commit() -> str:
+    """The checked-out commit, and whether tracked files differ from it."""
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    head = git("rev-parse", "--short=12", "HEAD") or "unknown (not a git checkout)"
+    dirty = git("status", "--porcelain", "--untracked-files=no")
+    return head + (" + uncommitted changes" if dirty else "")
+
+
+def header(argv: list[str] | None = None) -> str:
+    argv = sys.argv if argv is None else argv
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    command = "python " + shlex.join([os.path.relpath(argv[0], ROOT) if argv else "?"] + list(argv[1:]))
+    return (f"# date: {now}\n# commit: {commit()}\n# host: {os.cpu_count()} CPUs\n"
+            f"# command: {command}\n\n")
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def log_path(name: str, override: str | None = None) -> Path | None:
+    """bench/results/NAME.txt, or the --log override ("-": no log)."""
+    if override == "-":
+        return None
+    return Path(override) if override else RESULTS / f"{name}.txt"
+
+
+@contextmanager
+def logged(name: str, override: str | None = None):
+    """Tee stdout into the log of NAME; write it (atomically) only if the block succeeds."""
+    path = log_path(name, override)
+    if path is None:
+        yield None
+        return
+    head = header()
+    captured: list[str] = []
+
+    class _Sink:
+        def write(self, text):
+            captured.append(text)
+
+        def flush(self):
+            pass
+
+    real = sys.stdout
+    sys.stdout = _Tee(real, _Sink())
+    try:
+        yield path
+    finally:
+        sys.stdout = real
+    write_atomic(path, head + "".join(captured))
+    print(f"log: {os.path.relpath(path, ROOT)}")
