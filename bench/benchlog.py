@@ -102,3 +102,22 @@ def logged(name: str, override: str | None = None):
         sys.stdout = real
     write_atomic(path, head + "".join(captured))
     print(f"log: {os.path.relpath(path, ROOT)}")
+
+
+def store_line(store: str | None) -> str:
+    """What a run reuses: a latency store given with --store may already hold tables (a re-run then
+    measures only what is missing), and the log must say so."""
+    import sqlite3
+
+    if store is None:
+        return "store: a fresh temporary store (every table measured in this run)"
+    path = Path(store)
+    if not path.exists():
+        return f"store: {store} (new: every table measured in this run)"
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        try:
+            rows, models = db.execute("SELECT COUNT(*), COUNT(DISTINCT model_sha256) FROM measurements").fetchone()
+        except sqlite3.OperationalError:
+            rows, models = 0, 0
+    return (f"store: {store} (reused: {rows} measurements of {models} models already in it; "
+            "tables found there are not measured again)")

@@ -6,6 +6,11 @@ with the unpruned one. Also prints the solver time. Goal: measured within +-3% o
 
     python bench/budget.py [--models torchvision:resnet18,torchvision:resnet50,torchvision:mobilenet_v2]
                            [--budgets 0.8,0.6,0.4] [--modes filter,layer,joint] [--store lut.sqlite]
+                           [--log PATH|-]
+
+Without --store every table is measured in the run (a fresh temporary store); with --store, tables
+already there (e.g. from bench/lut_accuracy.py --store) are reused, and the log's first line says so.
+Writes bench/results/budget_all_models.txt (budget_<models>.txt for other --models).
 """
 import argparse
 import tempfile
@@ -25,17 +30,29 @@ from toolchain.export import export_spec  # noqa: E402
 from toolchain.latency.lut import ProfileConfig, profile, resolve_round_to  # noqa: E402
 from toolchain.torch_source import torch_module_for  # noqa: E402
 from toolchain.solve.budget import solve_joint  # noqa: E402
+from benchlog import logged, store_line  # noqa: E402
+
+DEFAULT_MODELS = "torchvision:resnet18,torchvision:resnet50,torchvision:mobilenet_v2"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default="torchvision:resnet18,torchvision:resnet50,torchvision:mobilenet_v2")
+    parser.add_argument("--models", default=DEFAULT_MODELS)
     parser.add_argument("--budgets", default="0.8,0.6,0.4")
     parser.add_argument("--modes", default="filter,layer,joint")
     parser.add_argument("--criterion", default="sp-lamp")
     parser.add_argument("--store", default=None)
     parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--log", default=None, help="log file (default bench/results/budget_all_models.txt; - for none)")
     args = parser.parse_args()
+    name = "budget_all_models" if args.models == DEFAULT_MODELS else "budget_" + "_".join(
+        m.split(":")[-1] for m in args.models.split(","))
+    with logged(name, args.log):
+        run(args)
+
+
+def run(args) -> None:
+    print(store_line(args.store))
     with tempfile.TemporaryDirectory() as tmp:
         store = args.store or str(Path(tmp) / "lut.sqlite")
         config = resolve_round_to(ProfileConfig(runs=args.runs))

@@ -7,6 +7,10 @@ and of the per-layer model fitted to the table (toolchain/latency/predict.py), p
 and measurement count.
 
     python bench/lut_accuracy.py [--models torchvision:resnet18,torchvision:resnet50] [--plans 20]
+                                 [--store lut.sqlite] [--log PATH|-]
+Without --store the tables are measured in the run (a fresh temporary store); --store keeps them
+for bench/budget.py and bench/vs_uniform.py (or reuses what is there: the log's first line says).
+Writes bench/results/lut_accuracy.txt.
 Goals on the 2-core machine: median error <= 5%, worst <= 10%, resnet50 table <= 10 minutes.
 """
 import argparse
@@ -23,7 +27,7 @@ import numpy as np  # noqa: E402
 
 from graphs.blocks import removable_blocks  # noqa: E402
 from graphs.deps import analyze  # noqa: E402
-from graphs.onnx_io import load_model  # noqa: E402
+from graphs.onnx_io import load_model, model_sha256  # noqa: E402
 from graphs.plan import Plan  # noqa: E402
 from graphs.surgery import apply_plan  # noqa: E402
 from toolchain.export import export_spec  # noqa: E402
@@ -33,6 +37,7 @@ from toolchain.latency.lut import ProfileConfig, profile, resolve_round_to  # no
 from toolchain.latency.measure import interleaved_ratio  # noqa: E402
 from toolchain.latency.predict import Predictor  # noqa: E402
 from toolchain.solve.budget import width_options  # noqa: E402
+from benchlog import logged, store_line  # noqa: E402
 
 
 def random_plan(rng, analysis, blocks, round_to):
@@ -61,7 +66,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--isolated", action="store_true", help="also build HALP's isolated-layer table and compare")
     parser.add_argument("--out", default=None, help="also write every plan, measured and predicted, to this JSON file")
+    parser.add_argument("--log", default=None, help="log file (default bench/results/lut_accuracy.txt; - for none)")
     args = parser.parse_args()
+    with logged("lut_accuracy", args.log):
+        run(args)
+
+
+def run(args) -> None:
+    print(store_line(args.store))
     rng = np.random.default_rng(args.seed)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -74,8 +86,9 @@ def main() -> None:
             t0 = time.perf_counter()
             table = profile(str(path), store, config)
             build_s = time.perf_counter() - t0
-            with sqlite3.connect(store) as db:
-                count = db.execute("SELECT COUNT(*) FROM measurements").fetchone()[0]
+            with sqlite3.connect(store) as db:  # this model's rows only: the store may hold other models
+                count = db.execute("SELECT COUNT(*) FROM measurements WHERE model_sha256 = ?",
+                                   (model_sha256(model),)).fetchone()[0]
             analysis = analyze(model)
             blocks = removable_blocks(analysis.model, analysis.shapes)
             predictor = Predictor(table, analysis, blocks)
@@ -104,7 +117,7 @@ def main() -> None:
             add_err = np.abs(m[:, 1] - m[:, 0]) / m[:, 0]
             cor_err = np.abs(m[:, 2] - m[:, 0]) / m[:, 0]
             print(f"\n{spec}: round_to {config.round_to}, table built in {build_s:.0f} s ({build_s / 600:.2f} of the 10-minute goal), "
-                  f"{count} measurements in the store, base {table.base_ms:.2f} ms, latency-per-MAC factor {predictor.alpha:.2f}, "
+                  f"{count} measurements of this model in the store, base {table.base_ms:.2f} ms, latency-per-MAC factor {predictor.alpha:.2f}, "
                   f"per-layer fit RMS {predictor.fit_rms:.4f} on the entries ({predictor.outliers} outliers left out), anchor scales {predictor.anchor_scale:.3f} (width) {predictor.depth_scale:.3f} (depth)")
             print(f"{spec}: additive error median {np.median(add_err):.1%} worst {add_err.max():.1%}; "
                   f"corrected error median {np.median(cor_err):.1%} worst {cor_err.max():.1%} "

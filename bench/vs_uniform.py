@@ -10,6 +10,10 @@ latency(guided) / latency(uniform): below 1 means the latency-guided plan is fas
 it was profiled on.
 
     python bench/vs_uniform.py [--model torchvision:resnet18] [--modes filter,joint] [--criterion l1]
+                               [--store lut.sqlite] [--log PATH|-]
+
+Without --store the table is measured in the run (a fresh temporary store); with --store a table
+already there is reused, and the log's first line says so. Writes bench/results/vs_uniform_NAME.txt.
 """
 import argparse
 import json
@@ -33,6 +37,7 @@ from toolchain.latency.lut import ProfileConfig, profile, resolve_round_to  # no
 from toolchain.prune import prune_to_dir, uniform_plan  # noqa: E402
 from toolchain.torch_source import torch_module_for  # noqa: E402
 from toolchain.solve.budget import solve_filter, solve_joint  # noqa: E402
+from benchlog import logged, store_line  # noqa: E402
 
 
 def plan_at_params(model, analysis, table, scores, mode: str, target_params: int, round_to: int, steps: int = 14):
@@ -68,8 +73,15 @@ def main() -> None:
     parser.add_argument("--modes", default="filter,joint")
     parser.add_argument("--criterion", default="l1", help="importance for the guided plan (uniform always uses l1)")
     parser.add_argument("--runs", type=int, default=100, help="interleaved pairs per head-to-head measurement")
-    parser.add_argument("--store", default=None)
+    parser.add_argument("--store", default=None, help="reuse this latency store (default: a fresh temporary one)")
+    parser.add_argument("--log", default=None, help="log file (default bench/results/vs_uniform_NAME.txt; - for none)")
     args = parser.parse_args()
+    with logged("vs_uniform_" + args.model.split(":")[-1], args.log):
+        run(args)
+
+
+def run(args) -> None:
+    print(store_line(args.store))
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         store = args.store or str(tmp / "lut.sqlite")
