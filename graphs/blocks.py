@@ -42,6 +42,7 @@ class Block:
 
 class _Graph:
     def __init__(self, model: onnx.ModelProto, shapes: dict):
+        self.model = model
         self.nodes = list(model.graph.node)
         self.inits = {i.name for i in model.graph.initializer}
         self.graph_inputs = {i.name for i in model.graph.input}
@@ -53,9 +54,13 @@ class _Graph:
             for name in n.input:
                 self.consumers.setdefault(name, []).append(n)
         self.scope = {n.name: module_of_node(n.name) for n in self.nodes}
+        self._under: dict[str, list[onnx.NodeProto]] = {}
 
     def under(self, module: str) -> list[onnx.NodeProto]:
-        return [n for n in self.nodes if self.scope[n.name] == module or self.scope[n.name].startswith(module + ".")]
+        if module not in self._under:  # asked once per add: YOLO heads hold a hundred adds in one scope
+            self._under[module] = [n for n in self.nodes
+                                   if self.scope[n.name] == module or self.scope[n.name].startswith(module + ".")]
+        return self._under[module]
 
     def activations(self, node: onnx.NodeProto) -> list[str]:
         return [name for name in node.input if name and name not in self.inits]
@@ -81,34 +86,81 @@ def _same_shape(g: _Graph, a: str, b: str) -> bool:
 
 
 def _residual_blocks(g: _Graph) -> list[Block]:
+    candidates = [c for c in (_residual_candidate(g, add) for add in g.nodes) if c is not None]
+    unknown = {t for _, _, entry, exit_ in candidates for t in (entry, exit_) if not _known(g, t)}
+    if unknown:  # shapes after a run-time Slice (ultralytics' chunk) are lost by inference: measure them
+        g.shapes = {**g.shapes, **measured_shapes(g.model, sorted(unknown))}
     blocks: dict[str, Block] = {}
-    for add in g.nodes:
-        if add.op_type not in ("Add", "Sum") or len(g.activations(add)) != 2:
+    for module, region, entry, exit_ in candidates:
+        if module in blocks or not _same_shape(g, entry, exit_):
             continue
-        module = g.scope[add.name]
-        if not module or module in blocks:
-            continue
-        region = g.under(module)
-        names = {n.name for n in region}
-        produced = {out for n in region for out in n.output}
-        inputs = {i for n in region for i in g.activations(n) if i not in produced}
-        outputs = [o for o in produced if o in g.graph_outputs or any(c.name not in names for c in g.consumers.get(o, []))]
-        if len(inputs) != 1 or len(outputs) != 1:
-            continue
-        (entry,), (exit_,) = inputs, outputs
-        if entry not in add.input or not _same_shape(g, entry, exit_):
-            continue
-        current, ok = add.output[0], True
-        while current != exit_ and ok:  # after the add, only unary ops (the block's final ReLU)
-            nxt = [c for c in g.consumers.get(current, []) if c.name in names]
-            ok = len(nxt) == 1 and nxt[0].op_type in UNARY_TAIL
-            current = nxt[0].output[0] if ok else current
-        if ok:
-            members = [module]
-            shape = g.shapes[entry]
-            blocks[module] = Block(module, "residual", members, entry, exit_, [n.name for n in region],
-                                   width_in=shape[1], width_out=shape[1])
+        shape = g.shapes[entry]
+        blocks[module] = Block(module, "residual", [module], entry, exit_, [n.name for n in region],
+                               width_in=shape[1], width_out=shape[1])
     return list(blocks.values())
+
+
+def _known(g: _Graph, name: str) -> bool:
+    shape = g.shapes.get(name)
+    return shape is not None and None not in shape[1:]
+
+
+def _residual_candidate(g: _Graph, add: onnx.NodeProto):
+    """(module, region, entry, exit) when `add` ends a module computing x + f(x) (then unary ops, or
+    further x' + g(x') as in ultralytics' PSABlock), before the shape check."""
+    if add.op_type not in ("Add", "Sum") or len(g.activations(add)) != 2:
+        return None
+    module = g.scope[add.name]
+    if not module:
+        return None
+    region = g.under(module)
+    names = {n.name for n in region}
+    produced = {out for n in region for out in n.output}
+    inputs = {i for n in region for i in g.activations(n) if i not in produced}
+    outputs = [o for o in produced if o in g.graph_outputs or any(c.name not in names for c in g.consumers.get(o, []))]
+    if len(inputs) != 1 or len(outputs) != 1:
+        return None
+    (entry,), (exit_,) = inputs, outputs
+    if entry not in add.input:
+        return None
+    current = add.output[0]
+    while current != exit_:  # after the add: unary ops (the block's final ReLU), or another residual add
+        nxt = [c for c in g.consumers.get(current, []) if c.name in names]
+        adds = [c for c in nxt if c.op_type in ("Add", "Sum") and len(g.activations(c)) == 2]
+        if len(nxt) == 1 and nxt[0].op_type in UNARY_TAIL:
+            current = nxt[0].output[0]
+        elif len(adds) == 1 and len(nxt) > 1:
+            current = adds[0].output[0]
+        else:
+            return None
+    return module, region, entry, exit_
+
+
+def measured_shapes(model: onnx.ModelProto, names: list[str]) -> dict[str, tuple]:
+    """Shapes of `names` from one onnxruntime run at the graph's own input size (symbolic dims 1)."""
+    import numpy as np
+    import onnxruntime as ort
+
+    probe = onnx.ModelProto.FromString(model.SerializeToString())
+    known = {o.name for o in probe.graph.output}
+    probe.graph.output.extend(onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None)
+                              for n in names if n not in known)
+    inits = {i.name for i in probe.graph.initializer}
+    feeds = {}
+    for inp in probe.graph.input:
+        if inp.name in inits:
+            continue
+        dims = [d.dim_value or 1 for d in inp.type.tensor_type.shape.dim]
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(inp.type.tensor_type.elem_type)
+        feeds[inp.name] = np.zeros(dims, dtype)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        values = session.run(names, feeds)
+    except Exception:  # a graph that does not run keeps its unknown shapes (no blocks there)
+        return {}
+    return {n: (None, *v.shape[1:]) for n, v in zip(names, values)}
 
 
 def _layers(g: _Graph) -> list[Block]:
