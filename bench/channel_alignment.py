@@ -5,7 +5,9 @@ model's latency as a ratio to the unpruned one (measured interleaved). On a CPU 
 onnxruntime's NCHWc kernels work in blocks of 16 channels: a width between two multiples of 16
 is padded up and costs extra reorders, so it can be slower than the next wider aligned width.
 
-    python bench/channel_alignment.py [--model torchvision:resnet18] [--groups conv1,layer3.0.conv2]
+    python bench/channel_alignment.py [--model torchvision:resnet18] [--groups conv1,layer3.0.conv2] [--log PATH|-]
+
+Writes bench/results/channel_alignment.txt (date, commit, command line on top).
 """
 import argparse
 import tempfile
@@ -21,6 +23,7 @@ from graphs.surgery import apply_plan  # noqa: E402
 from toolchain.export import export_spec  # noqa: E402
 from toolchain.latency.backends import get_backend  # noqa: E402
 from toolchain.latency.measure import interleaved_ratio  # noqa: E402
+from benchlog import logged  # noqa: E402
 
 
 def main() -> None:
@@ -28,7 +31,13 @@ def main() -> None:
     parser.add_argument("--model", default="torchvision:resnet18")
     parser.add_argument("--groups", default="conv1,layer3.0.conv2", help="group ids to narrow, one at a time")
     parser.add_argument("--runs", type=int, default=40)
+    parser.add_argument("--log", default=None, help="log file (default bench/results/channel_alignment.txt; - for none)")
     args = parser.parse_args()
+    with logged("channel_alignment", args.log):
+        run(args)
+
+
+def run(args) -> None:
     backend = get_backend("ort", spinning=False)
     block = backend.channel_alignment()
     with tempfile.TemporaryDirectory() as tmp:

@@ -4,7 +4,9 @@ Times torchvision resnet18 (random weights) against itself, two separate onnxrun
 interleaved run by run, 5 repetitions, with and without a pause after each call. A perfect protocol
 prints ratios of 1.000; the spread (max - min, in points of ratio) is the noise a latency table sees.
 
-    python bench/measure_noise.py [--runs 60] [--reps 5] [--pauses 0,0.1]
+    python bench/measure_noise.py [--runs 60] [--reps 5] [--pauses 0,0.1] [--log PATH|-]
+
+Writes bench/results/measure_noise.txt (date, commit, command line on top).
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import torchvision  # noqa: E402
 
 from toolchain.latency.backends import get_backend  # noqa: E402
 from toolchain.latency.measure import INTERLEAVED, interleaved_ratio  # noqa: E402
+from benchlog import logged  # noqa: E402
 
 
 def export_resnet18(path: Path) -> None:
@@ -46,7 +49,13 @@ def main() -> None:
                     help=f"extend runs until the ratio's se is below this (the library default is "
                          f"{INTERLEAVED['target_se']}); default here: fixed --runs")
     ap.add_argument("--max-runs", type=int, default=None, help="default: 4 x --runs")
+    ap.add_argument("--log", default=None, help="log file (default bench/results/measure_noise.txt; - for none)")
     args = ap.parse_args()
+    with logged("measure_noise", args.log):
+        run(args)
+
+
+def run(args) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "resnet18.onnx"
         export_resnet18(path)
