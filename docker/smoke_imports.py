@@ -52,6 +52,16 @@ def module_file(repo: Path, name: str) -> Path | None:
     return None
 
 
+def _type_checking_only(tree: ast.AST) -> set[int]:
+    """ids of import nodes under `if TYPE_CHECKING:` (never executed at run time)."""
+    skipped = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            for stmt in node.body:
+                skipped.update(id(n) for n in ast.walk(stmt) if isinstance(n, (ast.Import, ast.ImportFrom)))
+    return skipped
+
+
 def _guarded_by_import_error(tree: ast.AST) -> set[int]:
     """ids of import nodes inside `try:` bodies whose handlers catch ImportError (optional imports)."""
     guarded = set()
@@ -70,10 +80,12 @@ def imports_of(path: Path, module: str) -> list[tuple[str, str, str]]:
     "optional" (a statement under try/except ImportError, or a require()/import_module() call: asked
     for at run time), "string" (a dotted string constant: a registry entry if it names our module)."""
     tree = ast.parse(path.read_text(), str(path))
-    guarded = _guarded_by_import_error(tree)
+    guarded, skipped = _guarded_by_import_error(tree), _type_checking_only(tree)
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     found = []
     for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
         how = "optional" if id(node) in guarded else "import"
         if isinstance(node, ast.Import):
             found += [(a.name, "", how) for a in node.names]
@@ -83,7 +95,7 @@ def imports_of(path: Path, module: str) -> list[tuple[str, str, str]]:
                 parts = package.split(".")
                 base = ".".join(parts[: len(parts) - node.level + 1] + ([base] if base else []))
             if base != "__future__":
-                found += [(base, a.name, how) for a in node.names]
+                found += [(base, "" if a.name == "*" else a.name, how) for a in node.names]
         elif isinstance(node, ast.Call) and _called(node) in ("require", "import_module") and node.args \
                 and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str):
             found.append((node.args[0].value, "", "optional"))
