@@ -1,0 +1,259 @@
+"""Top-1 at equal *measured* latency on Fashion-MNIST: compress (joint / filter / layer) vs Torch-Pruning 1.6.
+
+For each model, seed and budget (latency ratio vs the unpruned model, ONNX Runtime CPU, batch 1, measured
+interleaved against the unpruned model):
+- a baseline is trained (seeded) on Fashion-MNIST's train split (or its first --train-subset images) and
+  exported; pretrained:* models start from their ImageNet weights (a new 10-class head);
+- compress joint (sp-lamp), compress filter (l1) and compress layer (imprinting) prune it with
+  `toolchain.refine.prune_to_budget`;
+- Torch-Pruning 1.6 (MetaPruner, GroupMagnitudeImportance(p=1): L1 group magnitude, one ratio for every
+  layer, round_to 8, classifier kept): the ratio is bisected until the pruned model's *measured* latency
+  meets the same budget (least pruning that does);
+- every pruned model gets the same fine-tuning (--epochs, lr 0.01, same data), then top-1 on the published
+  10,000-image test set.
+Each (model, method, budget, seed) result is appended to a JSONL file and skipped when it is already there
+(same settings), so an interrupted run resumes. The summary (mean, sample std, n) goes to a markdown log.
+
+Full run (issue 12; many hours on 2 CPU cores):
+    python bench/accuracy_at_latency.py --models builtin:resnet20,builtin:resnet56,pretrained:efficientnet_lite0 \
+        --seeds 0,1,2 --epochs 5 --train-epochs 10
+Reduced run (what fits a shared 2-core machine in under an hour):
+    nice -n 10 python bench/accuracy_at_latency.py --models builtin:resnet20 --seeds 0 --budgets 0.5 \
+        --epochs 1 --train-epochs 2 --train-subset 6000 --test-subset 2000
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+warnings.filterwarnings("ignore")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+from safetensors.torch import save_file  # noqa: E402
+from torch.utils.data import DataLoader, Subset  # noqa: E402
+
+from toolchain.data import load_dataset  # noqa: E402
+from toolchain.export import export_onnx, export_spec  # noqa: E402
+from toolchain.latency.lut import ProfileConfig  # noqa: E402
+from toolchain.pruned_dir import load_pruned_module  # noqa: E402
+from toolchain.refine import BudgetRequest, measure_against, meets_budget, prune_to_budget  # noqa: E402
+from toolchain.train import TrainConfig, evaluate, train  # noqa: E402
+from toolchain.zoo import build_model  # noqa: E402
+
+DATA = "fashion-mnist"
+METHODS = {  # name -> (mode, filter criterion, layer criterion)
+    "joint": ("joint", "sp-lamp", None),
+    "filter": ("filter", "l1", None),
+    "layer": ("layer", "l1", "imprinting"),
+    "torch-pruning": None,
+}
+
+
+def input_shape(model: str, size: int | None) -> tuple[int, int, int, int]:
+    # Fashion-MNIST is 28x28: CIFAR ResNets take it as is; the ImageNet model gets it upscaled to 64
+    # (its stride-32 trunk needs more than 28 pixels, and 224 is ~12x the work on a 2-core CPU).
+    side = size or (28 if model.startswith("builtin:") else 64)
+    return (1, 3, side, side)
+
+
+def loader(shape, split: str, seed: int, n: int, batch: int, augment: bool) -> DataLoader:
+    ds = load_dataset(DATA, shape, split=split, seed=seed, augment=augment)
+    if n and n < len(ds):  # train indices are already a seeded shuffle: the first n are a fair sample
+        ds = Subset(ds, range(n))
+    return DataLoader(ds, batch_size=batch, shuffle=augment, generator=torch.Generator().manual_seed(seed))
+
+
+def baseline(args, model: str, seed: int, work: Path) -> dict:
+    """Train (or reuse) the seeded baseline; returns its ONNX path, latency store and test top-1."""
+    shape = input_shape(model, args.size)
+    tag = f"{model.replace(':', '-')}-s{seed}-{args.setting}"
+    onnx_path, meta = work / f"{tag}.onnx", work / f"{tag}.json"
+    if not (onnx_path.is_file() and meta.is_file()):
+        print(f"[{model} seed {seed}] training the baseline ({args.train_epochs} epochs)", flush=True)
+        module = build_model(model, num_classes=10)
+        lr = 0.01 if model.startswith("pretrained:") else 0.05  # fine-tuning ImageNet weights, or from scratch
+        train(module, loader(shape, "train", seed, args.train_subset, 128, True), None,
+              TrainConfig(epochs=args.train_epochs, lr=lr, batch_size=128, seed=seed))
+        weights = work / f"{tag}.safetensors"
+        save_file({k: v.detach().contiguous() for k, v in module.cpu().state_dict().items()}, str(weights))
+        export_spec(model, str(onnx_path), shape, checkpoint=str(weights), num_classes=10)
+        top1 = evaluate(module, test_loader(args, shape), torch.device("cpu"))["top1"]
+        meta.write_text(json.dumps({"top1": top1}))
+    return {"onnx": str(onnx_path), "store": str(work / f"{tag}.sqlite"), "shape": shape,
+            "top1": json.loads(meta.read_text())["top1"]}
+
+
+def test_loader(args, shape) -> DataLoader:
+    return loader(shape, "test", 0, args.test_subset, 256, False)
+
+
+def tp_prune(module: torch.nn.Module, shape, ratio: float) -> torch.nn.Module:
+    import torch_pruning as tp
+
+    m = copy.deepcopy(module).eval()
+    if ratio > 0:
+        ignored = [mod for mod in m.modules() if isinstance(mod, torch.nn.Linear)]
+        tp.pruner.MetaPruner(m, torch.randn(*shape), importance=tp.importance.GroupMagnitudeImportance(p=1),
+                             pruning_ratio=ratio, ignored_layers=ignored, round_to=8, global_pruning=False).step()
+    return m
+
+
+def torch_pruning_row(args, base: dict, budget: float, work: Path) -> tuple[torch.nn.Module, dict]:
+    """Bisect Torch-Pruning's uniform ratio on the measured latency; the least pruning that meets it."""
+    from toolchain.torch_source import torch_module_for
+    from graphs.onnx_io import load_model
+
+    module, _ = torch_module_for(load_model(base["onnx"]))
+    lo, hi, tries, best = 0.0, 0.95, [], None
+    for step in range(args.bisect_steps):
+        ratio = (lo + hi) / 2
+        pruned = tp_prune(module, base["shape"], ratio)
+        cand = work / f"tp-{step}.onnx"
+        export_onnx(pruned, base["shape"], cand)
+        measured = measure_against(base["onnx"], str(cand), args.profile, args.measure_runs)
+        tries.append({"ratio": ratio, "measured": measured["ratio"]})
+        print(f"    torch-pruning ratio {ratio:.3f}: measured {measured['ratio']:.3f}", flush=True)
+        if meets_budget(measured, budget):
+            hi = ratio
+            if best is None or ratio < best[1]["uniform_ratio"]:
+                best = (pruned, {"uniform_ratio": ratio, **measured})
+        else:
+            lo = ratio
+    if best is None:  # never met: the most pruned one tried, reported as not met
+        ratio = max(t["ratio"] for t in tries)
+        best = (tp_prune(module, base["shape"], ratio), {"uniform_ratio": ratio, "ratio": min(t["measured"] for t in tries)})
+    return best[0], {**best[1], "tries": tries}
+
+
+def compress_row(args, base: dict, method: str, budget: float, seed: int, work: Path) -> tuple[torch.nn.Module, dict]:
+    mode, criterion, layer_criterion = METHODS[method]
+    request = BudgetRequest(budget=budget, mode=mode, criterion=criterion, layer_criterion=layer_criterion,
+                            round_to=8, loader=loader(base["shape"], "train", seed, 512, 64, False), batches=8,
+                            measure_runs=args.measure_runs, log=lambda m: print("    " + m, flush=True))
+    out = work / f"{method}-{budget}"
+    summary = prune_to_budget(base["onnx"], str(out), request, base["store"], args.profile)
+    lat = summary["latency"]
+    return load_pruned_module(out), {"ratio": lat["measured"], "met": lat.get("met"), "predicted": lat.get("predicted"),
+                                     "removed_blocks": len(summary["removed"])}
+
+
+def run_one(args, model: str, method: str, budget: float, seed: int, work: Path) -> dict:
+    t0 = time.time()
+    base = baseline(args, model, seed, work)
+    with tempfile.TemporaryDirectory(dir=work) as tmp:
+        if method == "torch-pruning":
+            pruned, info = torch_pruning_row(args, base, budget, Path(tmp))
+        else:
+            pruned, info = compress_row(args, base, method, budget, seed, Path(tmp))
+    tests = test_loader(args, base["shape"])
+    before = evaluate(pruned, tests, torch.device("cpu"))["top1"]
+    train(pruned, loader(base["shape"], "train", seed, args.train_subset, 128, True), None,
+          TrainConfig(epochs=args.epochs, lr=0.01, batch_size=128, seed=seed))
+    after = evaluate(pruned.cpu(), tests, torch.device("cpu"))["top1"]
+    return {"model": model, "method": method, "budget": budget, "seed": seed, "setting": args.setting,
+            "measured_ratio": info.pop("ratio"), "params": sum(p.numel() for p in pruned.parameters()),
+            "top1_pruned": before, "top1": after, "baseline_top1": base["top1"], "seconds": time.time() - t0, **info}
+
+
+def summary(records: list[dict], args) -> str:
+    lines = []
+    for model in args.models:
+        mine = [r for r in records if r["model"] == model and r["setting"] == args.setting]
+        if not mine:
+            continue
+        base = [r["baseline_top1"] for r in mine if r["seed"] in args.seeds]
+        lines += [f"\n### {model} (unpruned: {_stat(sorted(set(base)))})\n",
+                  "| method | " + " | ".join(f"budget {b}: top-1 / measured ratio" for b in args.budgets) + " |",
+                  "|---|" + "---|" * len(args.budgets)]
+        for method in args.methods:
+            cells = []
+            for b in args.budgets:
+                rs = [r for r in mine if r["method"] == method and r["budget"] == b and r["seed"] in args.seeds]
+                cells.append(f"{_stat([r['top1'] for r in rs])} / {_stat([r['measured_ratio'] for r in rs], 3)}"
+                             if rs else "-")
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _stat(values: list[float], digits: int = 2) -> str:
+    if not values:
+        return "-"
+    spread = f" ± {statistics.stdev(values):.{digits}f}" if len(values) > 1 else ""
+    return f"{statistics.mean(values):.{digits}f}{spread} (n={len(values)})"
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", default="builtin:resnet20,builtin:resnet56,pretrained:efficientnet_lite0")
+    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--budgets", default="0.7,0.5,0.35")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--epochs", type=int, default=5, help="fine-tuning epochs after pruning (every method)")
+    p.add_argument("--train-epochs", type=int, default=10, help="baseline training epochs")
+    p.add_argument("--train-subset", type=int, default=0, help="first N seeded train images (0: all 48,000)")
+    p.add_argument("--test-subset", type=int, default=0, help="first N test images (0: all 10,000)")
+    p.add_argument("--size", type=int, default=None, help="input side (default 28 builtin, 64 pretrained)")
+    p.add_argument("--bisect-steps", type=int, default=6, help="Torch-Pruning ratio bisection steps")
+    p.add_argument("--measure-runs", type=int, default=60, help="interleaved runs per latency check")
+    p.add_argument("--profile-runs", type=int, default=25, help="latency-table runs per entry")
+    p.add_argument("--work", default="bench/results/accuracy_at_latency", help="baselines, latency tables")
+    p.add_argument("--jsonl", default="bench/results/accuracy_at_latency.jsonl")
+    p.add_argument("--log", default="bench/results/accuracy_at_latency.md")
+    args = p.parse_args()
+    args.models = [m for m in args.models.split(",") if m]
+    args.methods = [m for m in args.methods.split(",") if m]
+    unknown = [m for m in args.methods if m not in METHODS]
+    if unknown:
+        p.error(f"unknown method(s) {unknown}; known: {', '.join(METHODS)}")
+    args.budgets = [float(b) for b in args.budgets.split(",")]
+    args.seeds = [int(s) for s in args.seeds.split(",")]
+    args.setting = f"te{args.train_epochs}-ft{args.epochs}-n{args.train_subset}-t{args.test_subset}-s{args.size}"
+    args.profile = ProfileConfig(backend="ort", round_to=8, runs=args.profile_runs, points=4)
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    work, jsonl = ROOT / args.work, ROOT / args.jsonl
+    work.mkdir(parents=True, exist_ok=True)
+    records = [json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()] if jsonl.is_file() else []
+    done = {(r["model"], r["method"], r["budget"], r["seed"], r["setting"]) for r in records}
+    t0 = time.time()
+    for seed in args.seeds:
+        for model in args.models:
+            for budget in args.budgets:
+                for method in args.methods:
+                    if (model, method, budget, seed, args.setting) in done:
+                        continue
+                    print(f"[{model} / {method} / budget {budget} / seed {seed}]", flush=True)
+                    rec = run_one(args, model, method, budget, seed, work)
+                    print(f"    measured {rec['measured_ratio']:.3f}, top-1 {rec['top1_pruned']:.2f} -> "
+                          f"{rec['top1']:.2f} (unpruned {rec['baseline_top1']:.2f}), {rec['seconds']:.0f} s", flush=True)
+                    with jsonl.open("a") as f:  # one line per result: a crash loses at most the row in progress
+                        f.write(json.dumps(rec) + "\n")
+                    records.append(rec)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    header = (f"# Accuracy at equal measured latency, Fashion-MNIST\n\n{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
+              f"commit {commit}, command: `python bench/accuracy_at_latency.py {' '.join(sys.argv[1:])}`\n"
+              f"setting {args.setting}: baseline {args.train_epochs} epochs, fine-tuning {args.epochs} epochs (lr 0.01, "
+              f"every method), train subset {args.train_subset or 48000}, test images {args.test_subset or 10000}; "
+              f"top-1 after fine-tuning (mean ± sample std over seeds) / measured latency ratio (ORT CPU batch 1). "
+              f"This run: {time.time() - t0:.0f} s.\n")
+    text = header + summary(records, args) + "\n"
+    (ROOT / args.log).write_text(text)
+    print("\n" + text)
+
+
+if __name__ == "__main__":
+    main()
