@@ -14,6 +14,7 @@ from graphs.stats import count_macs, count_params
 from graphs.surgery import apply_plan
 from toolchain.sync import apply_edits
 from toolchain.sync_check import check_synced
+from toolchain.onnx_only import prune_onnx_only
 from toolchain.pruned_dir import write_pruned_dir
 from toolchain.torch_source import torch_module_for
 
@@ -36,6 +37,8 @@ def prune_to_dir(onnx_path: str, out_dir: str, plan: Plan, spec: str | None = No
     already pruned, and the structure its summary recorded.
     """
     model = load_model(onnx_path)
+    if module is None and not (spec or model_metadata(model).get("compress.spec")):
+        return prune_onnx_only(onnx_path, out_dir, plan, seed=seed, extra=extra)
     analysis = analyze(model)
     if module is None:
         module, spec = torch_module_for(model, spec)

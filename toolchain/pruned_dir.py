@@ -27,7 +27,7 @@ def write_pruned_dir(out_dir: str | Path, model: onnx.ModelProto, plan: Plan, st
     with atomic_dir(out_dir) as tmp:
         save_model(model, tmp / "model.onnx")
         write_json(plan.to_dict(), tmp / "plan.json")
-        save_file(state, str(tmp / "weights.safetensors"), metadata={"spec": summary["spec"]})
+        save_file(state, str(tmp / "weights.safetensors"), metadata={"spec": summary["spec"] or ""})
         write_json(summary, tmp / "summary.json")
 
 

@@ -12,6 +12,7 @@ from graphs.onnx_io import load_model
 from graphs.plan import load_plan
 from graphs.parity import Parity, parity
 from toolchain.latency.backends import OnnxSource, get_backend
+from toolchain.onnx_only import is_onnx_only, verify_onnx_only
 from toolchain.outputs import flatten_outputs
 from toolchain.pruned_dir import load_pruned_module
 
@@ -68,6 +69,8 @@ def _with_recalibrated_bn(module, model, x) -> onnx.ModelProto:
 
 def verify_dir(directory: str | Path, batch: int = 2, seed: int = 0) -> VerifyResult:
     directory = Path(directory)
+    if is_onnx_only(directory):  # pruned without a torch source: against the masked original graph
+        return VerifyResult(verify_onnx_only(directory, seed=seed), False)
     module = load_pruned_module(directory)
     model = load_model(directory / "model.onnx")
     plan = load_plan(directory / "plan.json")
