@@ -36,6 +36,10 @@ def prune_onnx_only(onnx_path: str, out_dir: str, plan: Plan, seed: int = 0, ext
     model = load_model(onnx_path)
     if not any(i.data_type in FLOATS for i in model.graph.initializer):
         raise InputError(f"{onnx_path}: the graph has no weight initializers, nothing to prune")
+    symbolic = [i for i, d in enumerate(model.graph.input[0].type.tensor_type.shape.dim) if i and not d.dim_value]
+    if symbolic:
+        raise InputError(f"{onnx_path}: input {model.graph.input[0].name} has symbolic dims {symbolic}: checking "
+                         "without the torch source needs a fixed input size; export with one")
     analysis = analyze(model)
     if not any(g.prunable for g in analysis.groups) and not plan.remove:
         frozen = next((g for g in analysis.groups if g.reason and g.reason != "graph input"), None)
