@@ -13,6 +13,7 @@ import numpy as np
 import onnx
 
 from graphs.channels import Fix, Layout
+from graphs.runtime_shapes import freeze_foreign_channel_counts
 
 if TYPE_CHECKING:
     from graphs.deps import Tracer
@@ -332,7 +333,7 @@ def slice_(t: "Tracer", node: onnx.NodeProto) -> None:
 def reshape(t: "Tracer", node: onnx.NodeProto) -> None:
     layout = t.layout(node.input[0])
     if node.op_type == "Reshape":
-        _freeze_foreign_channel_counts(t, node, layout)
+        freeze_foreign_channel_counts(t, node, layout)
     if layout is None:
         t.set_layout(node.output[0], None)
         return
@@ -360,46 +361,6 @@ def reshape(t: "Tracer", node: onnx.NodeProto) -> None:
     elif node.op_type == "Reshape" and t.initializer(node.input[1]) is not None and new is not layout:
         t.fixes.append(Fix("reshape_shape", node.name, [layout.ids], {"out_axes": new.axes, "ids_shape": new.ids.shape}))
     t.set_layout(node.output[0], new)
-
-
-SHAPE_MATH = {"Concat", "Add", "Sub", "Mul", "Div", "Floor", "Ceil"}  # any operand carries the value on
-SHAPE_MOVE = {"Gather", "Unsqueeze", "Squeeze", "Cast", "Slice", "Identity"}  # carry their data input on
-
-
-def _freeze_foreign_channel_counts(t: "Tracer", node: onnx.NodeProto, layout: Layout | None) -> None:
-    """A reshape target computed at run time from another tensor x's channel count is fine when the data
-    holds x's channels (a channel shuffle); otherwise pruning x would make the pruned graph reshape the
-    data to a width it does not have (ultralytics' Attention: v.reshape(B, C, H, W), C from its input)."""
-    held = set() if layout is None else set(np.ravel(layout.ids).tolist())
-    for shape_node in _shape_sources(t, node.input[1]):
-        source = t.layout(shape_node.input[0])
-        if source is not None and not set(np.ravel(source.ids).tolist()) <= held:
-            t.freeze(source, f"Reshape {node.name} takes the channel count of {shape_node.input[0]} for another tensor")
-
-
-def _shape_sources(t: "Tracer", name: str) -> list[onnx.NodeProto]:
-    """Shape nodes whose channel entries flow into tensor `name` through shape arithmetic."""
-    found, frontier, seen = [], [name], set()
-    while frontier:
-        producer = t.producer(frontier.pop())
-        if producer is None or producer.name in seen:
-            continue
-        seen.add(producer.name)
-        if producer.op_type == "Shape":
-            found.append(producer)
-        elif producer.op_type == "Gather" and t.producer(producer.input[0]) is not None \
-                and t.producer(producer.input[0]).op_type == "Shape":
-            shape_node = t.producer(producer.input[0])
-            source, index = t.layout(shape_node.input[0]), t.consts.value(producer.input[1])
-            start = attrs(shape_node).get("start", 0)
-            if source is not None and (index is None or any(
-                    (int(i) + start) % source.rank in source.axes for i in np.ravel(index))):
-                found.append(shape_node)
-        elif producer.op_type in SHAPE_MATH:
-            frontier.extend(producer.input)
-        elif producer.op_type in SHAPE_MOVE:
-            frontier.append(producer.input[0])
-    return found
 
 
 def reshaped_layout(layout: Layout, in_shape, out_shape, t: "Tracer") -> Layout | None:
