@@ -10,6 +10,7 @@ Two kinds:
 """
 from __future__ import annotations
 
+import ast
 from dataclasses import dataclass
 
 import onnx
@@ -53,7 +54,7 @@ class _Graph:
         for n in self.nodes:
             for name in n.input:
                 self.consumers.setdefault(name, []).append(n)
-        self.scope = {n.name: module_of_node(n.name) for n in self.nodes}
+        self.scope = {n.name: module_of_node(n.name) or _dynamo_scope(n) for n in self.nodes}
         self._under: dict[str, list[onnx.NodeProto]] = {}
 
     def under(self, module: str) -> list[onnx.NodeProto]:
@@ -67,6 +68,20 @@ class _Graph:
 
     def uses(self, name: str) -> int:
         return len(self.consumers.get(name, [])) + (name in self.graph_outputs)
+
+
+def _dynamo_scope(node: onnx.NodeProto) -> str:
+    """The torch module of a dynamo-exported node, from its metadata: name_scopes ['', 'layer1',
+    'layer1.0', 'add'] ends with the op's own name; the entry before it is the module."""
+    for prop in node.metadata_props:
+        if prop.key == "pkg.torch.onnx.name_scopes":
+            try:
+                scopes = ast.literal_eval(prop.value)
+            except (ValueError, SyntaxError):
+                return ""
+            names = [s for s in scopes[:-1] if isinstance(s, str) and s]
+            return names[-1] if names else ""
+    return ""
 
 
 def removable_blocks(model: onnx.ModelProto, shapes: dict) -> list[Block]:

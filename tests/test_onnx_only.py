@@ -67,3 +67,16 @@ def test_unsupported_ops_on_every_path_is_bad_input(tmp_path):
     path = _save(tmp_path, nodes, [w], "custom.onnx")
     assert_bad_input(invoke("prune", path, "--ratio", "0.3", "-o", tmp_path / "out"), "no channel group can be pruned")
     assert not (tmp_path / "out").exists()
+
+
+def test_dynamo_export_has_residual_blocks_named_by_module(plain_onnx, tmp_path):
+    """Dynamo node names carry no scope ('node_add'); the blocks come from its name_scopes metadata."""
+    blocks = [b["id"] for b in json.loads(invoke("analyze", plain_onnx, "--json").stdout)["blocks"]]
+    assert "layer1.1" in blocks and "layer3.2" in blocks, blocks
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"version": 1, "channels": {}, "remove": ["layer1.1", "layer3.2"]}))
+    out = tmp_path / "out"
+    result = invoke("prune", plain_onnx, "--plan", plan, "-o", out, "--json")
+    assert result.exit_code == 0, result.output
+    assert len(json.loads(result.stdout)["removed"]) == 2
+    assert invoke("verify", out).exit_code == 0
