@@ -2,7 +2,10 @@
 
 The output is the portable INT8 form: QuantizeLinear/DequantizeLinear pairs, symmetric activations
 and weights (int8, zero-point 0), per-channel weights. onnxruntime runs it on the CPU, and TensorRT
-10 and 11 both build INT8 engines from it (explicit quantization, no calibrator needed).
+10 and 11 both build INT8 engines from it (explicit quantization, no calibrator needed). For
+TensorRT (`for_tensorrt=True`) biases stay float: a quantized bias is an INT32 DequantizeLinear that
+TensorRT's ONNX parser rejects (onnx-tensorrt #850, onnxruntime #17738); TensorRT fuses the float
+bias into the INT8 convolution itself.
 
 `quant_pre_process` runs first (symbolic shape inference + onnxruntime's basic graph optimisations,
 which fold BatchNorm into Conv): quantizing the folded weights is what every runtime then executes;
@@ -104,9 +107,42 @@ def _calibrate(ort_q, model: Path, reader, method: str, calib_method, cache_file
     save_tensors_data(ranges, cache_file)  # atomic (temp file + os.replace)
 
 
+def _cache_file(model_sha: str, data_digest: str, method: str, cache_dir) -> Path:
+    cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"calibration cache dir {cache_dir}: cannot create it ({exc.strerror})") from None
+    return cache_dir / f"{cache_key(model_sha, data_digest, method)}.json"
+
+
+def _cache_usable(cache_file: Path) -> bool:
+    """True when the cache holds readable ranges; a corrupt cache is deleted and recomputed, never trusted."""
+    if not cache_file.is_file():
+        return False
+    try:
+        json.loads(cache_file.read_text())
+        return True
+    except (OSError, ValueError):
+        cache_file.unlink(missing_ok=True)
+        return False
+
+
+def _quantize_static(ort_q, pre: Path, q: Path, calib_method, extra: dict, cache_file: Path) -> None:
+    try:  # ranges come from the cache file only: quantize_static gets no data reader
+        with contextlib.redirect_stdout(io.StringIO()):
+            ort_q.quantize_static(
+                str(pre), str(q), None, quant_format=ort_q.QuantFormat.QDQ, per_channel=True,
+                activation_type=ort_q.QuantType.QInt8, weight_type=ort_q.QuantType.QInt8,
+                calibrate_method=calib_method, extra_options=extra, calibration_cache_path=str(cache_file))
+    except Exception as e:  # noqa: BLE001
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise InputError(f"INT8 quantization failed: {first}") from None
+
+
 def quantize_qdq(model: str | os.PathLike, out: str | os.PathLike, data: np.ndarray, data_digest: str, *,
                  input_name: str = "input", method: str = "minmax", cache_dir: str | os.PathLike | None = None,
-                 batch_size: int = 32, pre_process: bool = True) -> dict:
+                 batch_size: int = 32, pre_process: bool = True, for_tensorrt: bool = False) -> dict:
     """Quantize ONNX `model` to a QDQ ONNX at `out` (written atomically); returns what was done.
 
     `data` are the calibration tensors (n,C,H,W) and `data_digest` their digest
@@ -119,26 +155,12 @@ def quantize_qdq(model: str | os.PathLike, out: str | os.PathLike, data: np.ndar
 
     calib_method = _method(ort_q, method)
     src = Path(model)
-    model_sha = hashlib.sha256(src.read_bytes()).hexdigest()
-    cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
-    key = cache_key(model_sha, data_digest, method)
-    cache_file = cache_dir / f"{key}.json"
-    try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"calibration cache dir {cache_dir}: cannot create it ({exc.strerror})") from None
-    hit = cache_file.is_file()
-    if hit:
-        try:
-            json.loads(cache_file.read_text())
-        except (OSError, ValueError):  # a corrupt cache is recomputed, never trusted
-            cache_file.unlink(missing_ok=True)
-            hit = False
-
+    cache_file = _cache_file(hashlib.sha256(src.read_bytes()).hexdigest(), data_digest, method, cache_dir)
+    hit = _cache_usable(cache_file)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     reader = None if hit else ArrayReader(data, input_name, batch_size)
-    extra = {"ActivationSymmetric": True, "WeightSymmetric": True}
+    extra = {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": not for_tensorrt}
     with tempfile.TemporaryDirectory(prefix=".qdq.", dir=out.parent) as tmp:
         pre = Path(tmp) / "pre.onnx"
         if pre_process:
@@ -149,21 +171,34 @@ def quantize_qdq(model: str | os.PathLike, out: str | os.PathLike, data: np.ndar
         if not hit:
             _calibrate(ort_q, pre, reader, method, calib_method, cache_file, Path(tmp))
         q = Path(tmp) / "q.onnx"
-        try:  # ranges come from the cache file only: quantize_static gets no data reader
-            with contextlib.redirect_stdout(io.StringIO()):
-                ort_q.quantize_static(
-                    str(pre), str(q), None, quant_format=ort_q.QuantFormat.QDQ, per_channel=True,
-                    activation_type=ort_q.QuantType.QInt8, weight_type=ort_q.QuantType.QInt8,
-                    calibrate_method=calib_method, extra_options=extra,
-                    calibration_cache_path=str(cache_file))
-        except InputError:
-            raise
-        except Exception as e:  # noqa: BLE001
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            raise InputError(f"INT8 quantization failed: {first}") from None
+        _quantize_static(ort_q, pre, q, calib_method, extra, cache_file)
         _fix_ir(q)
         os.replace(q, out)
     return {"method": method, "format": "QDQ", "activations": "int8 symmetric (zero-point 0)",
             "weights": "int8 symmetric per-channel (zero-point 0)", "preprocessed": did_pre,
             "cache_file": str(cache_file), "cache_hit": hit, "calibrated": not hit,
+            "bias": "float (TensorRT)" if for_tensorrt else "int32",
             "batches_read": 0 if reader is None else reader.batches_read, "samples": int(len(data))}
+
+
+def quantize_for_timing(model: bytes, seed: int = 0, samples: int = 8, for_tensorrt: bool = False) -> bytes:
+    """A QDQ ONNX whose ranges come from seeded random inputs: for latency tables at INT8, where the
+    ranges do not change which kernels run. Never for accuracy (build calibrates on real data)."""
+    import onnx
+
+    from calib.readers import digest_array
+
+    m = onnx.load_from_string(model)
+    inits = {i.name for i in m.graph.initializer}
+    inp = [i for i in m.graph.input if i.name not in inits][0]
+    meta = {p.key: p.value for p in m.metadata_props}.get("compress.input_shape", "")
+    dims = [int(v) for v in meta.split(",") if v.strip()] or \
+        [d.dim_value or 1 for d in inp.type.tensor_type.shape.dim]
+    fixed = inp.type.tensor_type.shape.dim[0].HasField("dim_value")
+    x = np.random.default_rng(seed).standard_normal((dims[0] if fixed else samples, *dims[1:])).astype(np.float32)
+    with tempfile.TemporaryDirectory(prefix=".qdq-timing.") as tmp:
+        src, dst = Path(tmp) / "m.onnx", Path(tmp) / "q.onnx"
+        src.write_bytes(model)
+        quantize_qdq(src, dst, x, digest_array(x), input_name=inp.name, cache_dir=Path(tmp) / "cache",
+                     batch_size=len(x), for_tensorrt=for_tensorrt)
+        return dst.read_bytes()

@@ -166,13 +166,35 @@ def _has_tensorrt_gpu() -> bool:
         return False
 
 
-@pytest.mark.skipif(_has_tensorrt_gpu(), reason="TensorRT and a GPU are here: the gpu tests cover it")
-def test_tensorrt_missing_is_input_error(pruned_dir, tmp_path):
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed here")
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_tensorrt_missing_is_the_error_for_valid_input(pruned_dir, tmp_path, precision):
+    """A request that is valid in every other respect (the same one builds for ort): the one line names
+    the TensorRT install, exit 2, nothing written."""
+    args = dict(calib="mnist5k", calib_count=16) if precision == "int8" else {}
+    ok = build(str(pruned_dir), "ort", precision, str(tmp_path / "ok" / "m.onnx"), measure=False, **args)
+    assert ok["passed"]
     with pytest.raises(InputError) as e:
-        build(str(pruned_dir), "tensorrt", "fp32", str(tmp_path / "e.engine"))
+        build(str(pruned_dir), "tensorrt", precision, str(tmp_path / "trt" / "e.engine"), **args)
     msg = str(e.value)
-    assert ("pip install tensorrt" in msg or "GPU" in msg) and "\n" not in msg
-    assert list(tmp_path.iterdir()) == []
+    assert msg.startswith("TensorRT is not installed: pip install tensorrt") and "\n" not in msg
+    assert not (tmp_path / "trt").exists()
+
+
+def test_comparator_tells_a_different_model_apart(pruned_dir, resnet20_onnx):
+    """Polygraphy's Comparator (build's output check) on two onnxruntime runners: same model passes,
+    the pruned model against the unpruned one fails."""
+    from toolchain.build_check import compare_outputs
+    from toolchain.latency.backends import get_backend
+
+    x = [np.random.default_rng(i).standard_normal((4, 3, 32, 32)).astype(np.float32) for i in range(2)]
+    ort_be = get_backend("ort")
+    with ort_be.prepare(resnet20_onnx, 4) as a, ort_be.prepare(resnet20_onnx, 4) as b, \
+            ort_be.prepare(pruned_dir / "model.onnx", 4) as c:
+        same = compare_outputs(a, b, x, "fp32")
+        other = compare_outputs(a, c, x, "fp32")
+    assert same["passed"] and same["batches"] == 2 and same["tool"] == "polygraphy Comparator"
+    assert not other["passed"]
 
 
 # ----------------------------------------------------------------------------------------- TensorRT
@@ -191,8 +213,12 @@ def test_tensorrt_builds(pruned_dir, tmp_path, precision):
                 timing_cache=str(tmp_path / "timing.cache"), **FAST)
     assert out.is_file() and man["artifact"]["sha256"] == _sha(out)
     assert man["backend"]["version"] == trt.__version__
-    assert man["backend"]["mode"] == ("strongly typed" if int(trt.__version__.split(".")[0]) >= 11 else "builder flags")
+    major = int(trt.__version__.split(".")[0])
+    # QDQ INT8 is strongly typed on 10.x too; FP32/FP16 use the 10.x builder flags
+    assert man["backend"]["mode"] == ("strongly typed" if major >= 11 or precision == "int8" else "builder flags")
     assert man["device"]["device"] and man["batch"] == {"min": 1, "opt": 4, "max": 8}
+    assert man["latency"]["batch"] == 4 and man["latency"]["median_ms"] > 0
+    assert man["accuracy"]["comparator"]["passed"]
     assert (tmp_path / "timing.cache").is_file()  # written, reused by the next build
     assert man["accuracy"]["cosine_mean"] > (0.98 if precision == "int8" else 0.999)
     if precision != "fp32":
@@ -221,16 +247,20 @@ def test_tensorrt_build_failure_leaves_nothing(tmp_path):
     import onnx
     from onnx import TensorProto, helper
 
-    # an op TensorRT has no parser for: the build must fail with one line and write nothing
-    node = helper.make_node("StringNormalizer", ["input"], ["output"])
-    g = helper.make_graph([node], "bad", [helper.make_tensor_value_info("input", TensorProto.STRING, [1])],
-                          [helper.make_tensor_value_info("output", TensorProto.STRING, [1])])
+    # valid input for build (one 4-D float input), with an op TensorRT's parser has no importer for:
+    # the failure must come from TensorRT, in one line, and leave nothing behind
+    node = helper.make_node("NoSuchOp", ["input"], ["output"], domain="com.example")
+    g = helper.make_graph([node], "bad", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 8, 8])],
+                          [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 3, 8, 8])])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)])
+    model.ir_version = 10
     path = tmp_path / "bad.onnx"
-    onnx.save(helper.make_model(g), str(path))
+    onnx.save(model, str(path))
     out = tmp_path / "out"
     out.mkdir()
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match="TensorRT engine build failed") as e:
         build(str(path), "tensorrt", "fp32", str(out / "e.engine"))
+    assert "\n" not in str(e.value)
     assert list(out.iterdir()) == []
 
 

@@ -104,6 +104,62 @@ def test_qdq_symmetric_per_channel_and_cache_reuse(pruned_dir, tmp_path, monkeyp
     assert (tmp_path / "q2.onnx").read_bytes() == (tmp_path / "q.onnx").read_bytes()
 
 
+def _int32_bias_dequantize(path) -> list:
+    m = onnx.load(str(path))
+    inits = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
+    return [n for n in m.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits
+            and inits[n.input[0]].dtype == np.int32]
+
+
+def test_qdq_for_tensorrt_keeps_biases_float(pruned_dir, tmp_path):
+    """TensorRT's ONNX parser rejects INT32 DequantizeLinear (quantized biases): the TensorRT flavour has none,
+    its convolutions take float biases, and it still computes what the FP32 model does."""
+    import onnxruntime as ort
+
+    x = load_calibration("mnist5k", SHAPE, 32)
+    d = digest_array(x)
+    qdq.quantize_qdq(pruned_dir / "model.onnx", tmp_path / "ort.onnx", x, d, cache_dir=tmp_path / "c")
+    info = qdq.quantize_qdq(pruned_dir / "model.onnx", tmp_path / "trt.onnx", x, d, cache_dir=tmp_path / "c",
+                            for_tensorrt=True)
+    assert _int32_bias_dequantize(tmp_path / "ort.onnx")  # the check sees quantized biases where they are
+    assert not _int32_bias_dequantize(tmp_path / "trt.onnx") and info["bias"] == "float (TensorRT)"
+    m = onnx.load(str(tmp_path / "trt.onnx"))
+    floats = {i.name for i in m.graph.initializer if i.data_type == onnx.TensorProto.FLOAT}
+    convs = [n for n in m.graph.node if n.op_type == "Conv" and len(n.input) > 2]
+    assert convs and all(n.input[2] in floats for n in convs)
+    assert any(n.op_type == "DequantizeLinear" for n in m.graph.node)  # weights and activations still INT8
+    outs = []
+    for name in ("trt.onnx", "ort.onnx"):
+        s = ort.InferenceSession(str(tmp_path / name), providers=["CPUExecutionProvider"])
+        outs.append(s.run(None, {s.get_inputs()[0].name: x[:8]})[0])
+    assert np.abs(outs[0] - outs[1]).max() <= 0.25 * max(1.0, np.abs(outs[1]).max())
+
+
+def test_qdq_for_timing_is_trt_flavoured_int8():
+    """Latency tables at int8: a QDQ model from seeded inputs, without INT32 biases for TensorRT."""
+    from toolchain.latency.backends.source import onnx_traits
+
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((8, 3, 3, 3)).astype(np.float32), "w")
+    b = numpy_helper.from_array(np.ones(8, np.float32), "b")
+    g = onnx.helper.make_graph([onnx.helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[1, 1, 1, 1])], "c",
+                               [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 3, 8, 8])],
+                               [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 8, 8, 8])],
+                               [w, b])
+    model = onnx.helper.make_model(g, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    model.ir_version = 10
+    q = qdq.quantize_for_timing(model.SerializeToString(), for_tensorrt=True)
+    assert onnx_traits(q) == (False, True)
+    assert not _int32_bias_dequantize_bytes(q)
+    assert qdq.quantize_for_timing(model.SerializeToString(), for_tensorrt=True) == q  # seeded: same model
+
+
+def _int32_bias_dequantize_bytes(data: bytes) -> list:
+    m = onnx.load_from_string(data)
+    inits = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
+    return [n for n in m.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits
+            and inits[n.input[0]].dtype == np.int32]
+
+
 def test_qdq_methods_differ(pruned_dir, tmp_path):
     x = load_calibration("mnist5k", SHAPE, 32)
     d = digest_array(x)
@@ -120,6 +176,15 @@ def test_qdq_methods_differ(pruned_dir, tmp_path):
 def test_array_reader_alone():
     r = ArrayReader(np.zeros((5, 3, 4, 4), np.float32), "x", batch_size=2)
     assert len(r) == 3 and [b["x"].shape[0] for b in r] == [2, 2, 1]
+
+
+def test_calibration_batches_are_full_and_reiterable():
+    from calib.tensorrt_calib import CalibrationBatches
+
+    b = CalibrationBatches(np.arange(10 * 3 * 2 * 2, dtype=np.float32).reshape(10, 3, 2, 2), "input", 4)
+    first = [f["input"].shape[0] for f in b]
+    assert first == [4, 4] and len(b) == 2  # TensorRT calibrates at a fixed (OPT) shape: no short batch
+    assert [f["input"].shape[0] for f in b] == first  # Polygraphy's reset() iterates again
 
 
 def test_tensorrt_calibrator_without_tensorrt(tmp_path):
@@ -142,10 +207,11 @@ def test_tensorrt_entropy_calibrator_batches(tmp_path):
     if not tc.supports_calibrator(trt):
         pytest.skip(f"TensorRT {trt.__version__} has no calibrators")
     cal = tc.make_entropy_calibrator(np.ones((10, 3, 32, 32), np.float32), tmp_path / "c.cache", batch_size=4)
-    assert cal.get_batch_size() == 4
+    assert isinstance(cal, trt.IInt8EntropyCalibrator2)
     assert cal.get_batch(["input"]) and cal.get_batch(["input"]) and cal.get_batch(["input"]) is None
-    cal.write_calibration_cache(b"table")
-    assert cal.read_calibration_cache() == b"table"
+    assert cal.num_batches == 2
+    cal.write_calibration_cache(np.frombuffer(b"table", np.uint8))
+    assert (tmp_path / "c.cache").read_bytes() == b"table"
 
 
 def _sha(path):

@@ -36,8 +36,8 @@ def test_registry_and_uniform_options():
     # one option set serves every backend: host tuning the torch runtime lacks (spinning) is dropped...
     assert get_backend("torch", provider="cpu", spinning=False, precision="fp32").name == "torch"
     # ...an option it cannot honour is not silently ignored
-    with pytest.raises(InputError, match="no option 'workspace_mb'"):
-        get_backend("torch", workspace_mb=64)
+    with pytest.raises(InputError, match="no option 'timing_cache'"):
+        get_backend("torch", timing_cache="/tmp/t.cache")
 
 
 def test_ort_runner_protocol(tmp_path):
@@ -221,3 +221,23 @@ def test_cli_profile_torch_and_provider_errors(resnet20_onnx, tmp_path):
     if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
         res = cli.invoke(app, ["profile", str(resnet20_onnx), "--provider", "cuda", "--store", str(tmp_path / "x")])
         assert res.exit_code == 2 and ".[gpu]" in res.output and not (tmp_path / "x").exists()
+
+
+def test_every_backend_gets_the_tables_precision():
+    """lut used to pass precision to ort only: TensorRT fp16/int8 tables timed FP32 engines."""
+    from toolchain.latency.lut import ProfileConfig
+
+    for backend in ("ort", "tensorrt", "torch"):
+        options = ProfileConfig(backend=backend, precision="int8", provider="cuda").backend_options()
+        assert options["precision"] == "int8" and options["provider"] == "cuda"
+    assert ProfileConfig(provider="cuda").protocol != ProfileConfig().protocol  # CUDA EP rows are not CPU rows
+
+
+def test_ort_times_int8_as_a_qdq_model(resnet20_onnx):
+    """`profile --backend ort --precision int8`: the loader runs the model quantized (QDQ), not as given."""
+    x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    with get_backend("ort", precision="int8").prepare(resnet20_onnx, 2) as q, \
+            get_backend("ort").prepare(resnet20_onnx, 2) as f:
+        (a,), (b,) = q.infer({"input": x}), f.infer({"input": x})
+        assert q.timed_run() > 0
+    assert 0 < np.abs(a - b).max() <= 0.5 * max(1.0, np.abs(b).max())  # quantized: close, not equal

@@ -312,7 +312,8 @@ def train(
 def build(
     source: Path = typer.Argument(..., help="a `compress prune` output directory, or an ONNX file"),
     output: Path = typer.Option(..., "-o", "--output", help="artifact to write (a manifest JSON is written beside it)"),
-    backend: str = typer.Option("ort", help="ort (optimised ONNX for onnxruntime) or tensorrt (serialized engine)"),
+    backend: str = typer.Option("ort", help="ort (optimised ONNX for onnxruntime) or tensorrt (serialized engine, built here through Polygraphy)"),
+    provider: Optional[str] = typer.Option(None, help="where the artifact is checked and timed: ort cpu (default) | cuda | tensorrt (need pip install -e '.\\[gpu]')"),
     precision: str = typer.Option("fp32", help="fp32 | fp16 | int8 (int8 needs --calib)"),
     calib: Optional[str] = typer.Option(None, help="calibration data: mnist5k, digits, imagefolder:PATH, npz:PATH, ..."),
     calib_method: str = typer.Option("minmax", "--calib-method", help="minmax | entropy | percentile"),
@@ -331,14 +332,11 @@ def build(
     from toolchain.build import BuildCheckFailed
     from toolchain.build import build as build_artifact
 
-    if backend not in ("ort", "tensorrt"):
-        raise InputError(f"unknown build backend {backend!r}: ort or tensorrt")
-    if precision not in ("fp32", "fp16", "int8"):
-        raise InputError(f"unknown precision {precision!r}: fp32, fp16 or int8")
     try:
         with err.status(f"building {precision} for {backend}..."):
             manifest = build_artifact(str(source), backend, precision, str(output), calib=calib, batch=batch,
                                       calib_method=calib_method, max_drop=max_drop, val=val, workspace_mb=workspace_mb,
+                                      provider=provider,
                                       timing_cache=str(timing_cache) if timing_cache else None)
     except BuildCheckFailed as exc:
         err.print(f"[red]build check failed:[/red] {exc}", highlight=False)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import time
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -48,6 +49,7 @@ class Runner(Protocol):
 class Backend(Protocol):
     name: str
     precision: str
+    artifact_name: str  # the artifact's file name when `compress build -o` is a directory
 
     def prepare(self, model: Any, batch: int = 1) -> Runner:
         """A ModelSource (or ONNX bytes/path, see source.as_source) -> a ready Runner."""
@@ -58,6 +60,21 @@ class Backend(Protocol):
 
     def device(self) -> dict:
         """What a measurement depends on: device name, runtime + version, provider/precision."""
+
+    def artifact(self, onnx_path, profile: tuple[int, int, int], calibration, workdir) -> "Artifact":
+        """The deployable build of an ONNX file at this backend's precision (`compress build`);
+        `calibration` (calib.calibration.Calibration) is required for int8."""
+
+
+@dataclass
+class Artifact:
+    """A deployable build (`compress build`): the bytes written, what they are, and how to run them."""
+
+    data: bytes            # the artifact file's content (an ONNX model or a serialized engine)
+    format: str            # manifest "artifact.format": "onnx" | "tensorrt-engine"
+    backend: dict          # manifest "backend": runtime, version, mode...
+    source: Any            # a ModelSource the same backend's prepare() runs without rebuilding
+    calibration: dict = field(default_factory=dict)  # what the build did with the calibration data
 
 
 class RunnerBase:
@@ -105,7 +122,7 @@ _BACKENDS = {
 
 
 # Host tuning that only some runtimes have: dropped for the others.
-_TUNING = {"threads", "spinning", "seed"}
+_TUNING = {"threads", "spinning", "seed", "workspace_mb"}
 
 
 def known_backends() -> list[str]:

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from graphs.errors import InputError
-from toolchain.latency.backends.base import PRECISIONS, RunnerBase, require, seeded_inputs
+from toolchain.latency.backends.base import PRECISIONS, Artifact, RunnerBase, require, seeded_inputs
 from toolchain.latency.cpu import cpu_channel_block, cpu_name
-from toolchain.latency.backends.source import as_source
+from toolchain.latency.backends.source import OnnxSource, as_source, onnx_at_precision
 
 _PROVIDERS = {
     "cpu": "CPUExecutionProvider",
@@ -96,6 +96,7 @@ class OrtRunner(RunnerBase):
 
 class OrtBackend:
     name = "ort"
+    artifact_name = "model.onnx"
 
     def __init__(self, provider: str | None = "cpu", threads: int | None = None, spinning: bool = True,
                  precision: str = "fp32", seed: int = 0, cache_dir: str | os.PathLike | None = None):
@@ -104,9 +105,6 @@ class OrtBackend:
             raise InputError(f"unknown onnxruntime provider {provider!r}: known are {', '.join(_PROVIDERS)}")
         if precision not in PRECISIONS:
             raise InputError(f"unknown precision {precision!r}: known are {', '.join(PRECISIONS)}")
-        if precision != "fp32" and provider != "tensorrt":  # only the TensorRT EP has precision options
-            raise InputError(f"the ort backend on {provider} runs the model as given (fp32): pass an FP16 or "
-                             "QDQ model, or use --provider tensorrt / --backend tensorrt")
         self.provider, self.precision, self.seed = provider, precision, seed
         self.threads = threads or os.cpu_count() or 1
         # spinning=False stops idle worker threads stealing a core from an interleaved session, but
@@ -157,7 +155,10 @@ class OrtBackend:
 
     def prepare(self, model, batch: int = 1) -> OrtRunner:
         source = as_source(model)
-        session = self.session(source.onnx_bytes())
+        # fp16: an FP16 ONNX, except on the TensorRT EP (its trt_fp16_enable); int8: a QDQ ONNX
+        data = onnx_at_precision(source.onnx_bytes(), self.precision, convert_fp16=self.provider != "tensorrt",
+                                 tensorrt=self.provider == "tensorrt", seed=self.seed)
+        session = self.session(data)
         try:
             exported = source.input_shape()
         except (InputError, IndexError, ValueError):
@@ -183,3 +184,41 @@ class OrtBackend:
         return {"device": name, "runtime": "onnxruntime", "runtime_version": ort.__version__,
                 "provider": _PROVIDERS[self.provider], "threads": self.threads,
                 "spinning": self.spinning, "precision": self.precision}
+
+    def artifact(self, onnx_path, profile, calibration, workdir) -> Artifact:
+        """fp32: the graph-optimised model (ORT_ENABLE_EXTENDED: fusions that stay portable, no
+        CPU-specific layouts); fp16: FP16 ONNX (float32 inputs/outputs kept); int8: QDQ ONNX (calib/qdq.py)."""
+        onnx_path, workdir = Path(onnx_path), Path(workdir)
+        info = {"name": "ort", "runtime": "onnxruntime", "version": _ort().__version__,
+                "provider": _PROVIDERS[self.provider]}
+        done: dict = {}
+        if self.precision == "fp32":
+            data = optimized_onnx(onnx_path, workdir / "optimized.onnx")
+        elif self.precision == "fp16":
+            from calib.fp16 import to_fp16_bytes
+
+            data = to_fp16_bytes(onnx_path.read_bytes())
+        else:
+            if calibration is None or calibration.int8_mode != "qdq":
+                raise InputError("INT8 for onnxruntime is a QDQ model: give --calib DATA (no calibrator mode)")
+            from calib.qdq import quantize_qdq
+
+            done = quantize_qdq(onnx_path, workdir / "qdq.onnx", calibration.data, calibration.digest,
+                                input_name=calibration.input_name, method=calibration.method,
+                                cache_dir=calibration.cache_dir)
+            data = (workdir / "qdq.onnx").read_bytes()
+        return Artifact(data, "onnx", info, OnnxSource(data), done)
+
+
+def optimized_onnx(src: Path, dst: Path) -> bytes:
+    """onnxruntime's extended graph optimisations (Conv+BN, Conv+Relu fusions...) of src, via dst."""
+    ort = _ort()
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    opts.optimized_model_filepath = str(dst)
+    opts.log_severity_level = 3
+    try:
+        ort.InferenceSession(str(src), sess_options=opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # noqa: BLE001
+        raise InputError(f"onnxruntime cannot load the model: {str(e).splitlines()[0]}") from None
+    return dst.read_bytes()

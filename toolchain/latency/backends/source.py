@@ -147,6 +147,22 @@ class ModuleSource:
         return list(self.shape)
 
 
+class EngineSource:
+    """A serialized TensorRT engine built earlier (a `compress build` artifact): only TensorRT runs it."""
+
+    def __init__(self, engine: bytes, input_shape):
+        self.engine, self.shape = bytes(engine), [int(d) for d in input_shape]
+
+    def onnx_bytes(self) -> bytes:
+        raise InputError("a TensorRT engine is not an ONNX model: run it with --backend tensorrt")
+
+    def torch_module(self):
+        raise InputError("a TensorRT engine has no torch module: run it with --backend tensorrt")
+
+    def input_shape(self) -> list[int]:
+        return list(self.shape)
+
+
 def as_source(model) -> ModelSource:
     """Anything a loader accepts -> a ModelSource: a `compress prune` directory becomes PrunedDirSource;
     ONNX bytes, an .onnx path and a ModelProto become OnnxSource."""
@@ -155,3 +171,31 @@ def as_source(model) -> ModelSource:
     if isinstance(model, (str, os.PathLike)) and Path(model).is_dir():
         return PrunedDirSource(model)
     return OnnxSource(model)
+
+
+def onnx_traits(data: bytes) -> tuple[bool, bool]:
+    """(has FP16 tensors, has QDQ nodes): the precision an ONNX already carries."""
+    m = OnnxSource(data).proto()
+    f16 = onnx.TensorProto.FLOAT16
+    fp16 = any(i.type.tensor_type.elem_type == f16 for i in m.graph.input) or \
+        any(t.data_type == f16 for t in m.graph.initializer)
+    qdq = any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in m.graph.node)
+    return fp16, qdq
+
+
+def onnx_at_precision(data: bytes, precision: str, convert_fp16: bool, tensorrt: bool, seed: int = 0) -> bytes:
+    """The ONNX a loader runs at `precision`: FP16 ONNX (when the runtime has no FP16 switch of its own),
+    QDQ with seeded-input ranges for INT8 timing (ranges do not change which kernels run); a model
+    that already carries the precision is used as it is (a build's artifact)."""
+    if precision == "fp32":
+        return data
+    fp16, qdq = onnx_traits(data)
+    if precision == "int8" and not qdq:
+        from calib.qdq import quantize_for_timing
+
+        return quantize_for_timing(data, seed=seed, for_tensorrt=tensorrt)
+    if precision == "fp16" and convert_fp16 and not fp16:
+        from calib.fp16 import to_fp16_bytes
+
+        return to_fp16_bytes(data)
+    return data

@@ -21,23 +21,11 @@ from pathlib import Path
 import numpy as np
 
 from graphs.errors import InputError
-from toolchain.latency.backends.base import PRECISIONS, RunnerBase, require, seeded_inputs
-from toolchain.latency.backends.source import as_source
+from toolchain.latency.backends.base import PRECISIONS, Artifact, RunnerBase, require, seeded_inputs
+from toolchain.latency.backends.source import EngineSource, OnnxSource, as_source, onnx_at_precision, onnx_traits
 
 _INSTALL = "TensorRT is not installed: pip install tensorrt (on Jetson: it ships with JetPack 6)"
 MIN_MAJOR = 10
-
-
-def onnx_traits(data: bytes) -> tuple[bool, bool]:
-    """(has FP16 tensors, has QDQ nodes): what an ONNX can run as on a strongly typed network."""
-    import onnx
-
-    m = onnx.load_from_string(data)
-    f16 = onnx.TensorProto.FLOAT16
-    fp16 = any(i.type.tensor_type.elem_type == f16 for i in m.graph.input) or \
-        any(t.data_type == f16 for t in m.graph.initializer)
-    qdq = any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in m.graph.node)
-    return fp16, qdq
 
 
 def _first_line(e: BaseException) -> str:
@@ -99,6 +87,7 @@ class TensorRTRunner(RunnerBase):
 
 class TensorRTBackend:
     name = "tensorrt"
+    artifact_name = "model.engine"
 
     def __init__(self, precision: str = "fp32", provider: str | None = None, workspace_mb: int = 1024,
                  timing_cache: str | os.PathLike | None = None, seed: int = 0):
@@ -125,17 +114,8 @@ class TensorRTBackend:
         return self.major >= 11 or ((qdq or fp16_onnx) and not calibrated)
 
     def engine_onnx(self, data: bytes) -> bytes:
-        """The ONNX to build at this precision: FP16 ONNX on 11.x, QDQ (seeded ranges) for INT8 timing."""
-        fp16_onnx, qdq = onnx_traits(data)
-        if self.precision == "int8" and not qdq:
-            from calib.qdq import quantize_for_timing
-
-            return quantize_for_timing(data, seed=self.seed)
-        if self.precision == "fp16" and self.major >= 11 and not fp16_onnx:
-            from calib.fp16 import to_fp16_bytes
-
-            return to_fp16_bytes(data)
-        return data
+        """The ONNX to build at this precision: FP16 ONNX on 11.x (10.x: the FP16 flag), QDQ for INT8."""
+        return onnx_at_precision(data, self.precision, convert_fp16=self.major >= 11, tensorrt=True, seed=self.seed)
 
     def _config(self, data: bytes, profile, strongly_typed: bool, calibrator=None):
         from polygraphy.backend.trt import CreateConfig, Profile
@@ -193,6 +173,67 @@ class TensorRTBackend:
         source = as_source(model)
         engine = getattr(source, "engine", None)  # an artifact built earlier: load it, do not rebuild
         return self.load(engine if engine is not None else self.build(source, batch), batch)
+
+    def artifact(self, onnx_path, profile, calibration, workdir) -> Artifact:
+        """A serialized engine built here, on this GPU (engines are not portable), for a MIN:OPT:MAX batch
+        profile: fp32/fp16 from the ONNX (FP16 flag on 10.x, FP16 ONNX on 11.x); int8 from the
+        TensorRT-flavoured QDQ ONNX (float biases), or on 10.x with int8_mode "calibrator" from
+        Polygraphy's entropy calibrator on the FP32 ONNX."""
+        onnx_path, workdir = Path(onnx_path), Path(workdir)
+        data, done, calibrator = onnx_path.read_bytes(), {}, None
+        if self.precision == "int8" and calibration is None:
+            raise InputError("int8 needs --calib DATA (a DATA spec, .npy/.npz file or folder)")
+        if self.precision == "int8" and calibration.int8_mode == "calibrator":
+            calibrator, done = self._calibrator(data, calibration, profile, workdir)
+        elif self.precision == "int8":
+            from calib.qdq import quantize_qdq
+
+            done = quantize_qdq(onnx_path, workdir / "qdq.onnx", calibration.data, calibration.digest,
+                                input_name=calibration.input_name, method=calibration.method,
+                                cache_dir=calibration.cache_dir, for_tensorrt=True)
+            data = (workdir / "qdq.onnx").read_bytes()
+        source = OnnxSource(data)
+        engine = self.build(source, profile, calibrator)
+        if calibrator is not None:
+            done["calibrated"] = calibrator.num_batches > 0
+            self._keep_calibration_cache(workdir / "calib.cache", Path(done["cache_file"]))
+        typed = self.strongly_typed(self.engine_onnx(data), calibrated=calibrator is not None)
+        info = {"name": "tensorrt", "runtime": "tensorrt", "version": self.trt.__version__, "major": self.major,
+                "mode": "strongly typed" if typed else "builder flags", "workspace_mb": self.workspace >> 20,
+                "timing_cache": str(self.cache_path), "loader": "polygraphy"}
+        if self.precision == "int8":
+            info["int8_mode"] = calibration.int8_mode
+        return Artifact(engine, "tensorrt-engine", info, EngineSource(engine, source.input_shape()), done)
+
+    def _calibrator(self, data: bytes, calibration, profile, workdir: Path):
+        """Polygraphy's entropy calibrator, its cache keyed by model, data and TensorRT version."""
+        import hashlib
+        import shutil
+
+        from calib.qdq import default_cache_dir
+        from calib.tensorrt_calib import make_entropy_calibrator
+
+        if self.major >= 11:
+            raise InputError(f"TensorRT {self.trt.__version__} has no calibrators (removed in 11): "
+                             "use the default QDQ INT8")
+        key = hashlib.sha256(f"{hashlib.sha256(data).hexdigest()}|{calibration.digest}|trt-entropy2|"
+                             f"{self.trt.__version__}".encode()).hexdigest()
+        cache = Path(calibration.cache_dir or default_cache_dir()) / f"trt-{key}.cache"
+        work = workdir / "calib.cache"  # written by the build, kept only when the build succeeds
+        if cache.is_file():
+            shutil.copyfile(cache, work)
+        # Polygraphy calibrates at the OPT shape: every batch holds exactly the OPT batch
+        calibrator = make_entropy_calibrator(calibration.data, work, calibration.input_name, batch_size=profile[1])
+        return calibrator, {"method": "entropy (IInt8EntropyCalibrator2)", "format": "tensorrt-calibrator",
+                            "cache_file": str(cache), "cache_hit": cache.is_file()}
+
+    @staticmethod
+    def _keep_calibration_cache(work: Path, cache: Path) -> None:
+        if work.is_file():
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
+            tmp.write_bytes(work.read_bytes())
+            os.replace(tmp, cache)  # atomic: a concurrent build never reads half a table
 
     def channel_alignment(self) -> int:
         """Tensor-core channel vectors: CHW32 formats for INT8, channel % 8 for FP16/TF32."""

@@ -64,6 +64,7 @@ class TorchRunner(RunnerBase):
 
 class TorchBackend:
     name = "torch"
+    artifact_name = "model.safetensors"
 
     def __init__(self, provider: str | None = None, threads: int | None = None, precision: str = "fp32",
                  seed: int = 0):
@@ -92,6 +93,10 @@ class TorchBackend:
         gen = torch.Generator().manual_seed(self.seed)
         x = torch.randn((batch, *source.input_shape()[1:]), generator=gen).to(self.dev, dtype)
         return TorchRunner(torch, module.eval().to(self.dev, dtype), x, dtype)
+
+    def artifact(self, onnx_path, profile, calibration, workdir):
+        raise InputError("the torch backend deploys the pruned directory's weights.safetensors as they are: "
+                         "build for --backend ort or tensorrt")
 
     def channel_alignment(self) -> int:
         return 8 if self.dev == "cuda" else cpu_channel_block()
