@@ -11,8 +11,6 @@ import warnings
 from pathlib import Path
 
 warnings.filterwarnings("ignore")
-
-from graphs.blocks import removable_blocks  # noqa: E402
 from graphs.deps import analyze  # noqa: E402
 from graphs.onnx_io import load_model  # noqa: E402
 from graphs.surgery import apply_plan  # noqa: E402
@@ -42,7 +40,7 @@ def run(args) -> None:
         for _ in range(args.repeat):
             t0 = time.perf_counter()
             analysis = analyze(model)
-            blocks = removable_blocks(analysis.model, analysis.shapes)
+            blocks = analysis.blocks
             t1 = time.perf_counter()
             plan = uniform_plan(analysis, 0.3, 8)
             plan.remove = [blocks[len(blocks) // 2].id]

@@ -19,8 +19,6 @@ import warnings
 from pathlib import Path
 
 warnings.filterwarnings("ignore")
-
-from graphs.blocks import removable_blocks  # noqa: E402
 from graphs.deps import analyze  # noqa: E402
 from graphs.errors import InputError  # noqa: E402
 from graphs.onnx_io import load_model  # noqa: E402
@@ -65,7 +63,7 @@ def run(args) -> None:
             print(f"{spec}: table ready in {time.perf_counter() - t0:.0f} s (base {table.base_ms:.2f} ms)")
             model = load_model(path)
             analysis = analyze(model)
-            blocks = removable_blocks(analysis.model, analysis.shapes)
+            blocks = analysis.blocks
             scores = filter_scores(args.criterion, torch_module_for(model)[0], analysis)
             t0 = time.perf_counter()
             solve_joint(analysis, table, blocks, scores, 0.6, config.round_to, args.criterion)

@@ -24,8 +24,6 @@ from pathlib import Path
 warnings.filterwarnings("ignore")
 
 import numpy as np  # noqa: E402
-
-from graphs.blocks import removable_blocks  # noqa: E402
 from graphs.deps import analyze  # noqa: E402
 from graphs.onnx_io import load_model, model_sha256  # noqa: E402
 from graphs.plan import Plan  # noqa: E402
@@ -90,7 +88,7 @@ def run(args) -> None:
                 count = db.execute("SELECT COUNT(*) FROM measurements WHERE model_sha256 = ?",
                                    (model_sha256(model),)).fetchone()[0]
             analysis = analyze(model)
-            blocks = removable_blocks(analysis.model, analysis.shapes)
+            blocks = analysis.blocks
             predictor = Predictor(table, analysis, blocks)
             backend = get_backend(config.backend, **config.backend_options())
             halp = isolated_table(analysis, backend, config) if args.isolated else None

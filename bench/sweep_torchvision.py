@@ -98,7 +98,6 @@ def run_model(name: str, workdir: str | Path | None = None, input_shape=INPUT_SH
     work.mkdir(parents=True, exist_ok=True)
     stage = "import"
     try:
-        from graphs.blocks import removable_blocks
         from graphs.deps import analyze
         from graphs.onnx_io import load_model
         from toolchain.export import export_spec
@@ -116,7 +115,7 @@ def run_model(name: str, workdir: str | Path | None = None, input_shape=INPUT_SH
         row["groups"] = len(analysis.groups)
         row["prunable"] = sum(1 for g in analysis.groups if g.prunable)
         stage = "blocks"
-        blocks = removable_blocks(analysis.model, analysis.shapes)
+        blocks = analysis.blocks
         row["blocks"] = len(blocks)
         stage = "plan"
         plan = uniform_plan(analysis, ratio, round_to)

@@ -23,8 +23,6 @@ import warnings
 from pathlib import Path
 
 warnings.filterwarnings("ignore")
-
-from graphs.blocks import removable_blocks  # noqa: E402
 from graphs.deps import analyze  # noqa: E402
 from graphs.errors import InputError  # noqa: E402
 from graphs.onnx_io import load_model  # noqa: E402
@@ -42,7 +40,7 @@ from benchlog import logged, store_line  # noqa: E402
 
 def plan_at_params(model, analysis, table, scores, mode: str, target_params: int, round_to: int, steps: int = 14):
     """The solver's plan whose parameter count is the smallest one >= target_params (budget bisection)."""
-    blocks = removable_blocks(analysis.model, analysis.shapes)
+    blocks = analysis.blocks
 
     def solve(budget):
         if mode == "joint":

@@ -78,7 +78,8 @@ def write_json(data, path: str | os.PathLike) -> None:
     write_text(path, json.dumps(data, indent=2) + "\n")
 
 
-def _check_target_dir(out_dir: str | os.PathLike) -> Path:
+def check_out_dir(out_dir: str | os.PathLike) -> Path:
+    """The resolved directory `atomic_dir` would write, or InputError; lets a long job refuse it first."""
     if Path(out_dir).is_symlink():  # before resolve(), which follows the link out of where we were told
         raise InputError(f"{out_dir}: is a symlink; give a real directory")
     target = Path(out_dir).resolve()
@@ -106,7 +107,7 @@ def atomic_dir(out_dir: str | os.PathLike, *, start_from: str | os.PathLike | No
     directory (finetune: model.onnx and its weights) then swaps the whole directory, so the files
     never disagree. An existing `out_dir` is moved aside and deleted after the new one is in place.
     """
-    target = _check_target_dir(out_dir)
+    target = check_out_dir(out_dir)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))

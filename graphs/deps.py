@@ -12,12 +12,13 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import onnx
 
 from graphs.channels import ChannelSets, Fix, Layout, ParamSlice
-from graphs.onnx_io import constants_to_initializers
+from graphs.onnx_io import constants_to_initializers, model_input_shape
 from graphs.rules import RULES
 from graphs.shapes import SYMBOLIC_DIM, ConstEvaluator, tensor_shapes
 
@@ -232,8 +233,10 @@ class Tracer:
             self.layouts[name] = None
 
 
-@dataclass
+@dataclass(eq=False)
 class Analysis:
+    """Everything derived from one model's graph, computed once and handed to every later stage."""
+
     model: onnx.ModelProto  # normalised copy (Constant nodes as initializers)
     groups: list[Group]
     slices: list[ParamSlice]
@@ -241,11 +244,32 @@ class Analysis:
     sets: ChannelSets
     shapes: dict
     layouts: dict
+
     def group(self, group_id: str) -> Group:
         for group in self.groups:
             if group.id == group_id:
                 return group
         raise KeyError(group_id)
+
+    @cached_property
+    def roots(self) -> np.ndarray:
+        """The class (union-find root) of every channel id."""
+        return channel_roots(self.sets)
+
+    @cached_property
+    def blocks(self) -> list:
+        """Removable blocks and layers, in topological order (graphs.blocks.Block)."""
+        from graphs.blocks import removable_blocks  # blocks.py names modules with this module's helpers
+
+        return removable_blocks(self.model, self.shapes)
+
+    @cached_property
+    def input_shape(self) -> list[int] | None:
+        return model_input_shape(self.model)
+
+
+def channel_roots(sets: ChannelSets) -> np.ndarray:
+    return np.array([sets.find(i) for i in range(len(sets.parent))], dtype=np.int64)
 
 
 def analyze(model: onnx.ModelProto) -> Analysis:
@@ -261,38 +285,16 @@ def analyze(model: onnx.ModelProto) -> Analysis:
 
 def _groups(tracer: Tracer) -> list[Group]:
     sets = tracer.sets
-    roots = np.array([sets.find(i) for i in range(len(sets.parent))], dtype=np.int64)
+    roots = channel_roots(sets)
     frozen_by_root: dict[int, str] = {}
     for i, reason in sets.frozen.items():
         frozen_by_root.setdefault(int(roots[i]), reason)
-
-    # Spaces linked by any shared class form one group (union-find over space indices).
-    parent = list(range(len(tracer.spaces)))
-
-    def find(s: int) -> int:
-        while parent[s] != s:
-            parent[s] = parent[parent[s]]
-            s = parent[s]
-        return s
-
-    first_space: dict[int, int] = {}
-    for s, space in enumerate(tracer.spaces):
-        for r in np.unique(roots[space.ids]).tolist():
-            if r in first_space:
-                a, b = find(s), find(first_space[r])
-                if a != b:
-                    parent[max(a, b)] = min(a, b)
-            else:
-                first_space[r] = s
 
     members_by_root: dict[int, set[str]] = {}
     for sl in tracer.slices:
         for r in np.unique(roots[sl.ids]).tolist():
             members_by_root.setdefault(r, set()).add(module_of_param(sl.init))
-
-    by_component: dict[int, list[int]] = {}
-    for s in range(len(tracer.spaces)):
-        by_component.setdefault(find(s), []).append(s)
+    by_component = _space_components(tracer.spaces, roots)
 
     groups: list[Group] = []
     seen_ids: dict[str, int] = {}
@@ -320,6 +322,32 @@ def _groups(tracer: Tracer) -> list[Group]:
             multiplicity=multiplicity, classes=classes, widths=widths, producers=producers,
         ))
     return groups
+
+
+def _space_components(spaces: list[Space], roots: np.ndarray) -> dict[int, list[int]]:
+    """Spaces linked by any shared class form one group: union-find over space indices, each
+    component keyed by its smallest space index."""
+    parent = list(range(len(spaces)))
+
+    def find(s: int) -> int:
+        while parent[s] != s:
+            parent[s] = parent[parent[s]]
+            s = parent[s]
+        return s
+
+    first_space: dict[int, int] = {}
+    for s, space in enumerate(spaces):
+        for r in np.unique(roots[space.ids]).tolist():
+            if r in first_space:
+                a, b = find(s), find(first_space[r])
+                if a != b:
+                    parent[max(a, b)] = min(a, b)
+            else:
+                first_space[r] = s
+    by_component: dict[int, list[int]] = {}
+    for s in range(len(spaces)):
+        by_component.setdefault(find(s), []).append(s)
+    return by_component
 
 
 def _natural(name: str):

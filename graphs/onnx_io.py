@@ -12,7 +12,8 @@ from onnx import numpy_helper
 from graphs.atomic import write_bytes
 from graphs.errors import InputError
 
-# onnxruntime 1.31 loads IR version <= 13; onnx 1.23 writes 14 unless told otherwise.
+# onnxruntime 1.31 loads IR version <= 13; onnx 1.23 writes 14 unless told otherwise. 10 is what
+# every model written here carries; the one place that sets it is `cap_ir_version`.
 MAX_IR_VERSION = 10
 
 
@@ -74,7 +75,36 @@ def initializer_arrays(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     return {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
 
 
+def cap_ir_version(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Lower the IR version to one onnxruntime loads (in place; returned for chaining)."""
+    model.ir_version = min(model.ir_version, MAX_IR_VERSION)
+    return model
+
+
+def model_input_shape(model: onnx.ModelProto) -> list[int] | None:
+    """N,C,H,W of the model's input: what `compress export` recorded, else the graph's own fixed dims
+    (a symbolic batch counts as 1); None when the graph leaves another dim open."""
+    recorded = model_metadata(model).get("compress.input_shape")
+    if recorded:
+        return [int(v) for v in recorded.split(",")]
+    if not model.graph.input:
+        return None
+    dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+            for d in model.graph.input[0].type.tensor_type.shape.dim]
+    if dims and dims[0] is None:
+        dims[0] = 1
+    return dims if dims and None not in dims else None
+
+
+def require_input_shape(model: onnx.ModelProto, source: str = "the model") -> list[int]:
+    shape = model_input_shape(model)
+    if shape is None:
+        raise InputError(f"{source}: its input shape is not fixed and not recorded; export it with "
+                         "`compress export --input-shape N,C,H,W`")
+    return shape
+
+
 def save_model(model: onnx.ModelProto, path: str | os.PathLike) -> None:
     """Write atomically so a kill never leaves a truncated model."""
-    model.ir_version = min(model.ir_version, MAX_IR_VERSION)
+    cap_ir_version(model)
     write_bytes(path, model.SerializeToString())

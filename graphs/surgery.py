@@ -11,10 +11,11 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from graphs.blocks import Block, removable_blocks
+from graphs.blocks import Block
 from graphs.deps import Analysis, analyze, round_count
 from graphs.errors import InputError
-from graphs.onnx_io import MAX_IR_VERSION, model_sha256
+from graphs.importance import l1_scores
+from graphs.onnx_io import cap_ir_version, model_sha256
 from graphs.plan import Plan
 
 
@@ -26,32 +27,13 @@ class Edits:
     conv_groups: dict[str, int] = field(default_factory=dict)  # conv weight name -> new `group`
     removed: list[str] = field(default_factory=list)  # torch modules that become the identity
     reinit: dict[str, np.ndarray] = field(default_factory=dict)  # weight name -> fresh values
+    reinit_record: dict[str, dict] = field(default_factory=dict)  # module -> {"in_channels", "seed"} (Plan.reinit)
     kept: dict[str, list[int]] = field(default_factory=dict)  # group id -> kept unit indices
     notes: list[str] = field(default_factory=list)
 
 
-def class_index(analysis: Analysis) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Root of every channel id, and each group's class roots (its units, in channel order)."""
-    roots = np.array([analysis.sets.find(i) for i in range(len(analysis.sets.parent))], dtype=np.int64)
-    return roots, {g.id: g.classes for g in analysis.groups}
-
-
-def l1_scores(analysis: Analysis, roots: np.ndarray) -> dict[str, np.ndarray]:
-    """L1 norm of each unit's filters, summed over the group's producers (the default criterion)."""
-    values = {init.name: init for init in analysis.model.graph.initializer}
-    per_root: dict[int, float] = {}
-    for sl in analysis.slices:
-        if sl.role != "out" or sl.init not in values:
-            continue
-        weight = onnx.numpy_helper.to_array(values[sl.init])
-        norms = np.abs(np.moveaxis(weight, sl.axis, 0)).reshape(weight.shape[sl.axis], -1).sum(axis=1)
-        for r, v in zip(roots[sl.ids].tolist(), norms.tolist()):
-            per_root[r] = per_root.get(r, 0.0) + v
-    return {g.id: np.array([per_root.get(int(r), 0.0) for r in g.classes]) for g in analysis.groups}
-
-
-def resolve_kept(analysis: Analysis, plan: Plan, scores: dict[str, np.ndarray] | None = None,
-                 roots: np.ndarray | None = None) -> tuple[dict[str, np.ndarray], list[str]]:
+def resolve_kept(analysis: Analysis, plan: Plan,
+                 scores: dict[str, np.ndarray] | None = None) -> tuple[dict[str, np.ndarray], list[str]]:
     """Kept unit indices for every group the plan narrows (validated), and notes for the user."""
     groups = {g.id: g for g in analysis.groups}
     kept, notes = {}, []
@@ -77,7 +59,7 @@ def resolve_kept(analysis: Analysis, plan: Plan, scores: dict[str, np.ndarray] |
             if group.channels * group.multiplicity < plan.round_to:
                 notes.append(f"group '{gid}' ({group.channels} channels) is narrower than round_to={plan.round_to}: kept whole")
             if scores is None:
-                scores = l1_scores(analysis, roots if roots is not None else class_index(analysis)[0])
+                scores = l1_scores(analysis)
             keep = group.choose(scores[gid], rounded)
         kept[gid] = keep
     return kept, notes
@@ -94,13 +76,13 @@ def apply_plan(model: onnx.ModelProto, plan: Plan, scores: dict[str, np.ndarray]
     if expected and expected != model_sha256(model):
         raise InputError("the plan was made for another model (onnx_sha256 differs)")
     analysis = analysis or analyze(model)
-    blocks = {b.id: b for b in removable_blocks(analysis.model, analysis.shapes)}
+    blocks = {b.id: b for b in analysis.blocks}
     for bid in plan.remove:
         if bid not in blocks:
             known = ", ".join(blocks)[:200]
             raise InputError(f"plan names unknown block '{bid}' (removable: {known or 'none'})")
-    roots, _ = class_index(analysis)
-    kept_units, notes = resolve_kept(analysis, plan, scores, roots)
+    roots = analysis.roots
+    kept_units, notes = resolve_kept(analysis, plan, scores)
     edits = Edits(kept={gid: keep.tolist() for gid, keep in kept_units.items()}, notes=notes)
 
     keep_id = np.ones(len(roots), dtype=bool)
@@ -123,7 +105,8 @@ def apply_plan(model: onnx.ModelProto, plan: Plan, scores: dict[str, np.ndarray]
     # and keeping it keeps group ids (first producer in topological order) stable across prunings.
     graph.cleanup()
     pruned = gs.export_onnx(graph)
-    pruned.ir_version = min(model.ir_version, MAX_IR_VERSION)
+    pruned.ir_version = model.ir_version
+    cap_ir_version(pruned)
     del pruned.metadata_props[:]
     pruned.metadata_props.extend(model.metadata_props)
     if check:
@@ -141,7 +124,8 @@ def _slice_parameters(analysis: Analysis, keep_id: np.ndarray, tensors: dict, ed
         key = (sl.init, sl.axis)
         if key in done:
             if not np.array_equal(done[key], idx):
-                raise AssertionError(f"conflicting slices for {sl.init} axis {sl.axis}")
+                # Two groups keep different channels of one shared parameter: the plan cannot be applied.
+                raise InputError(f"the plan slices {sl.init} (axis {sl.axis}) two different ways")
             continue
         done[key] = idx
         const = tensors[sl.init]
@@ -228,7 +212,7 @@ def _remove_blocks(plan: Plan, blocks: dict[str, Block], analysis: Analysis, kee
         bound = 1.0 / np.sqrt(width * int(np.prod(shape[2:])))  # torch's default conv init
         weight.values = rng.uniform(-bound, bound, size=shape).astype(weight.values.dtype)
         edits.reinit[block.next_weight] = weight.values
-        plan.reinit[block.next_weight.rsplit(".", 1)[0]] = {"in_channels": width, "seed": seed}
+        edits.reinit_record[block.next_weight.rsplit(".", 1)[0]] = {"in_channels": width, "seed": seed}
 
 
 def analysis_layout(analysis: Analysis, tensor: str) -> np.ndarray | None:

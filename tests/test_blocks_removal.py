@@ -114,7 +114,8 @@ def test_vgg_width_changing_layer_removed_next_conv_reinitialised():
     assert m.features[3][0].in_channels == 8
     assert not np.allclose(new, ref["features.3.0.weight"][:, :8])  # fresh, not a slice
     assert np.abs(new).max() <= 1 / np.sqrt(8 * 9) + 1e-6  # torch's default conv init bound
-    assert plan.reinit["features.3.0"]["in_channels"] == 8
+    assert edits.reinit_record["features.3.0"]["in_channels"] == 8
+    assert not plan.reinit  # surgery reports what it did; it does not write into the decision
 
 
 def test_two_consecutive_layers_removed():

@@ -207,3 +207,30 @@ def test_export_failures_are_input_errors(tmp_path, capfd):
         assert "\n" not in msg and all(w in msg for w in words), msg
     assert not (tmp_path / "bad.onnx").exists()
     assert "Torch IR graph" not in capfd.readouterr().out  # the exporter's graph dump is silenced
+
+
+def test_multihead_attention_exports_and_fastpath_is_restored(tmp_path):
+    """MHA's eval fast path is one fused op the legacy exporter cannot write: export turns it off
+    (torch.backends.mha, public) and puts the user's setting back."""
+    import numpy as np
+    import onnxruntime as ort
+
+    class Attn(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 16, 3, padding=1)
+            self.attn = torch.nn.MultiheadAttention(16, 2, batch_first=True)
+
+        def forward(self, x):
+            t = self.conv(x).flatten(2).transpose(1, 2)
+            return self.attn(t, t, t, need_weights=False)[0].mean(1)
+
+    model = Attn().eval()
+    assert torch.backends.mha.get_fastpath_enabled()
+    export_onnx(model, (1, 3, 8, 8), tmp_path / "attn.onnx")
+    assert torch.backends.mha.get_fastpath_enabled()
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        expected = model(x).numpy()
+    session = ort.InferenceSession(str(tmp_path / "attn.onnx"), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(None, {"input": x.numpy()})[0], expected, atol=1e-5)

@@ -4,7 +4,12 @@ import itertools
 import numpy as np
 import pytest
 
-from toolchain.solve.knapsack import group_knapsack, zero_one_knapsack
+from toolchain.solve.knapsack import GroupKnapsack, zero_one_knapsack
+
+
+def group_knapsack(values, weights, capacity):
+    """One table filled for `capacity` alone."""
+    return GroupKnapsack(values, weights, capacity).pick(capacity)
 
 
 @pytest.mark.parametrize("seed", range(12))
@@ -50,8 +55,6 @@ def test_infeasible_is_none():
 def test_one_table_answers_every_capacity():
     """prune's target search asks one filled table for many capacities: each answer must be the
     optimum a table filled for that capacity alone gives."""
-    from toolchain.solve.knapsack import GroupKnapsack
-
     rng = np.random.default_rng(3)
     for _ in range(10):
         values = [np.sort(rng.random(int(rng.integers(1, 5)))) for _ in range(int(rng.integers(1, 6)))]

@@ -20,12 +20,12 @@ def test_round_trip_and_replace(tmp_path):
         assert s.get(key()) is None
         s.put(key(), {"ratio": 0.8, "ref_median_ms": 20.0, "median_ms": 16.0, "p90_ms": 17.0,
                       "std_ms": 0.5, "count": 60})
-        s.put(key(kind="base", item="", k=-1), {"ratio": 1.0, "median_ms": 20.0})
+        s.put(key(kind="block", item="layer3.4", k=-1), {"ratio": 0.9, "median_ms": 18.0})
         row = s.get(key())
         assert row["ratio"] == 0.8 and row["count"] == 60 and row["created_at"] > 0
         s.put(key(), {"ratio": 0.7})  # INSERT OR REPLACE: same key, new values
         assert s.get(key())["ratio"] == 0.7
-        assert [r["kind"] for r in s.items(SHA, "ort")] == ["base", "group"]
+        assert [r["kind"] for r in s.items(SHA, "ort")] == ["block", "group"]
         assert len(s.items(SHA, "ort", kind="group")) == 1
         assert s.items(SHA, "tensorrt") == []
     with Store(tmp_path / "lat.sqlite") as s:  # persisted across opens

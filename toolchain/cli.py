@@ -5,91 +5,14 @@ stderr, no traceback unless --debug).
 """
 from __future__ import annotations
 
-import functools
-import json
-import os
-import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from graphs.errors import InputError
-
-app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
-                  help="Latency-budgeted width and depth pruning of CNNs: PyTorch -> ONNX -> pruned model + torch weights.")
-out = Console()
-err = Console(stderr=True)
-DEBUG = {"on": os.environ.get("COMPRESS_DEBUG") == "1"}
-
-
-@app.callback()
-def _global(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors.")) -> None:
-    DEBUG["on"] = DEBUG["on"] or debug
-
-
-def command(fn):
-    """Turn InputError (and unreadable files) into the one-line, exit-2 contract."""
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except InputError as exc:
-            if DEBUG["on"]:
-                raise
-            # escape: a message naming `.[yolo]` or a list must not be read as rich markup
-            err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2)
-        except (PermissionError, IsADirectoryError) as exc:
-            if DEBUG["on"]:
-                raise
-            err.print(f"[red]error:[/red] {exc.filename}: {exc.strerror}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2)
-    return app.command()(wrapper)
-
-
-def _parse_shape(text: Optional[str]) -> Optional[tuple[int, ...]]:
-    if text is None:
-        return None
-    try:
-        shape = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise InputError(f"--input-shape must be comma-separated integers like 1,3,224,224, got {text!r}") from None
-    if len(shape) < 2 or any(v <= 0 for v in shape):
-        raise InputError(f"--input-shape must be positive integers like 1,3,224,224, got {text!r}")
-    return shape
-
-
-def _print_json(data) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=float) + "\n")
-
-
-def _train_config(epochs, lr, batch_size, weight_decay, seed):
-    from toolchain.train import TrainConfig
-
-    if epochs < 1 or lr <= 0 or batch_size < 1:
-        raise InputError("--epochs and --batch-size must be >= 1 and --lr > 0")
-    return TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay, seed=seed)
-
-
-class _EpochProgress:
-    def __init__(self, epochs: int, per_epoch: int):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.bar = Progress(TextColumn("[bold]epoch {task.fields[epoch]}[/bold]"), BarColumn(), MofNCompleteColumn(),
-                            TimeRemainingColumn(), console=err, transient=True)
-        self.per_epoch = per_epoch
-        self.task = self.bar.add_task("train", total=per_epoch, epoch=0)
-        self.bar.start()
-
-    def __call__(self, epoch: int, seen: int) -> None:
-        self.bar.update(self.task, completed=seen, epoch=epoch + 1)
-
-    def stop(self) -> None:
-        self.bar.stop()
+from toolchain.cli_app import TableProgress, app, command, err, out, parse_shape, print_json
 
 
 @command
@@ -102,25 +25,24 @@ def export(
     """Export a PyTorch model to ONNX, keeping BatchNorm and torch parameter names and values."""
     from toolchain.export import export_spec
 
-    model = export_spec(spec, str(output), input_shape=_parse_shape(input_shape),
+    model = export_spec(spec, str(output), input_shape=parse_shape(input_shape),
                         checkpoint=str(checkpoint) if checkpoint else None)
     out.print(f"wrote {output} ({len(model.graph.node)} nodes, {len(model.graph.initializer)} initializers)")
 
 
 @command
-def analyze(
+def analyze_command(
     model: Path = typer.Argument(..., help="ONNX file (from `compress export`)"),
     as_json: bool = typer.Option(False, "--json", help="print the analysis as JSON"),
 ) -> None:
     """Show the channel dependency groups (what can be pruned, and why not) and the removable blocks."""
-    from graphs.blocks import removable_blocks
-    from graphs.deps import analyze as analyze_graph
+    from graphs.deps import analyze
     from graphs.onnx_io import load_model
 
-    analysis = analyze_graph(load_model(model))
-    blocks = removable_blocks(analysis.model, analysis.shapes)
+    analysis = analyze(load_model(model))
+    blocks = analysis.blocks
     if as_json:
-        _print_json({"groups": [g.as_dict() for g in analysis.groups], "blocks": [b.as_dict() for b in blocks]})
+        print_json({"groups": [g.as_dict() for g in analysis.groups], "blocks": [b.as_dict() for b in blocks]})
         return
     table = Table(title=f"Channel groups of {model.name}")
     for col in ("group", "channels", "prunable", "members / reason"):
@@ -175,7 +97,7 @@ def prune(
     is a ceiling: met when the measured ratio is <= B + one standard error of that measurement; a plan
     that misses it is re-solved tighter, and the least-pruned plan that meets it is kept. With --stages K
     and --data, the model is fine-tuned for an epoch between stages."""
-    from graphs.deps import analyze as analyze_graph
+    from graphs.deps import analyze
     from graphs.onnx_io import load_model
     from graphs.plan import load_plan
     from toolchain.prune import prune_to_dir, uniform_plan
@@ -188,26 +110,28 @@ def prune(
     if budget is not None:
         summary = _prune_budget(model, output, budget, criterion, mode, solver, layer_criterion, stages, data,
                                 batches, backend, store, runs, round_to, provider, precision)
-        if as_json:
-            _print_json(summary)
-            return
-        lat = summary["latency"]
-        status = "[green]met[/green]" if lat["met"] else "[red]missed[/red]"
-        out.print(f"wrote {output}/: budget {lat['budget']:.3f}, predicted {lat['predicted']:.3f}, measured "
-                  f"{lat['measured']:.3f} +- {lat.get('measured_se', 0.0):.3f} (one standard error) of the unpruned latency "
-                  f"({lat['pruned_ms']:.2f} ms vs {lat['reference_ms']:.2f} ms) {status} (met: <= budget + one standard error)")
-        return
+        return print_json(summary) if as_json else _print_budget_summary(summary, output)
     if plan is not None:
         the_plan = load_plan(plan)
         if round_to is not None and round_to > 1:
             the_plan.round_to = round_to
-    else:
-        the_plan = uniform_plan(analyze_graph(load_model(model)), ratio, round_to or 1)
+    analysis = analyze(load_model(model))  # once: the uniform plan and the pruning share it
+    if plan is None:
+        the_plan = uniform_plan(analysis, ratio, round_to or 1)
     with err.status("pruning..."):
-        summary = prune_to_dir(str(model), str(output), the_plan, spec=spec, seed=seed)
-    if as_json:
-        _print_json(summary)
-        return
+        summary = prune_to_dir(str(model), str(output), the_plan, spec=spec, seed=seed, analysis=analysis)
+    return print_json(summary) if as_json else _print_prune_summary(summary, output)
+
+
+def _print_budget_summary(summary: dict, output: Path) -> None:
+    lat = summary["latency"]
+    status = "[green]met[/green]" if lat["met"] else "[red]missed[/red]"
+    out.print(f"wrote {output}/: budget {lat['budget']:.3f}, predicted {lat['predicted']:.3f}, measured "
+              f"{lat['measured']:.3f} +- {lat.get('measured_se', 0.0):.3f} (one standard error) of the unpruned latency "
+              f"({lat['pruned_ms']:.2f} ms vs {lat['reference_ms']:.2f} ms) {status} (met: <= budget + one standard error)")
+
+
+def _print_prune_summary(summary: dict, output: Path) -> None:
     p, m = summary["params"], summary["macs"]
     out.print(f"wrote {output}/: params {p['before']:,} -> {p['after']:,} ({p['after'] / p['before']:.1%}), "
               f"MACs {m['before']:,} -> {m['after']:,} ({m['after'] / max(1, m['before']):.1%}), "
@@ -227,9 +151,9 @@ def _prune_budget(model, output, budget, criterion, mode, solver, layer_criterio
     loader = None
     if data is not None:
         from toolchain.data import make_loader
-        from graphs.onnx_io import model_metadata
+        from graphs.onnx_io import require_input_shape
 
-        shape = [int(v) for v in model_metadata(load_model(model)).get("compress.input_shape", "1,3,224,224").split(",")]
+        shape = require_input_shape(load_model(model), str(model))
         loader = make_loader(data, tuple(shape), "train", batch_size=32, seed=0, shuffle=False)  # repeatable scores
     log = lambda message: err.print(message, highlight=False, markup=False)  # noqa: E731
     # Between stages the pruned model recovers for an epoch on --data before the next stage scores it.
@@ -238,154 +162,11 @@ def _prune_budget(model, output, budget, criterion, mode, solver, layer_criterio
                             solver=solver, round_to=round_to, stages=stages, loader=loader, batches=batches,
                             between_stages=hook, log=log)
     config = ProfileConfig(backend=backend, round_to=round_to, runs=runs, provider=provider, precision=precision)
-    progress = _TableProgress()
+    progress = TableProgress()
     try:
         return prune_to_budget(str(model), str(output), request, str(store), config, progress=progress)
     finally:
         progress.stop()
-
-
-@command
-def finetune(
-    directory: Path = typer.Argument(..., help="a `compress prune` output directory"),
-    data: str = typer.Option(..., help="mnist5k, digits, imagefolder:PATH, cifar10:PATH, cifar100:PATH, npz:PATH"),
-    epochs: int = typer.Option(5, help="epochs (the papers fine-tune for 30 at lr 1e-3)"),
-    lr: float = typer.Option(1e-3, help="SGD learning rate, decayed x0.1 at 1/2 and 3/4 of the run"),
-    batch_size: int = typer.Option(64, "--batch-size"),
-    weight_decay: float = typer.Option(5e-4, "--weight-decay"),
-    distill: bool = typer.Option(False, help="distil from the unpruned model (soft targets)"),
-    seed: int = typer.Option(0),
-    as_json: bool = typer.Option(False, "--json"),
-) -> None:
-    """Fine-tune a pruned model in torch and write the weights back into DIR.
-
-    The weights go into weights.safetensors and, by name, into the same initializers of DIR/model.onnx
-    (parity checked). An interrupted run resumes from DIR/finetune/."""
-    from toolchain.data import dataset_info
-    from toolchain.finetune import ParityLost, finetune_dir
-
-    if not (directory / "plan.json").is_file():
-        raise InputError(f"{directory}: no plan.json (is it a `compress prune` output directory?)")
-    config = _train_config(epochs, lr, batch_size, weight_decay, seed)
-    per_epoch = dataset_info(data, seed=seed)["splits"]["train"]
-    progress = _EpochProgress(epochs, per_epoch)
-    try:
-        result = finetune_dir(directory, data, config, distill=distill, progress=progress)
-    except ParityLost as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
-        raise typer.Exit(1)
-    finally:
-        progress.stop()
-    if as_json:
-        _print_json(result)
-        return
-    b, a = result["before"], result["after"]
-    out.print(f"top-1 {b['top1']:.2f} -> {a['top1']:.2f} (top-5 {a['top5']:.2f}) on {data} val; "
-              f"weights written to {directory}/weights.safetensors and model.onnx")
-
-
-@command
-def train(
-    spec: str = typer.Argument(..., help="model spec, e.g. builtin:resnet20"),
-    data: str = typer.Option(..., help="training data (see finetune)"),
-    output: Path = typer.Option(..., "-o", "--output", help="weights file to write (.safetensors)"),
-    epochs: int = typer.Option(10),
-    lr: float = typer.Option(0.05, help="from scratch: SGD lr, decayed x0.1 at 1/2 and 3/4 of the run"),
-    batch_size: int = typer.Option(64, "--batch-size"),
-    weight_decay: float = typer.Option(5e-4, "--weight-decay"),
-    input_shape: Optional[str] = typer.Option(None, help="N,C,H,W (default: the spec's)"),
-    seed: int = typer.Option(0),
-    as_json: bool = typer.Option(False, "--json"),
-) -> None:
-    """Train a model from scratch (the baseline to prune), e.g. builtin:resnet20 on mnist5k."""
-    from toolchain.baseline import train_baseline
-
-    config = _train_config(epochs, lr, batch_size, weight_decay, seed)
-    result = train_baseline(spec, data, str(output), config, _parse_shape(input_shape))
-    if as_json:
-        _print_json(result)
-        return
-    out.print(f"wrote {output}: top-1 {result['val']['top1']:.2f} on {data} val after {epochs} epochs")
-
-
-@command
-def build(
-    source: Path = typer.Argument(..., help="a `compress prune` output directory, or an ONNX file"),
-    output: Path = typer.Option(..., "-o", "--output", help="artifact to write (a manifest JSON is written beside it)"),
-    backend: str = typer.Option("ort", help="ort (optimised ONNX for onnxruntime) or tensorrt (serialized engine, built here through Polygraphy)"),
-    provider: Optional[str] = typer.Option(None, help="where the artifact is checked and timed: ort cpu (default) | cuda | tensorrt (need pip install -e '.\\[gpu]')"),
-    precision: str = typer.Option("fp32", help="fp32 | fp16 | int8 (int8 needs --calib)"),
-    calib: Optional[str] = typer.Option(None, help="calibration data: mnist5k, digits, imagefolder:PATH, npz:PATH, ..."),
-    calib_method: str = typer.Option("minmax", "--calib-method", help="minmax | entropy | percentile"),
-    batch: str = typer.Option("1:1:1", help="dynamic batch profile MIN:OPT:MAX (TensorRT)"),
-    val: Optional[str] = typer.Option(None, help="validation data for the accuracy check (default: --calib's val split)"),
-    max_drop: Optional[float] = typer.Option(None, "--max-drop", help="fail (exit 1) when top-1 drops more than this many points"),
-    workspace_mb: int = typer.Option(1024, "--workspace-mb", help="TensorRT builder workspace limit"),
-    timing_cache: Optional[Path] = typer.Option(None, "--timing-cache", help="TensorRT timing cache file (reused)"),
-    as_json: bool = typer.Option(False, "--json", help="print the manifest as JSON"),
-) -> None:
-    """Build the deployable artifact (ORT model or TensorRT engine) with its manifest.
-
-    ORT: optimised, FP16 or INT8 (QDQ) ONNX. TensorRT: an engine built on this machine (TensorRT 10
-    flags or 11 strongly typed). The manifest records versions, device, hashes, the calibration digest,
-    the latency measured here and the accuracy check against FP32."""
-    from toolchain.build import BuildCheckFailed
-    from toolchain.build import build as build_artifact
-
-    try:
-        with err.status(f"building {precision} for {backend}..."):
-            manifest = build_artifact(str(source), backend, precision, str(output), calib=calib, batch=batch,
-                                      calib_method=calib_method, max_drop=max_drop, val=val, workspace_mb=workspace_mb,
-                                      provider=provider,
-                                      timing_cache=str(timing_cache) if timing_cache else None)
-    except BuildCheckFailed as exc:
-        err.print(f"[red]build check failed:[/red] {exc}", highlight=False)
-        raise typer.Exit(1)
-    if as_json:
-        _print_json(manifest)
-        return
-    out.print(f"wrote {output} ({backend} {precision}); manifest beside it")
-    acc = manifest.get("accuracy") or {}
-    if acc:
-        out.print(f"  accuracy check: {json.dumps(acc)[:300]}")
-    if manifest.get("latency"):
-        out.print(f"  latency on this machine: {json.dumps(manifest['latency'])[:300]}")
-
-
-@command
-def pipeline(
-    recipe: Path = typer.Argument(..., help="recipe YAML (see recipes/default.yaml)"),
-    as_json: bool = typer.Option(False, "--json"),
-) -> None:
-    """Run export -> profile -> prune -> finetune -> (build) -> report from one recipe.
-
-    Finished stages whose settings (and upstream stages) did not change are skipped on a re-run."""
-    from toolchain.pipeline import run_pipeline
-    from toolchain.recipe import load_recipe
-
-    config = load_recipe(recipe)
-    progress = _TableProgress()
-    try:
-        results = run_pipeline(config, log=lambda message: err.print(message, highlight=False, markup=False),
-                               progress=progress)
-    finally:
-        progress.stop()
-    if as_json:
-        _print_json(results)
-        return
-    lines = [f"pipeline {config.name}: outputs in {config.out}/"]
-    if "export" in results:
-        lines.append(f"  unpruned top-1 {results['export']['val']['top1']:.2f}")
-    if "prune" in results:
-        lat = results["prune"]["latency"]
-        lines.append(f"  latency budget {lat['budget']:.2f}: predicted {lat['predicted']:.3f}, measured {lat['measured']:.3f} "
-                     f"of the unpruned model ({lat['pruned_ms']:.2f} ms vs {lat['reference_ms']:.2f} ms)")
-    if "finetune" in results:
-        f = results["finetune"]
-        lines.append(f"  pruned top-1 {f['before']['top1']:.2f} -> {f['after']['top1']:.2f} after fine-tuning")
-    if "report" in results:
-        lines.append(f"  report: {config.out}/pruned/report/report.md")
-    out.print("\n".join(lines))
 
 
 @command
@@ -412,7 +193,7 @@ def verify(
 
     result = verify_dir(directory, batch=batch)
     if as_json:
-        _print_json(result.as_dict())
+        print_json(result.as_dict())
     else:
         p = result.parity
         status = "[green]PASS[/green]" if p.ok else "[red]FAIL[/red]"
@@ -425,31 +206,8 @@ def verify(
     raise typer.Exit(0 if result.parity.ok else 1)
 
 
-class _TableProgress:
-    """rich progress bar with ETA for `profile`; already-stored entries count as done."""
-
-    def __init__(self):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.bar = Progress(TextColumn("[bold]profiling[/bold] {task.fields[item]}"), BarColumn(),
-                            MofNCompleteColumn(), TimeRemainingColumn(), console=err, transient=True)
-        self.task = None
-
-    def start(self, total: int, done: int) -> None:
-        self.bar.start()
-        self.task = self.bar.add_task("profile", total=total, completed=done, item="")
-
-    def advance(self, candidate) -> None:
-        label = f"{candidate.item} k={candidate.k}" if candidate.kind == "group" else f"{candidate.item} removed"
-        self.bar.update(self.task, advance=1, item=label)
-
-    def stop(self) -> None:
-        if self.task is not None:  # a bar never started must not print its (empty) last frame
-            self.bar.stop()
-
-
 @command
-def profile(
+def profile_command(
     model: Path = typer.Argument(..., help="ONNX file (from `compress export`)"),
     backend: str = typer.Option("ort", help="ort (onnxruntime, CPU by default), tensorrt, torch (the Plan applied to the torch module)"),
     provider: Optional[str] = typer.Option(None, help="where the backend runs: ort cpu (default) | cuda | tensorrt (CUDA and TensorRT execution providers need pip install -e '.\\[gpu]'); torch cpu | cuda"),
@@ -473,7 +231,7 @@ def profile(
     Whole-network latency with each group narrowed to k channels (coupled layers together, SP-LAMP
     eq. 7) and with each removable block gone, as ratios to the unpruned model timed interleaved with it."""
     from toolchain.latency.lut import ProfileConfig
-    from toolchain.latency.lut import profile as build_table
+    from toolchain.latency.lut import profile
 
     if blocks_only and groups_only:
         raise InputError("--blocks-only and --groups-only exclude each other")
@@ -484,9 +242,9 @@ def profile(
     config = ProfileConfig(backend=backend, precision=precision, batch=batch, round_to=round_to, points=points,
                            runs=runs, warmup=warmup, pause_s=pause, groups=not blocks_only, blocks=not groups_only,
                            provider=provider)
-    progress = _TableProgress()
+    progress = TableProgress()
     try:
-        table = build_table(str(model), str(store), config, progress=progress, fresh=fresh,
+        table = profile(str(model), str(store), config, progress=progress, fresh=fresh,
                             ray_address=ray, ray_resource=ray_resource)
     finally:
         progress.stop()
@@ -494,7 +252,7 @@ def profile(
                "groups": {g: {str(k): r for k, r in sorted(v.items())} for g, v in table.groups.items()},
                "blocks": table.blocks, "anchors": {name: a.ratio for name, a in table.anchors.items()}}
     if as_json:
-        _print_json(summary)
+        print_json(summary)
         return
     t = Table(title=f"Latency table of {model.name} on {backend} (ratio to the unpruned model, {table.base_ms:.2f} ms)")
     t.add_column("entry")
@@ -507,6 +265,11 @@ def profile(
         changed = f"{len(a.kept)} groups narrowed" if a.kept else f"{len(a.removed)} blocks removed"
         t.add_row(f"{name} ({changed})", f"{a.ratio:.3f}")
     out.print(t)
+
+
+
+# After this module's commands, so `compress --help` lists them in pipeline order.
+from toolchain import cli_train  # noqa: E402,F401 - registers finetune, train, pipeline, build
 
 
 def main() -> None:

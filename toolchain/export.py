@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import io
 import os
+import sys
+from contextlib import contextmanager
 import warnings
 from pathlib import Path
-from unittest import mock
 
 import numpy as np
 
@@ -21,11 +22,11 @@ import torch
 from torch import nn
 
 from graphs.atomic import write_bytes
+from graphs.onnx_io import cap_ir_version
 from graphs.errors import InputError
 
 __all__ = ["export_onnx", "export_spec", "undo_initializer_dedup"]
 
-MAX_IR_VERSION = 10  # onnxruntime 1.31 loads at most 13; onnx 1.23 would write 14
 
 
 def _count_outputs(out) -> int:
@@ -99,13 +100,8 @@ def export_onnx(model: nn.Module, input_shape, path: str | os.PathLike | None, *
     dynamic = {n: {0: "batch"} for n in ["input", *outputs]}
 
     buf = io.BytesIO()
-    # The exporter prints the whole TorchScript graph on failure (to C++ stdout, whatever the log
-    # setting); silence it so a bad model gives one line, not pages.
-    quiet = mock.patch.object(torch._C, "_jit_onnx_log", lambda *a: None, create=True)
     try:
-        # MultiheadAttention's eval fast path is one fused op the legacy exporter cannot write.
-        mha_fastpath = mock.patch.object(torch.backends.mha, "get_fastpath_enabled", lambda: False)
-        with warnings.catch_warnings(record=True) as caught, torch.no_grad(), quiet, mha_fastpath:
+        with warnings.catch_warnings(record=True) as caught, torch.no_grad(), _quiet_stdout(), _no_mha_fastpath():
             warnings.simplefilter("always")
             # Legacy exporter + no constant folding: BN stays a node, params keep torch names/values.
             torch.onnx.export(model, (x,), buf, dynamo=False, do_constant_folding=False,
@@ -117,7 +113,7 @@ def export_onnx(model: nn.Module, input_shape, path: str | os.PathLike | None, *
 
     proto = onnx.load_from_string(buf.getvalue())
     undo_initializer_dedup(proto)
-    proto.ir_version = min(proto.ir_version, MAX_IR_VERSION)
+    cap_ir_version(proto)
     meta = {"compress.input_shape": ",".join(map(str, shape))}
     if spec:
         meta["compress.spec"] = spec
@@ -187,6 +183,33 @@ def _check_traced_faithfully(model, session, shape, name: str, warning: str) -> 
         if err:
             raise InputError(f"cannot export {name} faithfully ({err} on a new input; data-dependent "
                              f"control flow?); tracer said: {warning.split('. ')[0]}")
+
+
+@contextmanager
+def _no_mha_fastpath():
+    """MultiheadAttention's eval fast path is one fused op the legacy exporter cannot write."""
+    enabled = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(enabled)
+
+
+@contextmanager
+def _quiet_stdout():
+    """The exporter prints the whole TorchScript graph on failure to C++ stdout, whatever the log
+    setting: point file descriptor 1 at /dev/null meanwhile, so a bad model gives one line, not pages."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _write_model_file(path: Path, data: bytes) -> None:

@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 
 from graphs.atomic import atomic_dir
 from graphs.errors import InputError
-from graphs.onnx_io import load_model, save_model
+from graphs.onnx_io import load_model, require_input_shape, save_model
 from graphs.plan import load_plan
 from toolchain.data import make_loader
 from toolchain.train import TrainConfig, evaluate, train, write_history
@@ -36,9 +36,9 @@ def finetune_dir(directory: str | Path, data: str, config: TrainConfig, distill:
                  progress=None, on_epoch=None) -> dict:
     directory = Path(directory)
     module = load_pruned_module(directory)
-    load_model(directory / "model.onnx")  # a broken model.onnx is refused before an epoch is spent
+    model = load_model(directory / "model.onnx")  # a broken model.onnx is refused before an epoch is spent
     plan = load_plan(directory / "plan.json")
-    shape = tuple(plan.model.get("input_shape") or (1, 3, 224, 224))
+    shape = tuple(plan.model.get("input_shape") or require_input_shape(model, str(directory / "model.onnx")))
     train_loader = make_loader(data, shape, "train", config.batch_size, seed=config.seed, augment=True, shuffle=True)
     val_loader = make_loader(data, shape, "val", 256, seed=config.seed)
     teacher = teacher_for(directory) if distill else None

@@ -10,8 +10,6 @@ import hashlib
 import json
 from pathlib import Path
 from typing import Callable
-
-from graphs.blocks import removable_blocks
 from graphs.deps import analyze
 from graphs.onnx_io import load_model
 from graphs.atomic import write_json
@@ -157,7 +155,7 @@ def _prune(recipe: Recipe, onnx_path: Path, pruned: Path, store: Path, config, s
     summary = prune_to_budget(str(onnx_path), str(pruned), request, str(store), config, progress=progress)
     model = load_model(onnx_path)
     analysis = analyze(model)
-    blocks = removable_blocks(analysis.model, analysis.shapes)
+    blocks = analysis.blocks
     module, _ = torch_module_for(model)
     scores = {name: layer_scores(name, module, analysis, blocks, loader=loader) for name in p.scores}
     write_json({"criteria": scores, "blocks": [b.id for b in blocks]}, pruned / "scores.json")

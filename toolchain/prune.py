@@ -5,7 +5,6 @@ from pathlib import Path
 
 import torch
 
-from graphs.blocks import removable_blocks
 from graphs.deps import Analysis, analyze
 from graphs.errors import InputError
 from graphs.onnx_io import load_model, model_metadata, model_sha256
@@ -29,34 +28,35 @@ def uniform_plan(analysis: Analysis, ratio: float, round_to: int = 1) -> Plan:
 
 def prune_to_dir(onnx_path: str, out_dir: str, plan: Plan, spec: str | None = None, seed: int = 0,
                  module: torch.nn.Module | None = None, structure: dict | None = None,
-                 extra: dict | None = None) -> dict:
+                 extra: dict | None = None, analysis: Analysis | None = None) -> dict:
     """Apply `plan` to the ONNX model and its torch module; write DIR/{model.onnx, plan.json,
     weights.safetensors, summary.json} all at once (a temporary directory renamed at the end).
 
     `module` and `structure` continue from an earlier pruning (a multi-stage schedule): the module
-    already pruned, and the structure its summary recorded.
+    already pruned, and the structure its summary recorded. `analysis` is the caller's analysis of
+    the same model (computed once per model and passed on).
     """
     model = load_model(onnx_path)
     if module is None and not (spec or model_metadata(model).get("compress.spec")):
         return prune_onnx_only(onnx_path, out_dir, plan, seed=seed, extra=extra)
-    analysis = analyze(model)
+    analysis = analysis or analyze(model)
     if module is None:
         module, spec = torch_module_for(model, spec)
     else:
         spec = spec or model_metadata(model).get("compress.spec")
     pruned, edits = apply_plan(model, plan, analysis=analysis, seed=seed)  # checks plan.model's hash
-    shape = [int(v) for v in model_metadata(model).get("compress.input_shape", "").split(",") if v]
-    plan.model = {**plan.model, "onnx_sha256": model_sha256(model), "spec": spec, "input_shape": shape or None}
+    plan.model = {**plan.model, "onnx_sha256": model_sha256(model), "spec": spec, "input_shape": analysis.input_shape}
     apply_edits(module, edits)
     check_synced(module, pruned, shape or [d.dim_value or 1 for d in model.graph.input[0].type.tensor_type.shape.dim],
                  list(edits.slices))
     plan.notes = edits.notes
+    plan.reinit = {**plan.reinit, **edits.reinit_record}  # surgery reports it; the Plan records it here
     if not plan.channels:
         plan.channels = {}
     for gid, keep in edits.kept.items():
         plan.channels[gid] = {"keep": keep}  # record the exact channels chosen
 
-    blocks = {b.id: b for b in removable_blocks(analysis.model, analysis.shapes)}
+    blocks = {b.id: b for b in analysis.blocks}
     summary = {
         "spec": spec,
         "source_onnx": str(Path(onnx_path).resolve()),

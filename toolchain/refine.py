@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-
-from graphs.blocks import removable_blocks
 from graphs.deps import analyze
+from graphs.atomic import atomic_dir, check_out_dir, write_json
 from graphs.errors import InputError
 from graphs.onnx_io import load_model
 from toolchain.latency.backends import get_backend
@@ -153,7 +152,9 @@ def prune_to_budget(onnx_path: str, out_dir: str, request: BudgetRequest, store:
     # across the backend's channel blocks (a 56-wide trunk is slower than a 64-wide one on AVX-512).
     config = resolve_round_to(replace(config, round_to=config.round_to or request.round_to))
     request = replace(request, round_to=request.round_to or config.round_to)
-    workspace = Path(tempfile.mkdtemp(prefix=".compress-stages-", dir=Path(out_dir).resolve().parent))
+    target = check_out_dir(out_dir)  # before profiling: a bad DIR should not cost a table build
+    target.parent.mkdir(parents=True, exist_ok=True)
+    workspace = Path(tempfile.mkdtemp(prefix=".compress-stages-", dir=target.parent))
     try:
         return _run_stages(onnx_path, out_dir, request, store, config, progress, workspace)
     finally:
@@ -174,7 +175,7 @@ def _run_stages(onnx_path, out_dir, request, store, config, progress, workspace:
     for stage in range(1, request.stages + 1):
         stage_budget = 1.0 - (1.0 - request.budget) * stage / request.stages  # of the original latency
         last = stage == request.stages
-        stage_dir = Path(out_dir) if last else workspace / f"stage-{stage}"
+        stage_dir = workspace / f"stage-{stage}"  # attempts are written here; DIR only once, at the end
         best, summary, rows = _run_stage(onnx_path, stage, stage_budget, stage_dir, state, request, store, config,
                                          progress)
         history.extend(rows)
@@ -190,15 +191,17 @@ def _run_stages(onnx_path, out_dir, request, store, config, progress, workspace:
                "reference_ms": row["reference_ms"], "pruned_ms": row["pruned_ms"],
                "met": meets_budget(best.measured, request.budget), "stages": request.stages,
                "backend": config.backend, "history": history}
-    _add_to_summary(Path(out_dir) / "summary.json", {"latency": latency})
-    return {**summary, "latency": latency}
+    summary = {**summary, "latency": latency}
+    with atomic_dir(out_dir, start_from=stage_dir) as tmp:  # DIR appears once, complete, with its latency
+        write_json(summary, tmp / "summary.json")
+    return summary
 
 
 def _run_stage(onnx_path, stage, stage_budget, stage_dir: Path, state: _Stage, request, store, config, progress):
     """Solve, prune, measure and re-solve one stage; returns (chosen attempt, its summary, history rows)."""
     model = load_model(state.current)
     analysis = analyze(model)
-    blocks = removable_blocks(analysis.model, analysis.shapes)
+    blocks = analysis.blocks
     request.log(f"stage {stage}/{request.stages}: profiling {Path(state.current).name}")
     table = profile(state.current, store, config, progress=progress)
     module = state.module if state.module is not None else torch_module_for(model)[0]
@@ -210,7 +213,8 @@ def _run_stage(onnx_path, stage, stage_budget, stage_dir: Path, state: _Stage, r
     def write(decision):
         stage_module = (load_pruned_module(Path(state.current).parent) if state.structure is not None
                         else torch_module_for(model)[0])
-        return prune_to_dir(state.current, str(stage_dir), decision.plan, module=stage_module, structure=state.structure)
+        return prune_to_dir(state.current, str(stage_dir), decision.plan, module=stage_module, structure=state.structure,
+                            analysis=analysis)
 
     for attempt in range(request.refine + 1):
         decision = _solve(request, target, analysis, table, blocks, group, layer)
@@ -257,13 +261,3 @@ def next_target(tried: list[tuple[float, float]], budget: float, target: float, 
     step = float(min(1.0, max(0.02, min(1.5 * target, max(0.5 * target, step)))))
     step = max(step, floor + 1e-4)
     return None if any(abs(step - t) < 1e-3 for t, _ in tried) else step
-
-
-def _add_to_summary(path: Path, fields: dict) -> None:
-    import json
-
-    from graphs.atomic import write_json
-
-    data = json.loads(path.read_text())
-    data.update(fields)
-    write_json(data, path)

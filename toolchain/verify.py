@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 import torch
 
-from graphs.onnx_io import load_model
+from graphs.onnx_io import load_model, require_input_shape
 from graphs.plan import load_plan
 from graphs.parity import Parity, parity
 from toolchain.latency.backends import OnnxSource, get_backend
@@ -74,6 +74,5 @@ def verify_dir(directory: str | Path, batch: int = 2, seed: int = 0) -> VerifyRe
     module = load_pruned_module(directory)
     model = load_model(directory / "model.onnx")
     plan = load_plan(directory / "plan.json")
-    input_shape = plan.model.get("input_shape") or [
-        d.dim_value or 1 for d in model.graph.input[0].type.tensor_type.shape.dim]
+    input_shape = plan.model.get("input_shape") or require_input_shape(model, str(directory / "model.onnx"))
     return verify_module(module, model, input_shape, batch=batch, seed=seed)

@@ -31,8 +31,6 @@ from _common import SHAPE, add_baseline_args, baseline, markdown_table, out_path
 
 import numpy as np  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
-
-from graphs.blocks import removable_blocks  # noqa: E402
 from graphs.deps import analyze  # noqa: E402
 from graphs.onnx_io import load_model  # noqa: E402
 from graphs.plan import Plan  # noqa: E402
@@ -50,7 +48,7 @@ def state_of(onnx_path: str, out_dir: Path | None):
     path = onnx_path if out_dir is None else str(out_dir / "model.onnx")
     analysis = analyze(load_model(path))
     module = torch_module_for(load_model(path))[0] if out_dir is None else load_pruned_module(out_dir)
-    return module, analysis, removable_blocks(analysis.model, analysis.shapes)
+    return module, analysis, analysis.blocks
 
 
 def layers(base_onnx, crit, n_max, loader, batches, work: Path) -> list[dict]:

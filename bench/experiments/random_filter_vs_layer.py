@@ -30,8 +30,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import add_baseline_args, baseline, markdown_table, out_paths, write_json  # noqa: E402
 
 import numpy as np  # noqa: E402
-
-from graphs.blocks import removable_blocks  # noqa: E402
 from graphs.deps import analyze, round_count  # noqa: E402
 from graphs.onnx_io import load_model  # noqa: E402
 from graphs.plan import Plan  # noqa: E402
@@ -92,7 +90,7 @@ def main() -> None:
     base = baseline(args)
     model = load_model(base["onnx"])
     analysis = analyze(model)
-    blocks = removable_blocks(analysis.model, analysis.shapes)
+    blocks = analysis.blocks
     module, _ = torch_module_for(model)
     print(f"{sum(g.prunable for g in analysis.groups)} prunable channel groups, {len(blocks)} removable blocks")
     config = ProfileConfig()

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from graphs.deps import Analysis
 from graphs.errors import InputError
-from toolchain.criteria.groups import AGGREGATIONS, group_scores
+from toolchain.criteria.groups import check_aggregate, group_scores
 
 
 @dataclass
@@ -67,11 +67,6 @@ def get_criterion(name: str) -> Criterion:
     if name not in FILTER_CRITERIA:
         raise InputError(f"unknown filter criterion {name!r}: known are {', '.join(FILTER_CRITERIA)}")
     return FILTER_CRITERIA[name]
-
-
-def check_aggregate(aggregate: str) -> None:
-    if aggregate not in AGGREGATIONS:
-        raise InputError(f"unknown aggregation {aggregate!r}: known are {', '.join(AGGREGATIONS)}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -125,13 +120,13 @@ def iterate_batches(loader, batches: int | None, need_labels: bool = True, what:
         raise InputError(f"{what}: the data loader yielded no batches")
 
 
-def _device(module: torch.nn.Module) -> torch.device:
+def module_device(module: torch.nn.Module) -> torch.device:
     for p in module.parameters():
         return p.device
     return torch.device("cpu")
 
 
-class _EvalMode:
+class EvalMode:
     """Eval mode (and, with grad=True, every parameter requiring grad) for the duration; restored after."""
 
     def __init__(self, module, grad: bool = False):
@@ -164,8 +159,8 @@ def _loss(module, x, y):
 
 def _gradient_passes(module, loader, batches, tensors: list[torch.Tensor], name: str):
     """Yield the gradients of the cross-entropy loss w.r.t. `tensors`, one list per batch."""
-    dev = _device(module)
-    with _EvalMode(module, grad=True), torch.enable_grad():
+    dev = module_device(module)
+    with EvalMode(module, grad=True), torch.enable_grad():
         for x, y in iterate_batches(loader, batches, what=f"criterion {name}"):
             x, y = x.to(dev), y.to(dev)
             loss = _loss(module, x, y)
@@ -190,14 +185,6 @@ def lamp_normalise(v: np.ndarray) -> np.ndarray:
     out = np.empty_like(s)
     out[order] = s
     return out
-
-
-def _roots(analysis: Analysis) -> np.ndarray:
-    return np.array([analysis.sets.find(i) for i in range(len(analysis.sets.parent))], dtype=np.int64)
-
-
-# ----------------------------------------------------------------------------------------------
-# per-parameter criteria
 
 
 def _filter_norms(module, analysis, p: int) -> dict[str, np.ndarray]:
@@ -247,9 +234,9 @@ def _taylor_fm(module, analysis, loader=None, batches=8):
     handles = [m.register_forward_hook(hook(name)) for name, m in modules.items()]
     acc: dict[str, torch.Tensor] = {}
     count = 0
-    dev = _device(module)
+    dev = module_device(module)
     try:
-        with _EvalMode(module, grad=True), torch.enable_grad():
+        with EvalMode(module, grad=True), torch.enable_grad():
             for x, y in iterate_batches(loader, batches, what="criterion taylor-fm"):
                 captured.clear()
                 loss = _loss(module, x.to(dev), y.to(dev))
@@ -311,7 +298,7 @@ def consumer_norms(module, analysis) -> tuple[dict[int, float], set[int]]:
     """Channel root -> summed squared norm of every consumer input-channel ("in") slice reading it."""
     params = _named_params(module)
     buffers = dict(module.named_buffers())
-    roots = _roots(analysis)
+    roots = analysis.roots
     total: dict[int, float] = {}
     seen = set()
     for sl in analysis.slices:

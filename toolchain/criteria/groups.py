@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from graphs.deps import Analysis
+from graphs.errors import InputError
 
 AGGREGATIONS = ("sum", "mean", "max")
 
@@ -26,15 +27,19 @@ def channel_owners(analysis: Analysis, roles=("out", "param")) -> dict[str, np.n
     return owners
 
 
+def check_aggregate(aggregate: str) -> None:
+    if aggregate not in AGGREGATIONS:
+        raise InputError(f"unknown aggregation {aggregate!r}: known are {', '.join(AGGREGATIONS)}")
+
+
 def group_scores(analysis: Analysis, per_param: dict[str, np.ndarray], aggregate: str = "sum") -> dict[str, np.ndarray]:
     """Scores per group unit (in group.classes order) from per-channel scores of named parameters.
 
     Parameters the analysis does not slice on axis 0 are ignored; units no scored channel reaches get 0.
     """
-    if aggregate not in AGGREGATIONS:
-        raise ValueError(f"unknown aggregation {aggregate!r}: {', '.join(AGGREGATIONS)}")
+    check_aggregate(aggregate)
     owners = channel_owners(analysis)
-    roots = np.array([analysis.sets.find(i) for i in range(len(analysis.sets.parent))], dtype=np.int64)
+    roots = analysis.roots
     totals: dict[int, list[float]] = {}
     for name, scores in per_param.items():
         ids = owners.get(name)
@@ -46,14 +51,6 @@ def group_scores(analysis: Analysis, per_param: dict[str, np.ndarray], aggregate
     reduce = {"sum": np.sum, "mean": np.mean, "max": np.max}[aggregate]
     return {g.id: np.array([reduce(totals[r]) if r in totals else 0.0 for r in g.classes.tolist()])
             for g in analysis.groups}
-
-
-def next_layer_inputs(analysis: Analysis) -> dict[str, tuple[str, int, np.ndarray]]:
-    """Consumers' input-channel slices: weight name -> (name, axis, channel id per element).
-
-    SP-LAMP's score multiplies a filter's norm by the norm of the next layer's input channel it feeds.
-    """
-    return {sl.init: (sl.init, sl.axis, sl.ids) for sl in analysis.slices if sl.role == "in"}
 
 
 def block_parameters(analysis: Analysis, block_members: list[str]) -> list[str]:

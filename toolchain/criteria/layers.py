@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from graphs.deps import Analysis
 from graphs.errors import InputError
-from toolchain.criteria.filters import (FILTER_CRITERIA, _device, _EvalMode, _roots, filter_scores, get_criterion,
+from toolchain.criteria.filters import (FILTER_CRITERIA, module_device, EvalMode, filter_scores, get_criterion,
                                         iterate_batches, param_scores)
 from toolchain.criteria.groups import block_parameters, channel_owners
 
@@ -56,7 +56,7 @@ def mean_scores(crit_name: str, module, analysis: Analysis, blocks, loader=None,
             out[b.id] = float(np.concatenate(vals).mean()) if vals else 0.0
         return out
     units = filter_scores(crit_name, module, analysis, loader, batches, seed=seed)
-    roots = _roots(analysis)
+    roots = analysis.roots
     where = {}  # channel root -> unit score
     for g in analysis.groups:
         for r, s in zip(np.asarray(g.classes).tolist(), units[g.id].tolist()):
@@ -115,9 +115,9 @@ def imprinting_scores(module, analysis: Analysis, blocks, loader=None, batches: 
     chosen: dict[str, str] = {}
     emb: dict[str, list[np.ndarray]] = {b.id: [] for b in blocks}
     labels = []
-    dev = _device(module)
+    dev = module_device(module)
     try:
-        with _EvalMode(module), torch.no_grad():
+        with EvalMode(module), torch.no_grad():
             for x, y in iterate_batches(loader, batches, what="criterion imprinting"):
                 calls.clear()
                 module(x.to(dev))

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from graphs.blocks import Block, removable_blocks
+from graphs.blocks import Block
 from graphs.deps import Analysis, Group, analyze, round_count
 from graphs.errors import InputError
 from graphs.onnx_io import load_model, model_sha256
@@ -179,7 +179,7 @@ def candidates(analysis: Analysis, config: ProfileConfig) -> list[Candidate]:
                 for k in group_grid(g, config.round_to, config.points):
                     # Which units stay does not change the latency: the first k skip scoring.
                     out.append(Candidate("group", g.id, k, Plan(channels={g.id: {"keep": list(range(k))}})))
-    blocks = removable_blocks(analysis.model, analysis.shapes) if config.blocks else []
+    blocks = analysis.blocks if config.blocks else []
     for b in blocks:
         out.append(Candidate("block", b.id, -1, Plan(remove=[b.id])))
     if config.groups:
@@ -200,10 +200,8 @@ def candidate_source(base: OnnxSource, analysis: Analysis, candidate: Candidate)
     return PlanSource(base, candidate.plan, analysis)
 
 
-def _key(sha: str, candidate_or_base, device: dict, config: ProfileConfig) -> Key:
-    kind, item, k = ("base", "", -1) if candidate_or_base is None else (
-        candidate_or_base.kind, candidate_or_base.item, candidate_or_base.k)
-    return Key(sha, kind, item, k, config.backend, device["device"], config.precision, config.batch,
+def _key(sha: str, candidate: Candidate, device: dict, config: ProfileConfig) -> Key:
+    return Key(sha, candidate.kind, candidate.item, candidate.k, config.backend, device["device"], config.precision, config.batch,
                f"{device['runtime']} {device['runtime_version']}", config.protocol)
 
 
@@ -303,7 +301,7 @@ def load_table(store: Store, sha: str, analysis: Analysis, device: dict, config:
         if anchor_name(fraction) in anchors:
             table.anchors[anchor_name(fraction)] = Anchor(anchor_widths(analysis, fraction, config.round_to), [],
                                                           anchors[anchor_name(fraction)])
-    blocks = removable_blocks(analysis.model, analysis.shapes) if config.depth_anchors else []
+    blocks = analysis.blocks if config.depth_anchors else []
     for fraction in config.depth_anchors:
         if depth_anchor_name(fraction) in anchors:
             table.anchors[depth_anchor_name(fraction)] = Anchor({}, anchor_blocks(blocks, fraction),

@@ -48,9 +48,6 @@ class Prediction:
     additive: float  # latency ratio to the unpruned model, SP-LAMP's sum of table entries
     corrected: float  # the fitted per-layer model's latency ratio
 
-    def ms(self, table: Table) -> float:
-        return self.corrected * table.base_ms
-
 
 @dataclass
 class LayerMap:
@@ -235,9 +232,3 @@ def _scale(predicted: np.ndarray, measured: np.ndarray, low: float, high: float)
     if not predicted.size or predicted @ predicted <= 0:
         return 1.0
     return float(np.clip(predicted @ measured / (predicted @ predicted), low, high))
-
-
-def predict(table: Table, analysis: Analysis, kept: dict[str, int], removed: list[Block],
-            blocks: list[Block] | None = None) -> Prediction:
-    """One-off prediction; build a Predictor to predict many plans of one model."""
-    return Predictor(table, analysis, blocks).predict(kept, removed)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from graphs.errors import InputError
 
-KINDS = ("group", "block", "base", "layer", "anchor")
+KINDS = ("group", "block", "anchor")
 VALUES = ("ratio", "ref_median_ms", "median_ms", "p90_ms", "std_ms", "count")
 
 

@@ -13,12 +13,12 @@ from graphs.atomic import write_text
 from graphs.errors import InputError
 
 
-from toolchain.report.document import MAX_ROWS, _Doc, _fmt_count, _load, _num, _ratio
-from toolchain.report.figures import (_fig_channels, _fig_importance, _fig_latency, _fig_pareto,
-                                      _fig_table, _fig_training)
+from toolchain.report.document import MAX_ROWS, Doc, fmt_count, load_json, fmt_num, fmt_ratio
+from toolchain.report.figures import fig_channels, fig_importance, fig_latency, fig_table, fig_training
+from toolchain.report.pareto import fig_pareto
 
 
-def _headline(directory: Path, summary: dict, plan: dict | None, train: dict | None, doc: _Doc) -> None:
+def _headline(directory: Path, summary: dict, plan: dict | None, train: dict | None, doc: Doc) -> None:
     model = (plan or {}).get("model") or {}
     prov = (plan or {}).get("provenance") or {}
     spec = summary.get("spec") or model.get("spec") or "unknown"
@@ -28,8 +28,8 @@ def _headline(directory: Path, summary: dict, plan: dict | None, train: dict | N
     removed = [str(r.get("id")) for r in summary.get("removed") or []]
     latency = summary.get("latency") or {}
     items = [
-        f"**Params**: {_fmt_count(p.get('before'))} -> {_fmt_count(p.get('after'))} (ratio {_ratio(p.get('before'), p.get('after'))})",
-        f"**MACs**: {_fmt_count(m.get('before'))} -> {_fmt_count(m.get('after'))} (ratio {_ratio(m.get('before'), m.get('after'))})",
+        f"**Params**: {fmt_count(p.get('before'))} -> {fmt_count(p.get('after'))} (ratio {fmt_ratio(p.get('before'), p.get('after'))})",
+        f"**MACs**: {fmt_count(m.get('before'))} -> {fmt_count(m.get('after'))} (ratio {fmt_ratio(m.get('before'), m.get('after'))})",
         f"**Removed blocks** ({len(removed)}): " + (", ".join(removed) if removed else "none"),
     ]
     pruned_groups = [g for g in summary.get("groups") or [] if g.get("after") != g.get("before")]
@@ -40,20 +40,20 @@ def _headline(directory: Path, summary: dict, plan: dict | None, train: dict | N
         pred_ms = f" ({latency['predicted'] * ref:.3f} ms)" if ref and latency.get("predicted") is not None else ""
         bud_ms = f" ({budget * ref:.3f} ms)" if ref and budget else ""
         met = latency.get("met")
-        items.append(f"**Latency** on `{latency.get('backend', '?')}`: budget {_num(budget)}{bud_ms}, "
-                     f"predicted {_num(latency.get('predicted'))}{pred_ms}, measured {_num(latency.get('measured'))} "
-                     f"({_num(pr)} ms vs {_num(ref)} ms unpruned): "
+        items.append(f"**Latency** on `{latency.get('backend', '?')}`: budget {fmt_num(budget)}{bud_ms}, "
+                     f"predicted {fmt_num(latency.get('predicted'))}{pred_ms}, measured {fmt_num(latency.get('measured'))} "
+                     f"({fmt_num(pr)} ms vs {fmt_num(ref)} ms unpruned): "
                      + ("**met**" if met else "**not met**" if met is not None else "met: unknown"))
     else:
-        items.append(f"**Latency**: budget {_num(budget)}, predicted {_num(prov.get('predicted_latency_ratio'))}, "
+        items.append(f"**Latency**: budget {fmt_num(budget)}, predicted {fmt_num(prov.get('predicted_latency_ratio'))}, "
                      "measured: not recorded")
     before_ft = ((train or {}).get("before") or {}).get("top1")
     after_ft = ((train or {}).get("after") or {}).get("top1")
     unpruned = (((train or {}).get("teacher") or {}).get("top1") or (train or {}).get("baseline_top1")
                 or summary.get("baseline_top1") or ((summary.get("accuracy") or {}).get("top1")))
     if train:
-        items.append(f"**Top-1** (%, {train.get('data', '?')}): unpruned {_num(unpruned, '{:.2f}')}, "
-                     f"after pruning {_num(before_ft, '{:.2f}')}, after fine-tuning {_num(after_ft, '{:.2f}')}")
+        items.append(f"**Top-1** (%, {train.get('data', '?')}): unpruned {fmt_num(unpruned, '{:.2f}')}, "
+                     f"after pruning {fmt_num(before_ft, '{:.2f}')}, after fine-tuning {fmt_num(after_ft, '{:.2f}')}")
     else:
         items.append("**Top-1**: not fine-tuned yet (no train.json)")
     items.append(f"**Criterion** {prov.get('criterion', 'n/a')}, **solver** {prov.get('solver', 'n/a')}, "
@@ -76,17 +76,17 @@ def write_report(directory, results: str | None = None, out: str | None = None) 
     directory = Path(directory)
     if not directory.is_dir():
         raise InputError(f"{directory}: no such directory")
-    summary = _load(directory / "summary.json", required=True)
-    plan = _load(directory / "plan.json", required=True)
+    summary = load_json(directory / "summary.json", required=True)
+    plan = load_json(directory / "plan.json", required=True)
     if not isinstance(summary, dict) or not isinstance(plan, dict):
         raise InputError(f"{directory}: summary.json and plan.json must hold JSON objects")
-    train = _load(directory / "train.json")
-    scores = _load(directory / "scores.json")
-    table = _load(directory / "table.json")
+    train = load_json(directory / "train.json")
+    scores = load_json(directory / "scores.json")
+    table = load_json(directory / "table.json")
     out_dir = Path(out) if out else directory / "report"
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    doc = _Doc()
+    doc = Doc()
     _headline(directory, summary, plan, train, doc)
     figures: dict[str, str] = {}
     skipped: list[str] = []
@@ -98,12 +98,12 @@ def write_report(directory, results: str | None = None, out: str | None = None) 
         for p in paths:
             figures[p.stem] = str(p)
 
-    note("channels", _fig_channels(summary, out_dir, doc))
-    note("importance", _fig_importance(scores, out_dir, doc))
-    note("latency_table", _fig_table(table, summary, out_dir, doc))
-    note("latency", _fig_latency(summary, plan, out_dir, doc))
-    note("pareto", _fig_pareto(results, out_dir, doc))
-    note("training", _fig_training(train, out_dir, doc))
+    note("channels", fig_channels(summary, out_dir, doc))
+    note("importance", fig_importance(scores, out_dir, doc))
+    note("latency_table", fig_table(table, summary, out_dir, doc))
+    note("latency", fig_latency(summary, plan, out_dir, doc))
+    note("pareto", fig_pareto(results, out_dir, doc))
+    note("training", fig_training(train, out_dir, doc))
     if skipped:
         doc.heading(2, "Skipped figures")
         doc.para("Not drawn for lack of data: " + ", ".join(skipped) + ".")

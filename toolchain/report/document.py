@@ -12,7 +12,7 @@ from graphs.errors import InputError
 MAX_ROWS = 30
 
 
-def _load(path: Path, required: bool = False):
+def load_json(path: Path, required: bool = False):
     if not path.is_file():
         if required:
             raise InputError(f"{path.parent}: no {path.name} here (not a `compress prune` output directory?)")
@@ -23,7 +23,7 @@ def _load(path: Path, required: bool = False):
         raise InputError(f"{path}: not valid JSON ({exc.__class__.__name__}: {str(exc).splitlines()[0]})") from None
 
 
-def _num(value, fmt: str = "{:.3f}") -> str:
+def fmt_num(value, fmt: str = "{:.3f}") -> str:
     if value is None:
         return "n/a"
     if isinstance(value, bool):
@@ -35,13 +35,13 @@ def _num(value, fmt: str = "{:.3f}") -> str:
     return str(value)
 
 
-def _ratio(before, after) -> str:
+def fmt_ratio(before, after) -> str:
     if not before or after is None:
         return "n/a"
     return f"{after / before:.3f}"
 
 
-def _fmt_count(n) -> str:
+def fmt_count(n) -> str:
     if n is None:
         return "n/a"
     n = float(n)
@@ -51,7 +51,7 @@ def _fmt_count(n) -> str:
     return f"{n:.0f}"
 
 
-class _Doc:
+class Doc:
     """Report content as a list of blocks, rendered both to Markdown and to HTML."""
 
     def __init__(self):
@@ -70,7 +70,7 @@ class _Doc:
         self.blocks.append(("img", rel, alt))
 
     def table(self, header: list[str], rows: list[list], note: str | None = None, limit: int = MAX_ROWS):
-        rows = [[_num(c) if not isinstance(c, str) else c for c in r] for r in rows]
+        rows = [[fmt_num(c) if not isinstance(c, str) else c for c in r] for r in rows]
         if len(rows) > limit:
             note = (note + " " if note else "") + f"Showing {limit} of {len(rows)} rows."
             rows = rows[:limit]

@@ -13,17 +13,6 @@ def to_units(costs: np.ndarray, resolution: int = RESOLUTION) -> np.ndarray:
     return np.round(np.asarray(costs, dtype=np.float64) * resolution).astype(np.int64)
 
 
-def group_knapsack(values: list[np.ndarray], weights: list[np.ndarray], capacity: int) -> list[int] | None:
-    """Pick exactly one option per item: maximise total value with total weight <= capacity.
-
-    SP-LAMP Algorithm 1 (f[l][v] = max(f[l-1][v], f[l-1][v - C] + I)). Weights are non-negative
-    integers. Returns the option index per item, or None when no choice fits.
-    """
-    if capacity < 0:
-        return None
-    return GroupKnapsack(values, weights, capacity).pick(capacity)
-
-
 class GroupKnapsack:
     """The group knapsack's table, filled once up to `capacity`; `pick(c)` answers any capacity.
 
