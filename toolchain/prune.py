@@ -7,7 +7,7 @@ import torch
 
 from graphs.deps import Analysis, analyze
 from graphs.errors import InputError
-from graphs.onnx_io import load_model, model_metadata, model_sha256
+from graphs.onnx_io import load_model, model_metadata, model_sha256, require_input_shape
 from graphs.plan import Plan
 from graphs.stats import count_macs, count_params
 from graphs.surgery import apply_plan
@@ -47,8 +47,7 @@ def prune_to_dir(onnx_path: str, out_dir: str, plan: Plan, spec: str | None = No
     pruned, edits = apply_plan(model, plan, analysis=analysis, seed=seed)  # checks plan.model's hash
     plan.model = {**plan.model, "onnx_sha256": model_sha256(model), "spec": spec, "input_shape": analysis.input_shape}
     apply_edits(module, edits)
-    check_synced(module, pruned, shape or [d.dim_value or 1 for d in model.graph.input[0].type.tensor_type.shape.dim],
-                 list(edits.slices))
+    check_synced(module, pruned, analysis.input_shape or require_input_shape(model, str(onnx_path)), list(edits.slices))
     plan.notes = edits.notes
     plan.reinit = {**plan.reinit, **edits.reinit_record}  # surgery reports it; the Plan records it here
     if not plan.channels:
