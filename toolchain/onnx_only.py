@@ -12,7 +12,6 @@ import onnx
 import torch
 from onnx import numpy_helper
 
-from graphs.blocks import removable_blocks
 from graphs.deps import analyze
 from graphs.errors import InputError
 from graphs.masking import masked_parity
@@ -53,7 +52,7 @@ def prune_onnx_only(onnx_path: str, out_dir: str, plan: Plan, seed: int = 0, ext
     if not check.ok:
         raise InputError(f"the pruned graph differs from the original with the same channels masked (max abs diff "
                          f"{check.max_diff:.3g} > {check.tolerance:.3g}): an op surgery does not handle")
-    blocks = {b.id: b for b in removable_blocks(analysis.model, analysis.shapes)}
+    blocks = {b.id: b for b in analysis.blocks}
     summary = {
         "spec": None, "onnx_only": True, "source_onnx": str(Path(onnx_path).resolve()), "num_classes": None,
         "params": {"before": count_params(model), "after": count_params(pruned)},
