@@ -45,7 +45,7 @@ from torch.utils.data import DataLoader, Subset  # noqa: E402
 
 from toolchain.data import load_dataset  # noqa: E402
 from toolchain.export import export_onnx, export_spec  # noqa: E402
-from toolchain.latency.lut import ProfileConfig  # noqa: E402
+from toolchain.latency.config import ProfileConfig  # noqa: E402
 from toolchain.pruned_dir import load_pruned_module  # noqa: E402
 from toolchain.refine import BudgetRequest, measure_against, meets_budget, prune_to_budget  # noqa: E402
 from toolchain.train import TrainConfig, evaluate, train  # noqa: E402

@@ -25,7 +25,8 @@ from graphs.onnx_io import load_model  # noqa: E402
 from toolchain.refine import BudgetRequest, prune_to_budget  # noqa: E402
 from toolchain.criteria import filter_scores  # noqa: E402
 from toolchain.export import export_spec  # noqa: E402
-from toolchain.latency.lut import ProfileConfig, profile, resolve_round_to  # noqa: E402
+from toolchain.latency.config import ProfileConfig, resolve_round_to  # noqa: E402
+from toolchain.latency.lut import profile  # noqa: E402
 from toolchain.torch_source import torch_module_for  # noqa: E402
 from toolchain.solve.budget import solve_joint  # noqa: E402
 from benchlog import logged, store_line  # noqa: E402

@@ -31,7 +31,8 @@ from graphs.surgery import apply_plan  # noqa: E402
 from toolchain.export import export_spec  # noqa: E402
 from toolchain.latency.backends import get_backend  # noqa: E402
 from toolchain.latency.isolated import isolated_table, predict_isolated  # noqa: E402
-from toolchain.latency.lut import ProfileConfig, profile, resolve_round_to  # noqa: E402
+from toolchain.latency.config import ProfileConfig, resolve_round_to  # noqa: E402
+from toolchain.latency.lut import profile  # noqa: E402
 from toolchain.latency.measure import interleaved_ratio  # noqa: E402
 from toolchain.latency.predict import Predictor  # noqa: E402
 from toolchain.solve.budget import width_options  # noqa: E402

@@ -31,7 +31,8 @@ from graphs.surgery import apply_plan  # noqa: E402
 from toolchain.refine import measure_against  # noqa: E402
 from toolchain.criteria import filter_scores  # noqa: E402
 from toolchain.export import export_spec  # noqa: E402
-from toolchain.latency.lut import ProfileConfig, profile, resolve_round_to  # noqa: E402
+from toolchain.latency.config import ProfileConfig, resolve_round_to  # noqa: E402
+from toolchain.latency.lut import profile  # noqa: E402
 from toolchain.prune import prune_to_dir, uniform_plan  # noqa: E402
 from toolchain.torch_source import torch_module_for  # noqa: E402
 from toolchain.solve.budget import solve_filter, solve_joint  # noqa: E402

@@ -364,7 +364,8 @@ def test_regression_export_under_a_file_is_input_error(tmp_path):
 def test_regression_profile_leaves_no_store_for_refused_model(tmp_path):
     """Bug: profile created the SQLite store before onnxruntime refused the model (custom op), and a model
     with nothing to measure gave exit 0 with base_ms NaN."""
-    from toolchain.latency.lut import ProfileConfig, profile
+    from toolchain.latency.config import ProfileConfig
+    from toolchain.latency.lut import profile
 
     for name in ["custom_op.onnx", "no_conv.onnx", "dynamic_spatial.onnx"]:
         store = tmp_path / f"{name}.sqlite"

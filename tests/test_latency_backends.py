@@ -131,7 +131,8 @@ def test_torch_backend_refuses_what_it_cannot_do(tmp_path):
 
 def test_torch_backend_builds_a_real_table(resnet20_onnx, tmp_path):
     """`profile --backend torch`: every group and block entry timed on the Plan-applied torch module."""
-    from toolchain.latency.lut import ProfileConfig, profile
+    from toolchain.latency.config import ProfileConfig
+    from toolchain.latency.lut import profile
     from toolchain.latency.store import Store
 
     config = ProfileConfig(backend="torch", provider="cpu", points=1, warmup=1, runs=3, target_se=None,
@@ -225,7 +226,7 @@ def test_cli_profile_torch_and_provider_errors(resnet20_onnx, tmp_path):
 
 def test_every_backend_gets_the_tables_precision():
     """lut used to pass precision to ort only: TensorRT fp16/int8 tables timed FP32 engines."""
-    from toolchain.latency.lut import ProfileConfig
+    from toolchain.latency.config import ProfileConfig
 
     for backend in ("ort", "tensorrt", "torch"):
         options = ProfileConfig(backend=backend, precision="int8", provider="cuda").backend_options()

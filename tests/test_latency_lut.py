@@ -12,8 +12,11 @@ import pytest
 from graphs.deps import analyze
 from graphs.blocks import removable_blocks
 from graphs.onnx_io import load_model
-from toolchain.latency.lut import (Anchor, ProfileConfig, Table, anchor_blocks, anchor_widths, candidates, group_grid,
-                                   profile)
+from toolchain.latency.anchors import Anchor, anchor_blocks, anchor_widths
+from toolchain.latency.config import ProfileConfig
+from toolchain.latency.grid import candidates, group_grid
+from toolchain.latency.lut import profile
+from toolchain.latency.table import Table
 from toolchain.latency.predict import LayerMap, Predictor
 
 FAST = dict(points=1, runs=3, warmup=1, round_to=8)  # resnet20's 16-wide groups need a grid finer than 16
@@ -180,7 +183,7 @@ def _avx512() -> bool:
 
 def test_default_round_to_is_the_backends_channel_block(resnet20_onnx, tmp_path):
     from toolchain.latency.backends import get_backend
-    from toolchain.latency.lut import resolve_round_to
+    from toolchain.latency.config import resolve_round_to
 
     block = get_backend("ort").channel_alignment()
     assert block == (16 if _avx512() else 8)

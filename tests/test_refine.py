@@ -10,7 +10,7 @@ import json
 import pytest
 
 from toolchain import refine
-from toolchain.latency.lut import ProfileConfig
+from toolchain.latency.config import ProfileConfig
 from toolchain.refine import Attempt, BudgetRequest, choose_attempt, meets_budget, prune_to_budget
 
 CONFIG = ProfileConfig(warmup=1, runs=3, target_se=None)

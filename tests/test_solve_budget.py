@@ -12,7 +12,7 @@ from graphs.blocks import removable_blocks
 from graphs.deps import analyze
 from graphs.errors import InputError
 from graphs.onnx_io import load_model
-from toolchain.latency.lut import Table
+from toolchain.latency.table import Table
 from toolchain.latency.predict import LayerMap, mac_saving
 from toolchain.solve.budget import solve_filter, solve_joint, solve_layer, width_options
 from toolchain.solve.knapsack import RESOLUTION

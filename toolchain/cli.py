@@ -143,7 +143,7 @@ def _print_prune_summary(summary: dict, output: Path) -> None:
 def _prune_budget(model, output, budget, criterion, mode, solver, layer_criterion, stages, data, batches, backend,
                   store, runs, round_to, provider=None, precision="fp32") -> dict:
     from graphs.onnx_io import load_model
-    from toolchain.latency.lut import ProfileConfig
+    from toolchain.latency.config import ProfileConfig
     from toolchain.refine import BudgetRequest, finetune_between_stages, prune_to_budget
     from toolchain.solve.budget import check_budget
 
@@ -230,7 +230,7 @@ def profile_command(
 
     Whole-network latency with each group narrowed to k channels (coupled layers together, SP-LAMP
     eq. 7) and with each removable block gone, as ratios to the unpruned model timed interleaved with it."""
-    from toolchain.latency.lut import ProfileConfig
+    from toolchain.latency.config import ProfileConfig
     from toolchain.latency.lut import profile
 
     if blocks_only and groups_only:

@@ -121,7 +121,7 @@ def _export(recipe: Recipe, shape, checkpoint, num_classes, onnx_path: Path, out
 
 
 def _profile_config(recipe: Recipe):
-    from toolchain.latency.lut import ProfileConfig
+    from toolchain.latency.config import ProfileConfig
 
     p = recipe.profile
     return ProfileConfig(backend=p.backend, round_to=p.round_to, points=p.points, runs=p.runs)

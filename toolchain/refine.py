@@ -22,7 +22,8 @@ from graphs.atomic import atomic_dir, check_out_dir, write_json
 from graphs.errors import InputError
 from graphs.onnx_io import load_model
 from toolchain.latency.backends import get_backend
-from toolchain.latency.lut import ProfileConfig, profile, resolve_round_to
+from toolchain.latency.config import ProfileConfig, resolve_round_to
+from toolchain.latency.lut import profile
 from toolchain.latency.measure import interleaved_ratio
 from toolchain.prune import prune_to_dir
 from toolchain.pruned_dir import load_pruned_module

@@ -38,7 +38,7 @@ from toolchain.refine import BudgetRequest, measure_against, prune_to_budget  # 
 from toolchain.data import make_loader  # noqa: E402
 from toolchain.export import export_onnx  # noqa: E402
 from toolchain.finetune import finetune_dir  # noqa: E402
-from toolchain.latency.lut import ProfileConfig  # noqa: E402
+from toolchain.latency.config import ProfileConfig  # noqa: E402
 from toolchain.prune import prune_to_dir, uniform_plan  # noqa: E402
 from toolchain.torch_source import torch_module_for  # noqa: E402
 from toolchain.train import TrainConfig, evaluate, train  # noqa: E402

@@ -35,7 +35,7 @@ from graphs.onnx_io import load_model  # noqa: E402
 from graphs.plan import Plan  # noqa: E402
 from toolchain.refine import measure_against  # noqa: E402
 from toolchain.finetune import finetune_dir  # noqa: E402
-from toolchain.latency.lut import ProfileConfig  # noqa: E402
+from toolchain.latency.config import ProfileConfig  # noqa: E402
 from toolchain.prune import prune_to_dir  # noqa: E402
 from toolchain.torch_source import torch_module_for  # noqa: E402
 from toolchain.train import TrainConfig  # noqa: E402

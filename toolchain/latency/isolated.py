@@ -12,7 +12,8 @@ import onnx
 from onnx import TensorProto, helper
 
 from graphs.deps import Analysis
-from toolchain.latency.lut import ProfileConfig, group_grid, resolve_round_to
+from toolchain.latency.config import ProfileConfig, resolve_round_to
+from toolchain.latency.grid import group_grid
 from toolchain.latency.measure import interleaved_ratio
 
 

@@ -36,7 +36,7 @@ from scipy.optimize import nnls
 from graphs.blocks import Block, removable_blocks
 from graphs.deps import Analysis
 from graphs.stats import macs_per_node
-from toolchain.latency.lut import Table
+from toolchain.latency.table import Table
 
 # Ridge weight toward the network-wide factor. Features are MAC shares (summing to 1 over the
 # network), so this is small against a whole-network entry and large against a noisy tiny layer.

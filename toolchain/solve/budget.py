@@ -21,7 +21,8 @@ from graphs.blocks import Block
 from graphs.deps import Analysis, Group
 from graphs.errors import InputError
 from graphs.plan import Plan
-from toolchain.latency.lut import Table, anchor_blocks
+from toolchain.latency.anchors import anchor_blocks
+from toolchain.latency.table import Table
 from toolchain.latency.predict import Prediction, Predictor
 from toolchain.solve.knapsack import RESOLUTION, GroupKnapsack, to_units, zero_one_knapsack
 

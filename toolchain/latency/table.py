@@ -1,0 +1,66 @@
+"""The latency table of one model on one backend/device, read from the store."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from graphs.deps import Analysis
+from toolchain.latency.anchors import Anchor, anchor_blocks, anchor_name, anchor_widths, depth_anchor_name
+from toolchain.latency.config import ProfileConfig
+from toolchain.latency.isotonic import monotone
+from toolchain.latency.store import Store
+
+
+@dataclass
+class Table:
+    """Measured ratios for one model on one backend/device; `base_ms` is the reference's median."""
+
+    base_ms: float
+    groups: dict[str, dict[int, float]] = field(default_factory=dict)  # gid -> {k: ratio}
+    blocks: dict[str, float] = field(default_factory=dict)  # bid -> ratio
+    anchors: dict[str, Anchor] = field(default_factory=dict)  # name -> anchor
+    widths: dict[str, int] = field(default_factory=dict)  # gid -> full width (ratio 1.0 there)
+
+    def group_ratio(self, gid: str, k: int) -> float:
+        """Whole-network ratio with group `gid` at k units, interpolated linearly between samples.
+
+        The samples are made monotone first (fewer channels is never slower; isotonic regression):
+        a solver that picks the best-looking entries would otherwise pick measurement noise.
+        """
+        samples = self.groups.get(gid)
+        if not samples:
+            return 1.0
+        ks = sorted(samples) + [self.widths[gid]]
+        # Full width is the reference itself (exactly 1.0): samples above it are noise, capped there.
+        rs = [min(r, 1.0) for r in monotone([samples[x] for x in sorted(samples)])] + [1.0]
+        return float(np.interp(k, ks, rs))
+
+    def block_ratio(self, bid: str) -> float:
+        return self.blocks.get(bid, 1.0)
+
+
+def load_table(store: Store, sha: str, analysis: Analysis, device: dict, config: ProfileConfig) -> Table:
+    rows = store.items(sha, config.backend, device=device["device"], precision=config.precision,
+                       batch=config.batch, protocol=config.protocol,
+                       runtime_version=f"{device['runtime']} {device['runtime_version']}")
+    ref = [r["ref_median_ms"] for r in rows if r["ref_median_ms"]]
+    table = Table(base_ms=float(np.median(ref)) if ref else float("nan"),
+                  widths={g.id: g.channels for g in analysis.groups})
+    for r in rows:
+        if r["kind"] == "group":
+            table.groups.setdefault(r["item"], {})[int(r["k"])] = float(r["ratio"])
+        elif r["kind"] == "block":
+            table.blocks[r["item"]] = float(r["ratio"])
+    anchors = {r["item"]: float(r["ratio"]) for r in rows if r["kind"] == "anchor"}
+    for fraction in config.anchors:
+        if anchor_name(fraction) in anchors:
+            table.anchors[anchor_name(fraction)] = Anchor(anchor_widths(analysis, fraction, config.round_to), [],
+                                                          anchors[anchor_name(fraction)])
+    blocks = analysis.blocks if config.depth_anchors else []
+    for fraction in config.depth_anchors:
+        if depth_anchor_name(fraction) in anchors:
+            table.anchors[depth_anchor_name(fraction)] = Anchor({}, anchor_blocks(blocks, fraction),
+                                                                anchors[depth_anchor_name(fraction)])
+    return table
+
