@@ -39,6 +39,12 @@ from toolchain.sync import apply_edits
 H = W = 16
 COUNTS: Counter = Counter()
 REFUSALS: Counter = Counter()
+# Why apply_plan may refuse a plan drawn from what the analysis allows: a random `keep` of a group
+# with several producers (a concat) can leave one producer without a channel. Anything else is a bug.
+KNOWN_REFUSALS = ("every producer keeps one",)
+# Pass-rate floors, each just under what was measured (fast profile: 60 of 60 passed; 300 examples
+# of the long one: 298 passed, 2 refused, both "keeps no channel of" a concat branch).
+MIN_PASS_RATE = {"fast": 58 / 60, "long": 0.95}
 
 
 # ----------------------------------------------------------------------------- grammar -> torch
@@ -345,6 +351,7 @@ def _check(spec, plan_seed: int, plan: Plan | None) -> str:
     except InputError as exc:
         reason = str(exc)
         assert reason.strip() and "\n" not in reason, f"refusal without a one-line reason: {reason!r}"
+        assert any(known in reason for known in KNOWN_REFUSALS), f"refusal for an unknown reason: {reason!r}"
         COUNTS["refused"] += 1
         REFUSALS[reason.split(":")[0][:60]] += 1
         return "refused"
@@ -365,25 +372,43 @@ LONG = settings(max_examples=600, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
-@FAST
-@given(spec=architectures(), plan_seed=st.integers(0, 2**31 - 1))
-def test_generated_architectures_fast(spec, plan_seed):
-    check_architecture(spec, plan_seed)
+def sweep(profile: settings) -> Counter:
+    """Run the property over `profile`'s examples; the outcomes, counted."""
+    outcomes: Counter = Counter()
+
+    @profile
+    @given(spec=architectures(), plan_seed=st.integers(0, 2**31 - 1))
+    def one(spec, plan_seed):
+        outcomes[check_architecture(spec, plan_seed)] += 1
+
+    one()
+    return outcomes
+
+
+def test_generated_architectures_fast():
+    outcomes = sweep(FAST)
+    assert outcomes["passed"] >= MIN_PASS_RATE["fast"] * FAST.max_examples, outcomes
 
 
 @pytest.mark.slow
-@LONG
-@given(spec=architectures(), plan_seed=st.integers(0, 2**31 - 1))
-def test_generated_architectures_long(spec, plan_seed):
-    check_architecture(spec, plan_seed)
+def test_generated_architectures_long():
+    outcomes = sweep(LONG)
+    assert outcomes["passed"] >= MIN_PASS_RATE["long"] * sum(outcomes.values()), outcomes
 
 
 # ----------------------------------------------------------------------------- regressions (found by the property test)
 
 def test_regression_plain_residual_chain_smoke():
     """The grammar's simplest members (a sanity anchor for the property test)."""
-    assert check_architecture((8, (("res", 8, 1, 8), ("pool", "max")), (("avgpool", -1, 3),)), 1) in ("passed", "refused")
-    assert check_architecture((8, (("shuffle", 8), ("se", 4)), (("flatten", -1, 3), ("avgpool", 0, 2))), 2) in ("passed", "refused")
+    assert check_architecture((8, (("res", 8, 1, 8), ("pool", "max")), (("avgpool", -1, 3),)), 1) == "passed"
+    assert check_architecture((8, (("shuffle", 8), ("se", 4)), (("flatten", -1, 3), ("avgpool", 0, 2))), 2) == "passed"
+
+
+def test_refusal_of_a_plan_that_empties_a_concat_branch():
+    """The one known refusal: a `keep` that leaves a concat branch's producer without a channel."""
+    spec = (4, (("concat", (2, 2, 2), (1, 1, 1)), ("res", 6, 1, 4)), (("avgpool", -1, 2),))
+    plan = Plan(channels={"stem.0": {"keep": [0, 3]}, "body.0.branches.0.0": {"keep": [2, 3, 4, 5]}}, round_to=1)
+    assert check_architecture(spec, 0, plan) == "refused"
 
 
 # Found by the property test (300 examples): top-k by L1 emptied one concat branch (a 0-filter
