@@ -23,7 +23,9 @@ def test_splits_deterministic_disjoint_stratified(spec, n):
     assert np.array_equal(calib.indices, a[:data.CALIB_SIZE])
     labels = dataset_info(spec)  # sizes reported by dataset_info agree
     assert labels["size"] == n and labels["num_classes"] == 10
-    assert labels["splits"]["train"] == 4000 if spec == "mnist5k" else True
+    expected = {"mnist5k": (4000, 1000), "digits": (1438, 359)}[spec]  # 80/20, stratified rounding
+    assert (labels["splits"]["train"], labels["splits"]["val"]) == expected == (len(a), len(val))
+    assert labels["splits"]["calib"] == len(calib) == data.CALIB_SIZE and labels["splits"]["all"] == n
     y_all = load_dataset(spec, (1, 1, 8, 8), split="all").labels
     tr = load_dataset(spec, (1, 1, 8, 8), split="train", seed=3).labels
     for c in range(10):  # every class keeps ~80% of its samples in train

@@ -115,6 +115,7 @@ def train(module: nn.Module, train_loader: DataLoader, val_loader: DataLoader | 
         scheduler.load_state_dict(state["scheduler"])
         history, start = json.loads(state["history"]), int(state["epoch"]) + 1
     for epoch in range(start, config.epochs):
+        seed_epoch(train_loader, config.seed, epoch)
         if isinstance(getattr(train_loader, "sampler", None), DistributedSampler):
             train_loader.sampler.set_epoch(epoch)
         model.train()
@@ -141,6 +142,16 @@ def train(module: nn.Module, train_loader: DataLoader, val_loader: DataLoader | 
         if on_epoch is not None:
             on_epoch(epoch, record)
     return history
+
+
+def seed_epoch(loader, seed: int, epoch: int) -> None:
+    """Make an epoch's shuffle and augmentation a function of (seed, epoch) alone, so a run resumed from
+    a checkpoint sees the batches the uninterrupted run saw and ends with the same weights (the
+    augmentation draws from torch's global RNG, the shuffle from the loader's generator)."""
+    torch.manual_seed(seed + epoch)
+    generator = getattr(loader, "generator", None)
+    if generator is not None:
+        generator.manual_seed(seed + epoch)
 
 
 def _save_checkpoint(path: Path, module, optimizer, scheduler, epoch: int, history: list) -> None:
