@@ -235,7 +235,12 @@ def test_summed_block_savings_past_the_whole_model_stay_physical(resnet20_onnx):
     table = Table(base_ms=1.0, widths={g.id: g.channels for g in analysis.groups})
     assert len(blocks) == 7
     table.blocks = {b.id: 0.85 for b in blocks}  # seven blocks at 15% each: 105% summed
-    assert Predictor(table, analysis, blocks).predict({}, blocks).corrected < 0  # extrapolation alone
+    # Extrapolation alone (no anchor) would predict 1 - 1.05 < 0: the prediction stops at the floor,
+    # a quarter of the fastest model measured (0.85 here), never below it, whatever is removed.
+    alone = Predictor(table, analysis, blocks)
+    assert alone.floor == pytest.approx(0.25 * 0.85)
+    assert alone.predict({}, blocks).corrected == pytest.approx(0.25 * 0.85)
+    assert alone.predict({}, blocks[:3]).corrected == pytest.approx(1.0 - 3 * 0.15)  # above the floor: untouched
     table.anchors = {"depth-1.00": Anchor({}, [b.id for b in blocks], 0.26),
                      "depth-0.50": Anchor({}, anchor_blocks(blocks, 0.5), 0.6)}
     predictor = Predictor(table, analysis, blocks)

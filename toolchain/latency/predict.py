@@ -117,6 +117,7 @@ class Predictor:
         self.blocks = {b.id: b for b in blocks or []}
         self.efficiency, self.fit_rms = self._fit(self.blocks, ridge)
         self.anchor_scale, self.depth_scale = self._calibrate()
+        self.floor = latency_floor(table)
 
     def _fractions(self, kept: dict[str, int]) -> dict[str, float]:
         return {gid: k / self.table.widths[gid] for gid, k in kept.items()}
@@ -224,7 +225,23 @@ class Predictor:
         additive = 1.0 + sum(table.group_ratio(g, k) - 1.0 for g, k in kept.items()) \
             + sum(table.block_ratio(b.id) - 1.0 for b in removed)
         saved = self.anchor_scale * self._width_saving(kept, removed) + self.depth_scale * self._depth_saving(removed)
-        return Prediction(additive=additive, corrected=1.0 - saved)
+        return Prediction(additive=additive, corrected=max(self.floor, 1.0 - saved))
+
+
+# Share of the fastest measured model below which no prediction goes (see latency_floor).
+FLOOR_SHARE = 0.25
+
+
+def latency_floor(table: Table) -> float:
+    """The lowest latency ratio a prediction may give: a quarter of the fastest model this table measured.
+
+    Every plan keeps what every measured model kept (stem, head, one unit per group, the per-call
+    overhead), so a fitted saving that goes past it is extrapolation, not physics: on a noisy host
+    resnet20's seven single-block savings summed past 100% and predicted a negative latency.
+    """
+    measured = [r for entries in table.groups.values() for r in entries.values()]
+    measured += list(table.blocks.values()) + [a.ratio for a in table.anchors.values()]
+    return FLOOR_SHARE * min([1.0, *(r for r in measured if r > 0)])
 
 
 def _scale(predicted: np.ndarray, measured: np.ndarray, low: float, high: float) -> float:
