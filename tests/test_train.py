@@ -68,7 +68,7 @@ def test_resumed_run_equals_an_uninterrupted_one(tmp_path, one_thread):
     assert history_a == history_b
 
 
-def test_finetune_dir_writes_weights_into_onnx_with_parity(resnet20_onnx, tmp_path):
+def test_finetune_dir_writes_weights_into_onnx_with_parity(resnet20_onnx, tmp_path, one_thread):
     from toolchain.finetune import finetune_dir
     from toolchain.prune import prune_to_dir, uniform_plan
     from toolchain.verify import verify_dir
