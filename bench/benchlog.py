@@ -5,7 +5,8 @@ README comes with the run that printed it.
         print(...)            # goes to the terminal and to the log
 
 The log starts with the date (UTC), the git commit (marked "+ uncommitted changes" when the tree
-differs from it), the host's CPU count and the exact command line. It is written only when the block
+differs from it; a second line when the checkout moved during the run), the host's CPU count and
+the exact command line. It is written only when the block
 finishes without an exception, through a temporary file and a rename: a crashed or interrupted run
 never leaves a half-written log or replaces a good one.
 """
@@ -100,6 +101,11 @@ def logged(name: str, override: str | None = None):
         yield path
     finally:
         sys.stdout = real
+    end = commit()
+    if end not in head:  # the checkout moved during the run: say so, the figures may mix both
+        lines = head.split("\n")
+        lines.insert(2, f"# commit at the end: {end} (the tree changed during the run)")
+        head = "\n".join(lines)
     write_atomic(path, head + "".join(captured))
     print(f"log: {os.path.relpath(path, ROOT)}")
 

@@ -43,3 +43,28 @@ def test_failed_run_leaves_the_previous_log(tmp_path):
     assert proc.returncode != 0 and "boom" in proc.stderr
     assert log.read_text() == "good log\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fake_bench.py", "x.txt"]  # no temp file left
+
+
+def test_checkout_moving_during_the_run_is_recorded(tmp_path):
+    import os
+
+    repo = tmp_path / "repo"
+    (repo / "bench").mkdir(parents=True)
+    (repo / "bench" / "benchlog.py").write_text((ROOT / "bench" / "benchlog.py").read_text())
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}
+    git = lambda *a: subprocess.run(["git", *a], cwd=repo, env=env, capture_output=True, text=True, check=True)  # noqa: E731
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-qm", "one")
+    script = repo / "bench" / "fake.py"
+    script.write_text(
+        "import subprocess, sys\nfrom benchlog import logged\nwith logged('x', sys.argv[1]):\n"
+        "    print('figure')\n"
+        "    subprocess.run(['git', 'commit', '-q', '--allow-empty', '-m', 'two'], check=True)\n")
+    log = tmp_path / "x.txt"
+    proc = subprocess.run([sys.executable, str(script), str(log)], cwd=repo, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    lines = log.read_text().splitlines()
+    assert lines[1].startswith("# commit: ") and lines[2].startswith("# commit at the end: ")
+    assert lines[1].split()[2] != lines[2].split()[5]
