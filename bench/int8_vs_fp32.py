@@ -26,9 +26,10 @@ from pathlib import Path
 from benchlog import ROOT, logged
 
 
-def compress(*argv: str) -> dict:
-    """One CLI call with --json; prints the command and the time it took; exits on failure."""
-    cmd = [sys.executable, "-m", "toolchain.cli", *argv, "--json"]
+def compress(*argv: str, as_json: bool = True) -> dict:
+    """One CLI call (with --json unless told otherwise); prints the command and the time it took;
+    exits on failure."""
+    cmd = [sys.executable, "-m", "toolchain.cli", *argv, *(["--json"] if as_json else [])]
     print("$ compress " + shlex.join(argv), flush=True)
     t0 = time.time()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
@@ -36,14 +37,18 @@ def compress(*argv: str) -> dict:
         print(proc.stdout[-2000:] + proc.stderr[-2000:])
         raise SystemExit(f"compress {argv[0]} failed with exit code {proc.returncode}")
     print(f"  ({time.time() - t0:.0f} s)")
-    return json.loads(proc.stdout)
+    return json.loads(proc.stdout) if as_json else {}
 
 
 def run(args, work: Path) -> None:
     base = work / "baseline.safetensors"
-    trained = compress("train", args.model, "--data", args.data, "--epochs", str(args.train_epochs), "-o", str(base))
-    print(f"  baseline top-1 {trained['val']['top1']:.2f}% on {args.data} val")
-    compress("export", args.model, "--checkpoint", str(base), "-o", str(work / "model.onnx"))
+    if not base.is_file():  # a kept --workdir resumes after the (long) training
+        trained = compress("train", args.model, "--data", args.data, "--epochs", str(args.train_epochs),
+                           "-o", str(base))
+        print(f"  baseline top-1 {trained['val']['top1']:.2f}% on {args.data} val")
+    else:
+        print(f"reusing the baseline in {base}")
+    compress("export", args.model, "--checkpoint", str(base), "-o", str(work / "model.onnx"), as_json=False)
     compress("prune", str(work / "model.onnx"), "--ratio", str(args.ratio), "--round-to", "8",
              "-o", str(work / "pruned"))
     tuned = compress("finetune", str(work / "pruned"), "--data", args.data, "--epochs", str(args.finetune_epochs),
@@ -74,7 +79,9 @@ def main() -> None:
     ap.add_argument("--train-epochs", type=int, default=3)
     ap.add_argument("--finetune-epochs", type=int, default=2)
     ap.add_argument("--lr", type=float, default=1e-2, help="fine-tuning learning rate")
-    ap.add_argument("--workdir", default=None, help="keep the intermediate files here (default: a temporary folder)")
+    ap.add_argument("--workdir", default=None,
+                    help="keep the intermediate files here (default: a temporary folder); a baseline already "
+                         "there is reused")
     ap.add_argument("--log", default=None, help="log file (default bench/results/int8_vs_fp32.txt; - for none)")
     args = ap.parse_args()
     with logged("int8_vs_fp32", args.log):
