@@ -17,9 +17,10 @@ Each (model, method, budget, seed) result is appended to a JSONL file and skippe
 Full run (issue 12; many hours on 2 CPU cores):
     python bench/accuracy_at_latency.py --models builtin:resnet20,builtin:resnet56,pretrained:efficientnet_lite0 \
         --seeds 0,1,2 --epochs 5 --train-epochs 10
-Reduced run (what fits a shared 2-core machine in under an hour):
+Reduced run (run it from a copy of the tree: a file changed mid-run breaks its lazy imports):
     nice -n 10 python bench/accuracy_at_latency.py --models builtin:resnet20 --seeds 0 --budgets 0.5 \
-        --epochs 1 --train-epochs 2 --train-subset 6000 --test-subset 2000
+        --epochs 1 --train-epochs 3 --train-subset 2000 --test-subset 1000 --bisect-steps 4 --measure-runs 30 \
+        --profile-runs 10
 """
 from __future__ import annotations
 
