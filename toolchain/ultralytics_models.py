@@ -7,6 +7,7 @@ only when such a spec is used. Nothing is ever downloaded: YOLO_OFFLINE is set b
 from __future__ import annotations
 
 import os
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 from unittest import mock
@@ -27,6 +28,7 @@ def _import_tasks():
     os.environ.setdefault("YOLO_VERBOSE", "False")  # its banner and settings notes are not ours to print
     try:
         import ultralytics.nn.tasks as tasks
+        import ultralytics.utils.downloads  # noqa: F401  (patched by _no_downloads)
     except ImportError:
         raise InputError(INSTALL_HINT) from None
     return tasks
@@ -41,9 +43,7 @@ def _refuse_download(*args, **kwargs):
 @contextmanager
 def _no_downloads(tasks):
     # Every ultralytics fetch ends in downloads.safe_download (attempt_download_asset, check_file).
-    import ultralytics.utils.downloads as downloads
-
-    with mock.patch.object(downloads, "safe_download", _refuse_download):
+    with mock.patch.object(sys.modules["ultralytics.utils.downloads"], "safe_download", _refuse_download):
         yield
 
 
