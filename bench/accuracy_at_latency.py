@@ -44,6 +44,7 @@ import torch  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 from torch.utils.data import DataLoader, Subset  # noqa: E402
 
+from graphs.errors import InputError  # noqa: E402
 from toolchain.data import load_dataset  # noqa: E402
 from toolchain.export import export_onnx, export_spec  # noqa: E402
 from toolchain.latency.config import ProfileConfig  # noqa: E402
@@ -157,7 +158,11 @@ def run_one(args, model: str, method: str, budget: float, seed: int, work: Path)
         if method == "torch-pruning":
             pruned, info = torch_pruning_row(args, base, budget, Path(tmp))
         else:
-            pruned, info = compress_row(args, base, method, budget, seed, Path(tmp))
+            try:
+                pruned, info = compress_row(args, base, method, budget, seed, Path(tmp))
+            except InputError as exc:  # e.g. a budget below what this mode reaches: a result, recorded
+                return {"model": model, "method": method, "budget": budget, "seed": seed, "setting": args.setting,
+                        "error": str(exc), "baseline_top1": base["top1"], "seconds": time.time() - t0}
     tests = test_loader(args, base["shape"])
     before = evaluate(pruned, tests, torch.device("cpu"))["top1"]
     train(pruned, loader(base["shape"], "train", seed, args.train_subset, 128, True), None,
@@ -182,6 +187,10 @@ def summary(records: list[dict], args) -> str:
             cells = []
             for b in args.budgets:
                 rs = [r for r in mine if r["method"] == method and r["budget"] == b and r["seed"] in args.seeds]
+                if rs and all("error" in r for r in rs):
+                    cells.append("refused: " + rs[0]["error"][:80])
+                    continue
+                rs = [r for r in rs if "error" not in r]
                 missed = sum(r.get("met") is False for r in rs)  # budget not met: the fastest plan tried
                 cells.append(f"{_stat([r['top1'] for r in rs])} / {_stat([r['measured_ratio'] for r in rs], 3)}"
                              + (f" ({missed} not met)" if missed else "") if rs else "-")
@@ -241,8 +250,12 @@ def main() -> None:
                         continue
                     print(f"[{model} / {method} / budget {budget} / seed {seed}]", flush=True)
                     rec = run_one(args, model, method, budget, seed, work)
-                    print(f"    measured {rec['measured_ratio']:.3f}, top-1 {rec['top1_pruned']:.2f} -> "
-                          f"{rec['top1']:.2f} (unpruned {rec['baseline_top1']:.2f}), {rec['seconds']:.0f} s", flush=True)
+                    if "error" in rec:
+                        print(f"    refused: {rec['error']}", flush=True)
+                    else:
+                        print(f"    measured {rec['measured_ratio']:.3f}, top-1 {rec['top1_pruned']:.2f} -> "
+                              f"{rec['top1']:.2f} (unpruned {rec['baseline_top1']:.2f}), {rec['seconds']:.0f} s",
+                              flush=True)
                     with jsonl.open("a") as f:  # one line per result: a crash loses at most the row in progress
                         f.write(json.dumps(rec) + "\n")
                     records.append(rec)
