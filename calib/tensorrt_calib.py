@@ -53,7 +53,14 @@ def make_entropy_calibrator(data: np.ndarray, cache_file: str | os.PathLike, inp
         raise InputError(f"TensorRT {trt.__version__} has no calibrators (removed in 11): "
                          "use the QDQ ONNX (explicit quantization) for INT8")
     require("polygraphy", "TensorRT calibration goes through Polygraphy: pip install polygraphy")
+    torch = require("torch", "TensorRT calibration needs torch's CUDA runtime: pip install torch")
+    if not torch.cuda.is_available():
+        raise InputError("the TensorRT calibrator needs an NVIDIA GPU, and torch sees none")
     from polygraphy.backend.trt import Calibrator
+
+    from toolchain.latency.backends.tensorrt import expose_cuda_runtime
+
+    expose_cuda_runtime(torch)  # Polygraphy copies the batches to the GPU with its own CUDA wrapper
 
     return Calibrator(CalibrationBatches(data, input_name, batch_size), cache=str(cache_file),
                       BaseClass=trt.IInt8EntropyCalibrator2)

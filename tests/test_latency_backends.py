@@ -189,6 +189,10 @@ def test_tensorrt_engine_per_precision_matches_ort(trt_env, resnet20_onnx, tmp_p
     dev = backend.device()
     assert dev["runtime"] == "tensorrt" and dev["runtime_version"] == trt_env.__version__
     assert dev["precision"] == precision
+    if precision == "fp32":  # timed calls run the fixed (OPT) input, even right after infer on another batch
+        with backend.load(backend.build(source, (1, 2, 4)), 2) as r:
+            r.infer({"input": np.zeros((4, 3, 32, 32), np.float32)})
+            assert r.timed_run() > 0 and tuple(r.poly.context.get_tensor_shape("input"))[0] == 2
 
 
 @pytest.mark.gpu
@@ -242,3 +246,16 @@ def test_ort_times_int8_as_a_qdq_model(resnet20_onnx):
         (a,), (b,) = q.infer({"input": x}), f.infer({"input": x})
         assert q.timed_run() > 0
     assert 0 < np.abs(a - b).max() <= 0.5 * max(1.0, np.abs(b).max())  # quantized: close, not equal
+
+
+def test_tensorrt_older_than_10_is_refused_in_one_line(monkeypatch):
+    """JetPack 5's TensorRT 8.5 makes implicit-batch networks the ONNX parser rejects: refused up front.
+    The stand-in module only reports a version (it runs nothing, so it can return no numbers)."""
+    import sys
+    import types
+
+    monkeypatch.setitem(sys.modules, "tensorrt", types.ModuleType("tensorrt"))
+    sys.modules["tensorrt"].__version__ = "8.5.2.2"
+    with pytest.raises(InputError, match="TensorRT 8.5.2.2 is too old: compress needs TensorRT >= 10") as e:
+        get_backend("tensorrt", precision="fp16")
+    assert "\n" not in str(e.value)

@@ -32,6 +32,20 @@ def _first_line(e: BaseException) -> str:
     return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
+def expose_cuda_runtime(torch) -> None:
+    """Polygraphy's CUDA wrapper dlopens libcudart found on LD_LIBRARY_PATH or in a CUDA toolkit; torch's
+    wheels keep theirs elsewhere (site-packages/nvidia/cu13/lib): point it at the one torch loaded."""
+    torch.cuda.init()
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return
+    dirs = sorted({str(Path(line.split()[-1]).parent) for line in maps.splitlines() if "libcudart.so" in line})
+    if dirs:
+        os.environ["LD_LIBRARY_PATH"] = os.pathsep.join([*dirs, os.environ.get("LD_LIBRARY_PATH", "")]).rstrip(
+            os.pathsep)
+
+
 def _default_cache(version: str) -> Path:
     root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
     return root / "compress" / "tensorrt" / f"timing-{version}.cache"
@@ -104,6 +118,7 @@ class TensorRTBackend:
         self.torch = require("torch", "TensorRT buffers use torch CUDA tensors: pip install torch")
         if not self.torch.cuda.is_available():
             raise InputError("TensorRT needs an NVIDIA GPU, and torch sees none (CUDA unavailable)")
+        expose_cuda_runtime(self.torch)
         self.precision, self.workspace = precision, workspace_mb << 20
         self.cache_path = Path(timing_cache) if timing_cache else _default_cache(self.trt.__version__)
         self.seed = seed
@@ -120,12 +135,13 @@ class TensorRTBackend:
     def _config(self, data: bytes, profile, strongly_typed: bool, calibrator=None):
         from polygraphy.backend.trt import CreateConfig, Profile
 
-        name, shape = profile
+        name, shape, dynamic = profile
         flags = {} if strongly_typed else {"fp16": self.precision in ("fp16", "int8"),
                                           "int8": self.precision == "int8", "calibrator": calibrator}
-        prof = Profile().add(name, min=shape[0], opt=shape[1], max=shape[2])
+        # a profile only for a dynamic batch; a static input keeps the network's own shape
+        profiles = [Profile().add(name, min=shape[0], opt=shape[1], max=shape[2])] if dynamic else None
         cache = str(self.cache_path) if self.cache_path.is_file() else None
-        return CreateConfig(profiles=[prof], memory_pool_limits={self.trt.MemoryPoolType.WORKSPACE: self.workspace},
+        return CreateConfig(profiles=profiles, memory_pool_limits={self.trt.MemoryPoolType.WORKSPACE: self.workspace},
                             load_timing_cache=cache, **flags)
 
     def build(self, model, batch: int | tuple[int, int, int] = 1, calibrator=None) -> bytes:
@@ -141,8 +157,11 @@ class TensorRTBackend:
         data = self.engine_onnx(source.onnx_bytes()) if calibrator is None else source.onnx_bytes()
         typed = self.strongly_typed(data, calibrated=calibrator is not None)
         chw = source.input_shape()[1:]
-        name = _input_name(data)
-        profile = (name, [[d, *chw] for d in dims])
+        name, fixed = _input_name(data)
+        if fixed is not None and dims != (fixed,) * 3:
+            raise InputError(f"input {name} has a fixed batch of {fixed}, asked for "
+                             f"{':'.join(map(str, dims))}: export with a dynamic batch dimension")
+        profile = (name, [[d, *chw] for d in dims], fixed is None)
         self.cache_path.parent.mkdir(parents=True, exist_ok=True)
         try:
             network = NetworkFromOnnxBytes(data, strongly_typed=typed)
@@ -249,12 +268,14 @@ class TensorRTBackend:
                 "cuda": torch.version.cuda}
 
 
-def _input_name(data: bytes) -> str:
+def _input_name(data: bytes) -> tuple[str, int | None]:
+    """(the single input's name, its fixed batch size or None when the batch dim is dynamic)."""
     import onnx
 
     m = onnx.load_from_string(data)
     inits = {i.name for i in m.graph.initializer}
-    inputs = [i.name for i in m.graph.input if i.name not in inits]
+    inputs = [i for i in m.graph.input if i.name not in inits]
     if len(inputs) != 1:
         raise InputError(f"the TensorRT backend builds single-input models, this one has {len(inputs)}")
-    return inputs[0]
+    d0 = inputs[0].type.tensor_type.shape.dim[0]
+    return inputs[0].name, d0.dim_value if d0.HasField("dim_value") else None
