@@ -198,7 +198,9 @@ def test_default_round_to_is_the_backends_channel_block(resnet20_onnx, tmp_path)
 def test_anchors_are_profiled_and_rescale_the_model(resnet20_onnx, tmp_path):
     analysis = analyze(load_model(resnet20_onnx))
     blocks = removable_blocks(analysis.model, analysis.shapes)
-    config = ProfileConfig(**FAST)
+    # Ten runs a pair, not three: the check below compares a fit over two anchors with one of them,
+    # and three runs let a disturbed host pull them apart (seen: 0.376 predicted vs 0.189 measured).
+    config = ProfileConfig(**{**FAST, "runs": 10})
     anchors = [c for c in candidates(analysis, config) if c.kind == "anchor"]
     assert [c.item for c in anchors] == ["uniform-0.75", "uniform-0.50", "depth-0.50", "depth-1.00"]
     assert all(len(c.plan.channels) > 1 for c in anchors[:2])
