@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -77,13 +78,14 @@ class Artifact:
     calibration: dict = field(default_factory=dict)  # what the build did with the calibration data
 
 
-class RunnerBase:
+class RunnerBase(ABC):
     """What every runner shares: context management and wall-clock timing of one synchronous call."""
 
     inputs: dict = {}
 
+    @abstractmethod
     def run(self) -> None:
-        raise NotImplementedError
+        """One inference on the fixed input; returns when the result is ready."""
 
     def timed_run(self) -> float:
         t0 = time.perf_counter()
