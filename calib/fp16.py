@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from graphs.errors import InputError
+from graphs.onnx_io import cap_ir_version
 
 
 def to_fp16_bytes(model: bytes) -> bytes:
@@ -12,6 +13,4 @@ def to_fp16_bytes(model: bytes) -> bytes:
         half = convert_float_to_float16(onnx.load_from_string(model), keep_io_types=True)
     except Exception as e:  # noqa: BLE001
         raise InputError(f"FP16 conversion failed: {(str(e).splitlines() or [type(e).__name__])[0]}") from None
-    if half.ir_version > 10:  # onnxruntime 1.31 reads at most IR 13 (PLATFORM.md); 10 is safe
-        half.ir_version = 10
-    return half.SerializeToString()
+    return cap_ir_version(half).SerializeToString()

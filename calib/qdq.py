@@ -28,7 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
+from graphs.atomic import write_bytes
 from graphs.errors import InputError
+from graphs.onnx_io import MAX_IR_VERSION, cap_ir_version
 
 METHODS = ("minmax", "entropy", "percentile")
 CACHE_VERSION = 1
@@ -60,9 +62,8 @@ def _fix_ir(path: Path) -> None:
     import onnx
 
     m = onnx.load(str(path))
-    if m.ir_version > 10:
-        m.ir_version = 10
-        onnx.save(m, str(path))
+    if m.ir_version > MAX_IR_VERSION:
+        onnx.save(cap_ir_version(m), str(path))
 
 
 def preprocess(src: Path, dst: Path) -> bool:
@@ -173,7 +174,7 @@ def quantize_qdq(model: str | os.PathLike, out: str | os.PathLike, data: np.ndar
         q = Path(tmp) / "q.onnx"
         _quantize_static(ort_q, pre, q, calib_method, extra, cache_file)
         _fix_ir(q)
-        os.replace(q, out)
+        write_bytes(out, q.read_bytes())
     return {"method": method, "format": "QDQ", "activations": "int8 symmetric (zero-point 0)",
             "weights": "int8 symmetric per-channel (zero-point 0)", "preprocessed": did_pre,
             "cache_file": str(cache_file), "cache_hit": hit, "calibrated": not hit,

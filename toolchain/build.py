@@ -26,13 +26,12 @@ Bad input raises graphs.errors.InputError (CLI exit 2, one line).
 from __future__ import annotations
 
 import datetime as _dt
-import json
-import os
 import tempfile
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
+from graphs.atomic import write_bytes, write_json
 from graphs.errors import InputError
 from toolchain.build_check import accuracy_check, latency
 from toolchain.build_inputs import calibration_request, input_info, layout, parse_batch, resolve_source, sha256_file
@@ -125,12 +124,10 @@ def build(source: str, backend: str, precision: str, out: str, calib: str | None
         timing = _latency(stack, req, be, backend, candidate, precision, options, latency_runs) if measure else None
         manifest = _manifest(req, be, art, art_tmp, precision, calibration, accuracy, timing, max_drop)
         _check(manifest, max_drop, precision, req.val)
-        man_tmp = tmp / "manifest.json"
-        man_tmp.write_text(json.dumps(manifest, indent=2) + "\n")
         if req.manifest.exists():  # never pair a stale manifest with the new artifact
             req.manifest.unlink()
-        os.replace(art_tmp, req.artifact)
-        os.replace(man_tmp, req.manifest)
+        write_bytes(req.artifact, art.data)
+        write_json(manifest, req.manifest)
     return manifest
 
 

@@ -12,6 +12,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from graphs.deps import Analysis
+from graphs.onnx_io import cap_ir_version
 from toolchain.latency.config import ProfileConfig, resolve_round_to
 from toolchain.latency.grid import group_grid
 from toolchain.latency.measure import interleaved_ratio
@@ -26,8 +27,7 @@ def single_conv_model(node: onnx.NodeProto, in_shape, weight_shape, out_channels
     graph = helper.make_graph([conv], "layer", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(in_shape))],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [weight])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model.SerializeToString()
+    return cap_ir_version(model).SerializeToString()
 
 
 def isolated_table(analysis: Analysis, backend, config: ProfileConfig) -> dict[str, dict[int, float]]:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from graphs.atomic import write_bytes
 from graphs.errors import InputError
 from toolchain.latency.backends.base import PRECISIONS, Artifact, RunnerBase, require, seeded_inputs
 from toolchain.latency.backends.source import EngineSource, OnnxSource, as_source, onnx_at_precision, onnx_traits
@@ -250,9 +251,7 @@ class TensorRTBackend:
     def _keep_calibration_cache(work: Path, cache: Path) -> None:
         if work.is_file():
             cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
-            tmp.write_bytes(work.read_bytes())
-            os.replace(tmp, cache)  # atomic: a concurrent build never reads half a table
+            write_bytes(cache, work.read_bytes())  # atomic: a concurrent build never reads half a table
 
     def channel_alignment(self) -> int:
         """Tensor-core channel vectors: CHW32 formats for INT8, channel % 8 for FP16/TF32."""
