@@ -65,3 +65,33 @@ def test_pipeline_runs_and_rerun_skips(tmp_path):
     assert third.exit_code == 0, third.output
     assert "[export] finished earlier" in third.stderr and "[prune] running" in third.stderr
     assert "[finetune] running" in third.stderr
+
+
+@pytest.mark.parametrize("stages", [1, 2])
+def test_recipe_stages_fine_tune_between_stages(tmp_path, monkeypatch, stages):
+    """A recipe with prune.stages > 1 hands refine the same between-stages fine-tuning as the CLI."""
+    import toolchain.refine
+    from toolchain.pipeline import _prune
+
+    recipe = load_recipe(write(tmp_path, BASE.replace("criterion: l1,", f"criterion: l1, stages: {stages},"),
+                               out=tmp_path / "o"))
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def capture(onnx_path, out_dir, request, *args, **kwargs):
+        seen["request"] = request
+        raise Stop
+
+    monkeypatch.setattr(toolchain.refine, "prune_to_budget", capture)
+    with pytest.raises(Stop):
+        _prune(recipe, tmp_path / "m.onnx", tmp_path / "pruned", tmp_path / "s.sqlite", None, (1, 3, 32, 32),
+               tmp_path, None, lambda m: None)
+    request = seen["request"]
+    assert request.stages == stages
+    if stages == 1:
+        assert request.between_stages is None
+    else:
+        hook = request.between_stages
+        assert callable(hook) and hook.__qualname__.startswith("finetune_between_stages")

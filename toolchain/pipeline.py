@@ -143,7 +143,7 @@ def _profile(onnx_path: Path, store: Path, config, table_json: Path, progress) -
 def _prune(recipe: Recipe, onnx_path: Path, pruned: Path, store: Path, config, shape, out: Path, progress, log) -> dict:
     import shutil
 
-    from toolchain.refine import BudgetRequest, prune_to_budget
+    from toolchain.refine import BudgetRequest, finetune_between_stages, prune_to_budget
     from toolchain.criteria import layer_scores
     from toolchain.data import make_loader
     from toolchain.torch_source import torch_module_for
@@ -151,7 +151,9 @@ def _prune(recipe: Recipe, onnx_path: Path, pruned: Path, store: Path, config, s
     p = recipe.prune
     loader = make_loader(recipe.data, shape, "train", 32, seed=recipe.seed, shuffle=False)  # same batches every time
     request = BudgetRequest(budget=p.budget, mode=p.mode, criterion=p.criterion, layer_criterion=p.layer_criterion,
-                            solver=p.solver, round_to=recipe.profile.round_to, stages=p.stages, loader=loader, log=log)
+                            solver=p.solver, round_to=recipe.profile.round_to, stages=p.stages, loader=loader, log=log,
+                            # as `prune --stages K --data`: the model recovers for an epoch before the next stage
+                            between_stages=finetune_between_stages(recipe.data, log=log) if p.stages > 1 else None)
     summary = prune_to_budget(str(onnx_path), str(pruned), request, str(store), config, progress=progress)
     model = load_model(onnx_path)
     analysis = analyze(model)
