@@ -105,8 +105,10 @@ def faults() -> dict:
     start = time.time()
     proc = subprocess.run([sys.executable, "-m", "pytest", "tests/test_fault_injection.py", "-m", "slow", "-q", "-s",
                            "-p", "no:cacheprovider"], cwd=ROOT, capture_output=True, text=True)
-    match = re.search(r"^FAULTS (\{.*\})$", proc.stdout, re.M)
-    counts = json.loads(match.group(1)) if match else {}
+    match = re.search(r"FAULTS (\{.*\})$", proc.stdout, re.M)  # -q puts progress dots before it
+    if not match:
+        raise SystemExit("fault injection printed no FAULTS tally:\n" + proc.stdout[-2000:])
+    counts = json.loads(match.group(1))
     injected = sum(v for k, v in counts.items() if k.endswith("injected"))
     survived = sum(v for k, v in counts.items() if k.endswith("survived"))
     tail = [ln for ln in proc.stdout.splitlines() if re.search(r"passed|failed", ln)][-1:]
