@@ -205,46 +205,57 @@ def _inside(module: str, members: list[str]) -> bool:
     return any(module == m or module.startswith(m + ".") for m in members)
 
 
+def _inner_groups(groups: list[Group], blocks: list[Block]) -> dict[str, list[Group]]:
+    """Block id -> the prunable groups that live wholly inside it (each group in its first such block)."""
+    inner: dict[str, list[Group]] = {}
+    owned: set[str] = set()
+    for b in blocks:
+        for g in groups:
+            if g.id not in owned and g.widths and all(_inside(m, b.members) for m in g.widths):
+                inner.setdefault(b.id, []).append(g)
+                owned.add(g.id)
+    return inner
+
+
+def _block_options(members: list[Group], options: dict, top: dict, delta: dict):
+    """A block's "kept" options: every combination of its inner groups' widths (sampled down to
+    MAX_BLOCK_OPTIONS, the full widths always kept), with each combination's value and delta."""
+    picks = np.array(list(itertools.product(*[range(len(options[g.id])) for g in members])) or [()],
+                     dtype=np.int64).reshape(-1, len(members))
+    if len(picks) > MAX_BLOCK_OPTIONS:
+        step = math.ceil(len(picks) / MAX_BLOCK_OPTIONS)
+        picks = np.vstack([picks[::step], [[len(options[g.id]) - 1 for g in members]]])
+    combos = [tuple(int(options[g.id][i]) for g, i in zip(members, row)) for row in picks]
+    keep_values = sum((top[g.id][picks[:, j]] for j, g in enumerate(members)), np.zeros(len(picks)))
+    keep_deltas = sum((delta[g.id][picks[:, j]] for j, g in enumerate(members)), np.zeros(len(picks)))
+    return combos, keep_values, keep_deltas
+
+
 def solve_joint(analysis: Analysis, table: Table, blocks: list[Block], scores: dict[str, np.ndarray],
                 budget: float, round_to: int = 8, criterion: str = "") -> Decision:
     """Width and depth under one budget (one group knapsack; see the module docstring)."""
     check_budget(budget)
     groups = [g for g in analysis.groups if g.prunable]
-    inner: dict[str, list[Group]] = {}
-    owner: dict[str, str] = {}
-    for b in blocks:
-        for g in groups:
-            if g.id not in owner and g.widths and all(_inside(m, b.members) for m in g.widths):
-                inner.setdefault(b.id, []).append(g)
-                owner[g.id] = b.id
+    inner = _inner_groups(groups, blocks)
+    owned = {g.id for members in inner.values() for g in members}
     options = {g.id: width_options(g, round_to) for g in groups}
-    full_value = {g.id: float(np.sum(scores[g.id])) for g in groups}
     # Per group and width option: the value of its top-k units and its table delta, looked up once.
     top = {g.id: _top_values(scores[g.id], options[g.id]) for g in groups}
     delta = {g.id: np.array([table.group_ratio(g.id, int(k)) - 1.0 for k in options[g.id]]) for g in groups}
 
     items, values, deltas = [], [], []
     for g in groups:
-        if g.id in owner:
-            continue
-        items.append(("group", g, options[g.id]))
-        values.append(top[g.id])
-        deltas.append(delta[g.id])
+        if g.id not in owned:
+            items.append(("group", g, options[g.id]))
+            values.append(top[g.id])
+            deltas.append(delta[g.id])
     for b in blocks:
         members = inner.get(b.id, [])
         # Removing the block also deletes its filters in groups that continue outside it (a residual
         # stream): charge their share of those groups' value, by producer count.
-        outside_loss = sum(full_value[g.id] * sum(_inside(m, b.members) for m in g.widths) / len(g.widths)
-                           for g in groups if g.id not in owner and g.widths)
-        # Every combination of the inner groups' width options, as option indices (one column a group).
-        picks = np.array(list(itertools.product(*[range(len(options[g.id])) for g in members])) or [()],
-                         dtype=np.int64).reshape(-1, len(members))
-        if len(picks) > MAX_BLOCK_OPTIONS:
-            step = math.ceil(len(picks) / MAX_BLOCK_OPTIONS)
-            picks = np.vstack([picks[::step], [[len(options[g.id]) - 1 for g in members]]])
-        combos = [tuple(int(options[g.id][i]) for g, i in zip(members, row)) for row in picks]
-        keep_values = sum((top[g.id][picks[:, j]] for j, g in enumerate(members)), np.zeros(len(picks)))
-        keep_deltas = sum((delta[g.id][picks[:, j]] for j, g in enumerate(members)), np.zeros(len(picks)))
+        outside_loss = sum(float(np.sum(scores[g.id])) * sum(_inside(m, b.members) for m in g.widths)
+                           / len(g.widths) for g in groups if g.id not in owned and g.widths)
+        combos, keep_values, keep_deltas = _block_options(members, options, top, delta)
         items.append(("block", b, combos, members))
         values.append(np.append(keep_values, -outside_loss))
         deltas.append(np.append(keep_deltas, table.block_ratio(b.id) - 1.0))
@@ -257,8 +268,7 @@ def solve_joint(analysis: Analysis, table: Table, blocks: list[Block], scores: d
             elif choice == len(item[2]):
                 removed.append(item[1])
             else:
-                for g, k in zip(item[3], item[2][choice]):
-                    kept[g.id] = int(k)
+                kept.update({g.id: int(k) for g, k in zip(item[3], item[2][choice])})
         return kept, removed
 
     predictor = Predictor(table, analysis, blocks)
