@@ -16,6 +16,15 @@ if TYPE_CHECKING:
     from graphs.deps import Tracer
 
 
+def _input_layout(t: "Tracer", node: onnx.NodeProto) -> Layout | None:
+    """The first input's layout; when it is untracked, so is every output (the rule has nothing to map)."""
+    layout = t.layout(node.input[0])
+    if layout is None:
+        for name in node.output:
+            t.set_layout(name, None)
+    return layout
+
+
 @rule("Concat")
 def concat(t: "Tracer", node: onnx.NodeProto) -> None:
     layouts = [t.layout(name) for name in node.input]
@@ -54,10 +63,8 @@ def _split_outputs(t: "Tracer", node: onnx.NodeProto, layout: Layout, bounds: li
 
 @rule("Split")
 def split(t: "Tracer", node: onnx.NodeProto) -> None:
-    layout = t.layout(node.input[0])
+    layout = _input_layout(t, node)
     if layout is None:
-        for name in node.output:
-            t.set_layout(name, None)
         return
     axis = attrs(node).get("axis", 0) % layout.rank
     if axis not in layout.axes:
@@ -87,9 +94,8 @@ def split(t: "Tracer", node: onnx.NodeProto) -> None:
 
 @rule("Slice")
 def slice_(t: "Tracer", node: onnx.NodeProto) -> None:
-    layout = t.layout(node.input[0])
+    layout = _input_layout(t, node)
     if layout is None:
-        t.set_layout(node.output[0], None)
         return
     values = [t.consts.value(name) if i < len(node.input) and name else None for i, name in enumerate(node.input)]
     starts, ends = values[1], values[2]
@@ -197,9 +203,8 @@ def reshaped_layout(layout: Layout, in_shape, out_shape, t: "Tracer") -> Layout 
 
 @rule("Transpose")
 def transpose(t: "Tracer", node: onnx.NodeProto) -> None:
-    layout = t.layout(node.input[0])
+    layout = _input_layout(t, node)
     if layout is None:
-        t.set_layout(node.output[0], None)
         return
     perm = attrs(node).get("perm", list(range(layout.rank))[::-1])
     new_axes = [perm.index(a) for a in layout.axes]

@@ -14,6 +14,7 @@ import numpy as np
 import onnx
 
 from graphs.channels import Fix, Layout
+from graphs.registry import registrar
 
 if TYPE_CHECKING:
     from graphs.deps import Tracer
@@ -29,12 +30,7 @@ POOL_OPS = "MaxPool AveragePool GlobalAveragePool GlobalMaxPool LpPool GlobalLpP
 BINARY_OPS = "Add Sub Mul Div Pow Max Min Sum Mean Where".split()
 
 
-def rule(*ops: str):
-    def register(fn):
-        for op in ops:
-            RULES[op] = fn
-        return fn
-    return register
+rule = registrar(RULES)  # @rule("Relu", ...) registers a function for those op types
 
 
 def attrs(node: onnx.NodeProto) -> dict:

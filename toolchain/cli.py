@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from graphs.errors import InputError
-from toolchain.cli_app import TableProgress, app, command, err, out, parse_shape, print_json
+from toolchain.cli_app import OnnxFile, PrunedDir, TableProgress, app, command, err, out, parse_shape, print_json
 
 
 @command
@@ -32,7 +32,7 @@ def export(
 
 @command
 def analyze_command(
-    model: Path = typer.Argument(..., help="ONNX file (from `compress export`)"),
+    model: OnnxFile,
     as_json: bool = typer.Option(False, "--json", help="print the analysis as JSON"),
 ) -> None:
     """Show the channel dependency groups (what can be pruned, and why not) and the removable blocks."""
@@ -66,7 +66,7 @@ def analyze_command(
 
 @command
 def prune(
-    model: Path = typer.Argument(..., help="ONNX file (from `compress export`)"),
+    model: OnnxFile,
     output: Path = typer.Option(..., "-o", "--output", help="output directory"),
     plan: Optional[Path] = typer.Option(None, help="a Plan JSON (channels to keep, blocks to remove)"),
     ratio: Optional[float] = typer.Option(None, help="remove this fraction of every prunable group's channels (L1 norm)"),
@@ -171,7 +171,7 @@ def _prune_budget(model, output, budget, criterion, mode, solver, layer_criterio
 
 @command
 def report(
-    directory: Path = typer.Argument(..., help="a `compress prune` output directory"),
+    directory: PrunedDir,
     results: Optional[Path] = typer.Option(None, help="a folder of run directories for the accuracy-vs-latency plot"),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="report folder (default DIR/report)"),
 ) -> None:
@@ -184,7 +184,7 @@ def report(
 
 @command
 def verify(
-    directory: Path = typer.Argument(..., help="a `compress prune` output directory"),
+    directory: PrunedDir,
     batch: int = typer.Option(2, help="verification batch size"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -208,7 +208,7 @@ def verify(
 
 @command
 def profile_command(
-    model: Path = typer.Argument(..., help="ONNX file (from `compress export`)"),
+    model: OnnxFile,
     backend: str = typer.Option("ort", help="ort (onnxruntime, CPU by default), tensorrt, torch (the Plan applied to the torch module)"),
     provider: Optional[str] = typer.Option(None, help="where the backend runs: ort cpu (default) | cuda | tensorrt (CUDA and TensorRT execution providers need pip install -e '.\\[gpu]'); torch cpu | cuda"),
     store: Path = typer.Option(Path("latency.sqlite"), help="SQLite store of measurements (shared, resumable)"),

@@ -6,7 +6,8 @@ import functools
 import json
 import os
 import sys
-from typing import Optional
+from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -18,6 +19,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="
                   help="Latency-budgeted width and depth pruning of CNNs: PyTorch -> ONNX -> pruned model + torch weights.")
 out = Console()
 err = Console(stderr=True)
+# Arguments several commands take, declared once (typer reads the Annotated metadata).
+OnnxFile = Annotated[Path, typer.Argument(help="ONNX file (from `compress export`)", show_default=False)]
+PrunedDir = Annotated[Path, typer.Argument(help="a `compress prune` output directory", show_default=False)]
 DEBUG = {"on": os.environ.get("COMPRESS_DEBUG") == "1"}
 
 

@@ -8,12 +8,12 @@ from typing import Optional
 import typer
 
 from graphs.errors import InputError
-from toolchain.cli_app import EpochProgress, TableProgress, command, err, out, parse_shape, print_json, train_config
+from toolchain.cli_app import EpochProgress, PrunedDir, TableProgress, command, err, out, parse_shape, print_json, train_config
 
 
 @command
 def finetune(
-    directory: Path = typer.Argument(..., help="a `compress prune` output directory"),
+    directory: PrunedDir,
     data: str = typer.Option(..., help="mnist5k, digits, imagefolder:PATH, cifar10:PATH, cifar100:PATH, npz:PATH"),
     epochs: int = typer.Option(5, help="epochs (the papers fine-tune for 30 at lr 1e-3)"),
     lr: float = typer.Option(1e-3, help="SGD learning rate, decayed x0.1 at 1/2 and 3/4 of the run"),

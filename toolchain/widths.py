@@ -16,6 +16,7 @@ from typing import Callable
 from torch import nn
 
 from graphs.errors import InputError
+from graphs.registry import registrar
 
 __all__ = ["WidthError", "fix_all_widths", "fix_widths", "width_rule", "width_attributes"]
 
@@ -26,13 +27,8 @@ class WidthError(InputError):
     """A module's width attributes cannot describe its pruned tensors (bad input for sync: exit 2)."""
 
 
-def width_rule(*qualnames: str):
-    """Register a rule for the classes named `module.QualName` (strings, so no import is needed)."""
-    def register(fn):
-        for name in qualnames:
-            _RULES[name] = fn
-        return fn
-    return register
+# @width_rule("module.QualName", ...): the classes are named by strings, so no import is needed.
+width_rule = registrar(_RULES)
 
 
 def _key(cls: type) -> str:
