@@ -11,7 +11,7 @@ CALIB forms (the `--calib` option):
                        a folder without any is read as `imagefolder:DIR`.
 Ready inputs (.npy/.npz files without the `npz:` prefix) are fed as they are: already preprocessed.
 
-The first `count` samples are used, always the same ones for the same data: `data_digest` is the
+The first `count` samples are used, always the same ones for the same data: `digest_array` of them is the
 sha256 of exactly those float32 tensors (shape and bytes), the key calibration caches are stored under.
 """
 from __future__ import annotations
@@ -148,11 +148,6 @@ def digest_array(x: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def data_digest(spec: str, input_shape, count: int = DEFAULT_COUNT) -> str:
-    """sha256 of the exact calibration tensors (dtype, shape and bytes) `spec` gives for this input."""
-    return digest_array(load_calibration(spec, input_shape, count))
-
-
 class ArrayReader(_ReaderBase):
     """An onnxruntime.quantization CalibrationDataReader over an in-memory (n,C,H,W) array."""
 
@@ -184,10 +179,3 @@ class ArrayReader(_ReaderBase):
 
     def __len__(self) -> int:
         return -(-len(self.x) // self.batch_size)
-
-
-def calibration_reader(calib: str, input_shape, input_name: str = "input", count: int = DEFAULT_COUNT,
-                       batch_size: int = 32) -> tuple[ArrayReader, str]:
-    """(reader over the calibration tensors, their data digest)."""
-    x = load_calibration(calib, input_shape, count)
-    return ArrayReader(x, input_name, batch_size), digest_array(x)

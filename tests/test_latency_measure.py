@@ -8,7 +8,7 @@ from torch import nn
 from graphs.errors import InputError
 from toolchain.latency.backends import get_backend
 from toolchain.latency.backends.base import RunnerBase
-from toolchain.latency.measure import PROTOCOLS, Stats, interleaved_ratio, protocol, time_runner
+from toolchain.latency.measure import Stats, interleaved_ratio, time_runner
 
 
 def test_stats_match_numpy():
@@ -48,14 +48,6 @@ def test_timed_calls_go_through_timed_run():
     assert time_runner(r, warmup=2, runs=4).median == 7.0 and r.i == 4
     with pytest.raises(InputError):
         time_runner(r, runs=10, keep_last=11)
-
-
-def test_presets():
-    assert protocol("sp-lamp") == {"warmup": 0, "runs": 3000, "keep_last": 2500}
-    assert protocol("layerprune") == {"warmup": 10, "runs": 1000}
-    assert "default" in PROTOCOLS
-    with pytest.raises(InputError, match="known are"):
-        protocol("fast")
 
 
 def test_interleaving_alternates_who_goes_first():

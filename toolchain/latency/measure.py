@@ -13,12 +13,6 @@ import numpy as np
 
 from graphs.errors import InputError
 
-# Paper protocols, by name. "default" is what this host needs for repeatable single-model figures.
-PROTOCOLS = {
-    "layerprune": dict(warmup=10, runs=1000),
-    "sp-lamp": dict(warmup=0, runs=3000, keep_last=2500),
-    "default": dict(warmup=10, runs=200),
-}
 # Interleaved candidate-vs-reference defaults (bench/measure_noise.py gives the figures behind them):
 # 60 runs give a ~1 point spread on a quiet host; when other processes load it (se 0.05-0.09 seen),
 # runs extend up to 4x (max_runs None) until the ratio's standard error is <= 0.01: a loaded host pays
@@ -56,12 +50,6 @@ class RatioResult:
     reference: Stats
     ratio_of_medians: float  # median(candidate) / median(reference), for comparison
     ratio_se: float          # robust standard error of `ratio`: re-measure when it is large
-
-
-def protocol(name: str) -> dict:
-    if name not in PROTOCOLS:
-        raise InputError(f"unknown protocol {name!r}: known are {', '.join(PROTOCOLS)}")
-    return dict(PROTOCOLS[name])
 
 
 def time_runner(runner, warmup: int = 10, runs: int = 200, keep_last: int | None = None,
