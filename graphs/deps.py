@@ -257,6 +257,14 @@ class Analysis:
         return channel_roots(self.sets)
 
     @cached_property
+    def _group_by_root(self) -> dict[int, Group]:
+        return {int(r): g for g in self.groups for r in np.asarray(g.classes).tolist()}
+
+    def group_of(self, channel: int) -> Group | None:
+        """The group channel id `channel` belongs to (None: a channel no group holds)."""
+        return self._group_by_root.get(int(self.roots[channel]))
+
+    @cached_property
     def blocks(self) -> list:
         """Removable blocks and layers, in topological order (graphs.blocks.Block)."""
         from graphs.blocks import removable_blocks  # blocks.py names modules with this module's helpers

@@ -87,10 +87,12 @@ def model_input_shape(model: onnx.ModelProto) -> list[int] | None:
     recorded = model_metadata(model).get("compress.input_shape")
     if recorded:
         return [int(v) for v in recorded.split(",")]
-    if not model.graph.input:
+    weights = {i.name for i in model.graph.initializer}  # older exporters list initializers as inputs
+    inputs = [i for i in model.graph.input if i.name not in weights]
+    if not inputs:
         return None
     dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
-            for d in model.graph.input[0].type.tensor_type.shape.dim]
+            for d in inputs[0].type.tensor_type.shape.dim]
     if dims and dims[0] is None:
         dims[0] = 1
     return dims if dims and None not in dims else None

@@ -64,3 +64,21 @@ def test_input_shape_is_resolved_in_one_place(resnet20_onnx):
     assert model_input_shape(open_hw) is None
     with pytest.raises(InputError, match="input shape is not fixed"):
         require_input_shape(open_hw, "m.onnx")
+    # Older exporters list initializers among the graph inputs, sometimes first: the data input is the one.
+    listed = _with_input(model, ["N", 3, 32, 32])
+    weight = listed.graph.initializer[0]
+    listed.graph.input.insert(0, onnx.helper.make_tensor_value_info(weight.name, weight.data_type, list(weight.dims)))
+    assert model_input_shape(listed) == [1, 3, 32, 32]
+
+
+def test_group_of_maps_each_channel_to_its_group(resnet20_onnx):
+    analysis = analyze(load_model(resnet20_onnx))
+    seen = set()
+    for sl in analysis.slices:
+        for channel in sl.ids.tolist():
+            group = analysis.group_of(channel)
+            if group is not None:
+                assert int(analysis.roots[channel]) in group.classes.tolist()
+                seen.add(group.id)
+    assert {g.id for g in analysis.groups if g.prunable} <= seen  # every prunable group slices some parameter
+    assert analysis.group_of(int(analysis.group("conv1").classes[0])).id == "conv1"

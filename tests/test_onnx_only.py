@@ -43,8 +43,8 @@ def test_prune_and_verify_without_torch_source(plain_onnx, tmp_path):
     assert invoke("verify", out).exit_code == 1
 
 
-def _save(tmp_path, nodes, inits, name):
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4, 8, 8])],
+def _save(tmp_path, nodes, inits, name, shape=(1, 4, 8, 8)):
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, list(shape))],
                               [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("x.custom", 1)])
     model.ir_version = 8
@@ -80,3 +80,19 @@ def test_dynamo_export_has_residual_blocks_named_by_module(plain_onnx, tmp_path)
     assert result.exit_code == 0, result.output
     assert len(json.loads(result.stdout)["removed"]) == 2
     assert invoke("verify", out).exit_code == 0
+
+
+def test_open_spatial_dims_are_bad_input(tmp_path):
+    """Masked parity needs one input size: an ONNX whose H and W are symbolic is refused (a symbolic batch
+    is fine, it runs at 1)."""
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((8, 4, 3, 3)).astype(np.float32), "w")
+    w2 = numpy_helper.from_array(np.random.default_rng(1).standard_normal((4, 8, 3, 3)).astype(np.float32), "w2")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["a"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["a"], ["b"]),
+             helper.make_node("Conv", ["b", "w2"], ["y"], pads=[1, 1, 1, 1])]
+    path = _save(tmp_path, nodes, [w, w2], "open_hw.onnx", shape=("N", 4, "H", "W"))
+    assert_bad_input(invoke("prune", path, "--ratio", "0.5", "-o", tmp_path / "out"), "symbolic dims")
+    assert not (tmp_path / "out").exists()
+    path = _save(tmp_path, nodes, [w, w2], "open_n.onnx", shape=("N", 4, 8, 8))
+    result = invoke("prune", path, "--ratio", "0.5", "-o", tmp_path / "out", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "out" / "plan.json").read_text())["model"]["input_shape"] == [1, 4, 8, 8]

@@ -15,7 +15,7 @@ from onnx import numpy_helper
 from graphs.deps import analyze
 from graphs.errors import InputError
 from graphs.masking import masked_parity
-from graphs.onnx_io import load_model, model_sha256
+from graphs.onnx_io import load_model, model_input_shape, model_sha256, require_input_shape
 from graphs.parity import Parity
 from graphs.plan import Plan, load_plan
 from graphs.stats import count_macs, count_params
@@ -27,28 +27,23 @@ __all__ = ["is_onnx_only", "prune_onnx_only", "verify_onnx_only"]
 FLOATS = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE)
 
 
-def input_shape_of(model: onnx.ModelProto) -> list[int]:
-    return [d.dim_value or 1 for d in model.graph.input[0].type.tensor_type.shape.dim]
-
-
 def prune_onnx_only(onnx_path: str, out_dir: str, plan: Plan, seed: int = 0, extra: dict | None = None) -> dict:
     model = load_model(onnx_path)
     if not any(i.data_type in FLOATS for i in model.graph.initializer):
         raise InputError(f"{onnx_path}: the graph has no weight initializers, nothing to prune")
-    symbolic = [i for i, d in enumerate(model.graph.input[0].type.tensor_type.shape.dim) if i and not d.dim_value]
-    if symbolic:
-        raise InputError(f"{onnx_path}: input {model.graph.input[0].name} has symbolic dims {symbolic}: checking "
-                         "without the torch source needs a fixed input size; export with one")
+    if model_input_shape(model) is None:
+        raise InputError(f"{onnx_path}: its input has symbolic dims besides the batch: checking without the torch "
+                         "source needs a fixed input size; export with one")
     analysis = analyze(model)
     if not any(g.prunable for g in analysis.groups) and not plan.remove:
         frozen = next((g for g in analysis.groups if g.reason and g.reason != "graph input"), None)
         raise InputError(f"{onnx_path}: no channel group can be pruned"
                          + (f" (e.g. {frozen.id}: {frozen.reason})" if frozen else ""))
     pruned, edits = apply_plan(model, plan, analysis=analysis, seed=seed)
-    plan.model = {**plan.model, "onnx_sha256": model_sha256(model), "spec": None, "input_shape": input_shape_of(model)}
+    plan.model = {**plan.model, "onnx_sha256": model_sha256(model), "spec": None, "input_shape": analysis.input_shape}
     plan.notes = edits.notes
     plan.channels = {**(plan.channels or {}), **{gid: {"keep": keep} for gid, keep in edits.kept.items()}}
-    check = masked_parity(model, pruned, plan, input_shape_of(model), seed=seed)
+    check = masked_parity(model, pruned, plan, analysis.input_shape, seed=seed)
     if not check.ok:
         raise InputError(f"the pruned graph differs from the original with the same channels masked (max abs diff "
                          f"{check.max_diff:.3g} > {check.tolerance:.3g}): an op surgery does not handle")
@@ -88,4 +83,4 @@ def verify_onnx_only(directory: str | Path, seed: int = 0) -> Parity:
     plan = load_plan(directory / "plan.json")
     if plan.model.get("onnx_sha256") and plan.model["onnx_sha256"] != model_sha256(original):
         raise InputError(f"{source} changed since it was pruned (its sha256 differs from the plan's)")
-    return masked_parity(original, load_model(directory / "model.onnx"), plan, input_shape_of(original), seed=seed)
+    return masked_parity(original, load_model(directory / "model.onnx"), plan, require_input_shape(original, source), seed=seed)

@@ -35,14 +35,12 @@ def isolated_table(analysis: Analysis, backend, config: ProfileConfig) -> dict[s
     config = resolve_round_to(config, backend)
     nodes = {n.name: n for n in analysis.model.graph.node}
     weights = {i.name: tuple(i.dims) for i in analysis.model.graph.initializer}
-    roots = np.array([analysis.sets.find(i) for i in range(len(analysis.sets.parent))])
-    group_of_root = {int(r): g for g in analysis.groups for r in g.classes}
     saved: dict[str, dict[int, float]] = {}
     for sl in analysis.slices:
         node = nodes.get(sl.node)
         if sl.role != "out" or node is None or node.op_type != "Conv" or sl.axis != 0:
             continue
-        group = group_of_root.get(int(roots[sl.ids[0]]))
+        group = analysis.group_of(sl.ids[0])
         if group is None or not group.prunable or any(a.name == "group" and a.i != 1 for a in node.attribute):
             continue
         in_shape = [config.batch, *[d or 1 for d in analysis.shapes[node.input[0]][1:]]]

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import nnls
 
-from graphs.blocks import Block, removable_blocks
+from graphs.blocks import Block
 from graphs.deps import Analysis
 from graphs.stats import macs_per_node
 from toolchain.latency.table import Table
@@ -61,14 +61,12 @@ class LayerMap:
     def build(cls, analysis: Analysis) -> "LayerMap":
         macs = macs_per_node(analysis.model, analysis.shapes)
         total = float(sum(macs.values())) or 1.0
-        roots = np.array([analysis.sets.find(i) for i in range(len(analysis.sets.parent))])
-        group_of_root = {int(r): g.id for g in analysis.groups for r in g.classes}
         in_group: dict[str, str | None] = {}
         out_group: dict[str, str | None] = {}
         for sl in analysis.slices:
             if sl.role in ("in", "out") and sl.node in macs:
-                gid = group_of_root.get(int(roots[sl.ids[0]]))
-                (in_group if sl.role == "in" else out_group)[sl.node] = gid
+                group = analysis.group_of(sl.ids[0])
+                (in_group if sl.role == "in" else out_group)[sl.node] = group.id if group else None
         return cls({n: m / total for n, m in macs.items()}, in_group, out_group)
 
     def savings(self, fractions: dict[str, float], removed_nodes=frozenset()) -> np.ndarray:
@@ -113,7 +111,7 @@ class Predictor:
         self.layers = LayerMap.build(analysis)
         self.alpha = latency_per_mac(table, analysis, self.layers)
         if blocks is None and (table.blocks or any(a.removed for a in table.anchors.values())):
-            blocks = removable_blocks(analysis.model, analysis.shapes)
+            blocks = analysis.blocks
         self.blocks = {b.id: b for b in blocks or []}
         self.efficiency, self.fit_rms = self._fit(self.blocks, ridge)
         self.anchor_scale, self.depth_scale = self._calibrate()

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import onnx
 
 from graphs.errors import InputError
+from graphs.onnx_io import require_input_shape
 
 
 class ModelSource(Protocol):
@@ -26,15 +27,6 @@ class ModelSource(Protocol):
 
     def input_shape(self) -> list[int]:
         """(N, C, H, W...) of the single image input, N as exported."""
-
-
-def _onnx_input_shape(model: onnx.ModelProto) -> list[int]:
-    meta = {p.key: p.value for p in model.metadata_props}.get("compress.input_shape", "")
-    if meta:
-        return [int(v) for v in meta.split(",") if v.strip()]
-    inits = {i.name for i in model.graph.initializer}
-    inp = [i for i in model.graph.input if i.name not in inits][0]
-    return [d.dim_value if d.HasField("dim_value") else 1 for d in inp.type.tensor_type.shape.dim]
 
 
 class OnnxSource:
@@ -75,7 +67,7 @@ class OnnxSource:
         return self._module
 
     def input_shape(self) -> list[int]:
-        return _onnx_input_shape(self.proto())
+        return require_input_shape(self.proto(), "the ONNX model")
 
     def __getstate__(self):  # Ray ships sources to workers: bytes travel, caches do not
         return {"_proto": None, "_bytes": self.onnx_bytes(), "_module": None}
