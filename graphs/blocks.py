@@ -21,6 +21,7 @@ UNARY_TAIL = {"Relu", "Clip", "LeakyRelu", "HardSwish", "HardSigmoid", "Sigmoid"
               "Gelu", "Identity", "Dropout", "Mish", "Softplus"}
 LAYER_TAIL = {"BatchNormalization", "Relu", "Clip", "LeakyRelu", "HardSwish", "Elu", "Selu", "Identity", "Dropout"}
 SPATIAL_PASS = {"MaxPool", "AveragePool", "Relu", "Dropout", "Identity"}
+WEIGHTED = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
 
 
 @dataclass
@@ -41,6 +42,17 @@ class Block:
                 "width_out": self.width_out, "reinit": module_of_param(self.next_weight) if self.next_weight and self.width_in != self.width_out else None}
 
 
+@dataclass
+class NotRemovable:
+    """A module that looks like a block (one input, one output, several weighted layers) but cannot go."""
+
+    id: str
+    reason: str
+
+    def as_dict(self) -> dict:
+        return {"id": self.id, "reason": self.reason}
+
+
 class _Graph:
     def __init__(self, model: onnx.ModelProto, shapes: dict):
         self.model = model
@@ -56,6 +68,13 @@ class _Graph:
                 self.consumers.setdefault(name, []).append(n)
         self.scope = {n.name: module_of_node(n.name) or _dynamo_scope(n) for n in self.nodes}
         self._under: dict[str, list[onnx.NodeProto]] = {}
+        # A weight read by several nodes belongs to a module called several times (a detection head run
+        # on every FPN level): its torch module is one, so no single call of it can be removed.
+        readers: dict[str, int] = {}
+        for n in self.nodes:
+            if n.op_type in WEIGHTED and len(n.input) > 1 and n.input[1] in self.inits:
+                readers[n.input[1]] = readers.get(n.input[1], 0) + 1
+        self.shared = {name for name, count in readers.items() if count > 1}
 
     def under(self, module: str) -> list[onnx.NodeProto]:
         if module not in self._under:  # asked once per add: YOLO heads hold a hundred adds in one scope
@@ -68,6 +87,18 @@ class _Graph:
 
     def uses(self, name: str) -> int:
         return len(self.consumers.get(name, [])) + (name in self.graph_outputs)
+
+    def shares_weights(self, nodes) -> bool:
+        return any(i in self.shared for n in nodes for i in n.input)
+
+    def boundary(self, region: list[onnx.NodeProto]) -> tuple[set[str], list[str]]:
+        """The activations a region reads from outside and the tensors it hands outside."""
+        names = {n.name for n in region}
+        produced = {out for n in region for out in n.output}
+        inputs = {i for n in region for i in self.activations(n) if i not in produced}
+        outputs = [o for o in produced
+                   if o in self.graph_outputs or any(c.name not in names for c in self.consumers.get(o, []))]
+        return inputs, outputs
 
 
 def _dynamo_scope(node: onnx.NodeProto) -> str:
@@ -94,6 +125,62 @@ def removable_blocks(model: onnx.ModelProto, shapes: dict) -> list[Block]:
     return sorted(residual + layers, key=lambda b: order[b.nodes[0]])
 
 
+def unremovable_modules(model: onnx.ModelProto, shapes: dict, blocks: list[Block]) -> list[NotRemovable]:
+    """Modules shaped like blocks (one input, one output, two or more weighted layers: SPPF, C2PSA,
+    an attention) that are not removable, each with the reason, in topological order."""
+    g = _Graph(model, shapes)
+    removable = {b.id for b in blocks}
+    order: dict[str, int] = {}
+    for i, n in enumerate(g.nodes):
+        parts = g.scope[n.name].split(".") if g.scope[n.name] else []
+        for k in range(1, len(parts) + 1):
+            order.setdefault(".".join(parts[:k]), i)
+    def made_of_blocks(module: str, region: list) -> bool:  # a container of removable blocks: list those
+        inner = {n for b in blocks if b.id.startswith(module + ".") for n in b.nodes}
+        return {n.name for n in region} <= inner
+    children: dict[str, int] = {}  # nodes under a module's largest child: a wrapper adds nothing to list
+    for module in order:
+        parent = module.rsplit(".", 1)[0] if "." in module else ""
+        children[parent] = max(children.get(parent, 0), len(g.under(module)))
+    candidates = []
+    for module in sorted(order, key=order.get):
+        region = g.under(module)
+        if module in removable or children.get(module) == len(region) or made_of_blocks(module, region):
+            continue
+        inputs, outputs = g.boundary(region)
+        weighted = [n for n in region if n.op_type in WEIGHTED and len(n.input) > 1 and n.input[1] in g.inits]
+        if len(inputs) == 1 and len(outputs) == 1 and len(weighted) >= 2:
+            candidates.append((module, region, next(iter(inputs)), outputs[0]))
+    unknown = {t for _, _, entry, exit_ in candidates for t in (entry, exit_) if not _known(g, t)}
+    if unknown:
+        g.shapes = {**g.shapes, **measured_shapes(g.model, sorted(unknown))}
+    return [NotRemovable(module, _why_not(g, module, region, entry, exit_, removable))
+            for module, region, entry, exit_ in candidates]
+
+
+def _why_not(g: _Graph, module: str, region: list, entry: str, exit_: str, removable: set[str]) -> str:
+    attention = any(n.op_type == "MatMul" and len(g.activations(n)) == 2 and g.scope[n.name] == module for n in region)
+    kind = "attention (a product of two activations); " if attention else ""
+    if g.shares_weights(region):
+        reason = "its weights are shared by several calls of the module: removing one call would change the others"
+    elif not _same_shape(g, entry, exit_):
+        reason = f"it changes the tensor shape {_dims(g, entry)} -> {_dims(g, exit_)}: no identity can replace it"
+    else:
+        reason = "no identity shortcut (x + f(x)) around it: without it the network computes another function"
+    outer = [b for b in removable if module.startswith(b + ".")]
+    inner = [b for b in removable if b.startswith(module + ".")]
+    if outer:
+        reason += f"; the enclosing block {outer[0]} is removable"
+    elif inner:
+        reason += f"; its blocks {', '.join(sorted(inner)[:3])}{' ...' if len(inner) > 3 else ''} are removable"
+    return kind + reason
+
+
+def _dims(g: _Graph, tensor: str) -> str:
+    shape = g.shapes.get(tensor)
+    return "x".join("?" if d is None else str(d) for d in shape[1:]) if shape else "?"
+
+
 def _same_shape(g: _Graph, a: str, b: str) -> bool:
     sa, sb = g.shapes.get(a), g.shapes.get(b)
     return sa is not None and sb is not None and len(sa) == len(sb) and all(
@@ -107,7 +194,7 @@ def _residual_blocks(g: _Graph) -> list[Block]:
         g.shapes = {**g.shapes, **measured_shapes(g.model, sorted(unknown))}
     blocks: dict[str, Block] = {}
     for module, region, entry, exit_ in candidates:
-        if module in blocks or not _same_shape(g, entry, exit_):
+        if module in blocks or not _same_shape(g, entry, exit_) or g.shares_weights(region):
             continue
         shape = g.shapes[entry]
         blocks[module] = Block(module, "residual", [module], entry, exit_, [n.name for n in region],
@@ -130,9 +217,7 @@ def _residual_candidate(g: _Graph, add: onnx.NodeProto):
         return None
     region = g.under(module)
     names = {n.name for n in region}
-    produced = {out for n in region for out in n.output}
-    inputs = {i for n in region for i in g.activations(n) if i not in produced}
-    outputs = [o for o in produced if o in g.graph_outputs or any(c.name not in names for c in g.consumers.get(o, []))]
+    inputs, outputs = g.boundary(region)
     if len(inputs) != 1 or len(outputs) != 1:
         return None
     (entry,), (exit_,) = inputs, outputs
@@ -181,7 +266,7 @@ def measured_shapes(model: onnx.ModelProto, names: list[str]) -> dict[str, tuple
 def _layers(g: _Graph) -> list[Block]:
     layers = []
     for conv in g.nodes:
-        if conv.op_type != "Conv" or conv.input[1] not in g.inits:
+        if conv.op_type != "Conv" or conv.input[1] not in g.inits or conv.input[1] in g.shared:
             continue
         if any(a.name == "group" and a.i != 1 for a in conv.attribute):
             continue
@@ -205,7 +290,7 @@ def _layers(g: _Graph) -> list[Block]:
         block = Block(module_of_param(conv.input[1]) if len(members) > 1 else members[0], "layer", members,
                       entry, exit_, [n.name for n in chain], width_in=s_in[1], width_out=s_out[1])
         nxt = _next_conv(g, exit_)
-        if nxt is None:
+        if nxt is None or nxt.input[1] in g.shared:
             # Channel pruning can make the input and output widths differ even when they start equal;
             # only a next conv (re-created with the new width) can absorb that.
             continue

@@ -272,6 +272,13 @@ class Analysis:
         return removable_blocks(self.model, self.shapes)
 
     @cached_property
+    def not_removable(self) -> list:
+        """Block-shaped modules that cannot be removed, with the reason (graphs.blocks.NotRemovable)."""
+        from graphs.blocks import unremovable_modules
+
+        return unremovable_modules(self.model, self.shapes, self.blocks)
+
+    @cached_property
     def input_shape(self) -> list[int] | None:
         return model_input_shape(self.model)
 
@@ -287,8 +294,26 @@ def analyze(model: onnx.ModelProto) -> Analysis:
     constants_to_initializers(normalised)
     tracer = Tracer(normalised)
     tracer.run()
+    couple_shared_parameters(tracer)
     groups = _groups(tracer)
     return Analysis(normalised, groups, tracer.slices, tracer.fixes, tracer.sets, tracer.shapes, tracer.layouts)
+
+
+def couple_shared_parameters(tracer: Tracer) -> None:
+    """One initializer used by several nodes (a detection head applied to every FPN level) has one
+    set of channels in torch: element j of a shared axis belongs to channel j of every node that reads
+    it, so those channels are pruned together (or the parameter would be sliced two ways)."""
+    by_axis: dict[tuple[str, int], ParamSlice] = {}
+    for sl in tracer.slices:
+        first = by_axis.setdefault((sl.init, sl.axis), sl)
+        if first is sl:
+            continue
+        if first.ids.size == sl.ids.size:
+            tracer.sets.union(first.ids, sl.ids)
+        else:
+            reason = f"{sl.init} is shared by {first.node} and {sl.node}, which map its axis {sl.axis} differently"
+            tracer.sets.freeze(first.ids, reason)
+            tracer.sets.freeze(sl.ids, reason)
 
 
 def _groups(tracer: Tracer) -> list[Group]:

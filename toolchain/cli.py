@@ -42,7 +42,8 @@ def analyze_command(
     analysis = analyze(load_model(model))
     blocks = analysis.blocks
     if as_json:
-        print_json({"groups": [g.as_dict() for g in analysis.groups], "blocks": [b.as_dict() for b in blocks]})
+        print_json({"groups": [g.as_dict() for g in analysis.groups], "blocks": [b.as_dict() for b in blocks],
+                    "not_removable": [n.as_dict() for n in analysis.not_removable]})
         return
     table = Table(title=f"Channel groups of {model.name}")
     for col in ("group", "channels", "prunable", "members / reason"):
@@ -59,6 +60,13 @@ def analyze_command(
         reinit = f" (re-creates {b.as_dict()['reinit']})" if b.as_dict()["reinit"] else ""
         btable.add_row(b.id, b.kind, f"{b.width_in} -> {b.width_out}", ", ".join(b.members) + reinit)
     out.print(btable)
+    if analysis.not_removable:
+        ntable = Table(title="Block-shaped modules that are not removable")
+        for col in ("module", "why not"):
+            ntable.add_column(col)
+        for n in analysis.not_removable:
+            ntable.add_row(n.id, n.reason)
+        out.print(ntable)
     prunable = sum(g.prunable for g in analysis.groups)
     out.print(f"{len(analysis.groups)} groups, {prunable} prunable, "
               f"{sum(g.channels for g in analysis.groups if g.prunable)} prunable channels; {len(blocks)} removable blocks")
