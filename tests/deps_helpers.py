@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from graphs.blocks import removable_blocks
@@ -108,3 +109,45 @@ def group_of(analysis, module_name: str):
 
 def cbr(cin, cout, k=3, stride=1, groups=1):
     return nn.Sequential(nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
+
+
+# ----------------------------------------------------------------------------- models shared by the tests
+
+class Chain(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.conv2, self.bn2 = nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.conv3 = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = F.relu(self.bn2(self.conv2(x)))
+        return self.conv3(x)
+
+
+class Block(nn.Module):
+    def __init__(self, cin, cout, stride=1):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout)
+        self.conv2, self.bn2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class ResNetTiny(nn.Module):
+    def __init__(self, project=False):
+        super().__init__()
+        self.stem = cbr(3, 8)
+        self.block1 = Block(8, 8)
+        self.block2 = Block(8, 12, stride=2) if project else Block(8, 8)
+        self.head = nn.Conv2d(12 if project else 8, 4, 1)
+
+    def forward(self, x):
+        return self.head(self.block2(self.block1(self.stem(x))))

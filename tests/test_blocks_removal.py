@@ -10,9 +10,8 @@ from torch import nn
 
 sys.path.insert(0, os.path.dirname(__file__))
 from deps_helpers import (  # noqa: E402
-    H, W, cbr, export, inits, prune_and_check, randomize_norms, torch_params,
+    H, W, ResNetTiny, cbr, export, inits, prune_and_check, randomize_norms, torch_params,
 )
-from test_deps_patterns import ResNetTiny  # noqa: E402
 
 from graphs.blocks import removable_blocks  # noqa: E402
 from graphs.deps import analyze  # noqa: E402
