@@ -8,6 +8,7 @@ from collections import OrderedDict
 import numpy as np
 
 from graphs.errors import InputError
+from toolchain.outputs import flatten_outputs
 
 # Polygraphy Comparator tolerances (median absolute/relative error, per precision): FP32 artifacts are
 # fused/optimised graphs (float reassociation only); FP16 keeps ~3 decimal digits; INT8 QDQ far less.
@@ -29,24 +30,55 @@ def val_batches(val: str, input_shape, count: int, batch: int):
             return
 
 
-def _first_output(runner, x: np.ndarray) -> np.ndarray:
-    return np.asarray(runner.infer({next(iter(runner.inputs)): x})[0], dtype=np.float32)
+def _outputs(runner, x: np.ndarray) -> list[np.ndarray]:
+    """Every output leaf (toolchain.outputs.flatten_outputs: nested runner results too), as float32."""
+    return [np.asarray(o, dtype=np.float32) for o in flatten_outputs(runner.infer({next(iter(runner.inputs)): x}))]
+
+
+class _OutputStats:
+    """Per output leaf over all batches: max |reference - artifact|, max |reference|, worst row cosine."""
+
+    def __init__(self):
+        self.diff: list[float] = []
+        self.scale: list[float] = []
+        self.cosine: list[float] = []
+
+    def add(self, ref: list[np.ndarray], art: list[np.ndarray], k: int) -> None:
+        if len(ref) != len(art) or any(a.shape != b.shape for a, b in zip(ref, art)):
+            raise InputError(f"the artifact's outputs ({len(art)} tensors) do not match the FP32 model's ({len(ref)})")
+        if not self.diff:
+            self.diff, self.scale, self.cosine = [0.0] * len(ref), [0.0] * len(ref), [1.0] * len(ref)
+        for i, (a, b) in enumerate(zip(ref, art)):
+            a, b = a[:k].reshape(k, -1).astype(np.float64), b[:k].reshape(k, -1).astype(np.float64)
+            self.diff[i] = max(self.diff[i], float(np.abs(a - b).max(initial=0.0)))
+            self.scale[i] = max(self.scale[i], float(np.abs(a).max(initial=0.0)))
+            den = np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-30)
+            self.cosine[i] = min(self.cosine[i], float(((a * b).sum(1) / den).min(initial=1.0)))
+
+    def as_list(self) -> list[dict]:
+        """Relative per output (DESIGN.md's parity rule): diff / max(1, max |reference|)."""
+        return [{"output": i, "max_abs_diff": d, "scale": s, "relative_diff": d / max(1.0, s), "cosine_min": c}
+                for i, (d, s, c) in enumerate(zip(self.diff, self.scale, self.cosine))]
 
 
 def accuracy_check(reference, artifact, val: str, input_shape, count: int, batch: int, pad: bool = False,
                    precision: str = "fp32") -> dict:
-    """Top-1 of the FP32 reference runner and of the artifact's runner on `val`'s val split; output cosine,
-    and Polygraphy's Comparator on the first batches. pad: a fixed-batch model gets a short last batch
+    """Top-1 (first output) of the FP32 reference runner and of the artifact's runner on `val`'s val split;
+    every output leaf compared (max abs and relative diff, cosine), and Polygraphy's Comparator on the
+    first batches. pad: a fixed-batch model gets a short last batch
     zero-padded, the padding dropped."""
     right_ref = right_art = agree = n = 0
-    cos, compared = [], []
+    cos, compared, stats = [], [], _OutputStats()
     for x, y in val_batches(val, input_shape, count, batch):
         k = len(x)
         if pad and k < batch:
             x = np.concatenate([x, np.zeros((batch - k, *x.shape[1:]), x.dtype)])
         if len(compared) < COMPARE_BATCHES:
             compared.append(x)
-        a, b = _first_output(reference, x)[:k].reshape(k, -1), _first_output(artifact, x)[:k].reshape(k, -1)
+        ref, art = _outputs(reference, x), _outputs(artifact, x)
+        stats.add(ref, art, k)
+        # top-1 reads the first output (the class scores); every output is compared in `stats`
+        a, b = ref[0][:k].reshape(k, -1), art[0][:k].reshape(k, -1)
         pa, pb = a.argmax(1), b.argmax(1)
         right_ref += int((pa == y).sum())
         right_art += int((pb == y).sum())
@@ -58,9 +90,11 @@ def accuracy_check(reference, artifact, val: str, input_shape, count: int, batch
     if n == 0:
         raise InputError(f"validation data {val!r} has an empty val split")
     t_ref, t_art = 100.0 * right_ref / n, 100.0 * right_art / n
+    outputs = stats.as_list()
     return {"val": val, "split": "val", "samples": n, "top1_fp32": round(t_ref, 3), "top1": round(t_art, 3),
             "top1_drop_points": round(t_ref - t_art, 3), "top1_agreement": round(100.0 * agree / n, 3),
             "cosine_mean": float(np.mean(cos)), "cosine_min": float(np.min(cos)),
+            "outputs": outputs, "worst_relative_diff": max(o["relative_diff"] for o in outputs),
             "comparator": compare_outputs(reference, artifact, compared, precision)}
 
 
@@ -83,7 +117,8 @@ def _as_polygraphy(runner, name: str):
             t0 = time.perf_counter()
             outs = runner.infer(dict(feed_dict))
             self.inference_time = time.perf_counter() - t0  # the Comparator sums it
-            return OrderedDict((f"output{i}", np.asarray(o, dtype=np.float32)) for i, o in enumerate(outs))
+            return OrderedDict((f"output{i}", np.asarray(o, dtype=np.float32))
+                               for i, o in enumerate(flatten_outputs(outs)))
 
         def deactivate_impl(self):
             pass
