@@ -1,5 +1,6 @@
 """The CLI contracts: exit codes, one-line errors without tracebacks, JSON shapes, no half-written DIR."""
 import json
+import sqlite3
 import subprocess
 import sys
 
@@ -134,7 +135,25 @@ def test_budget_bad_input_before_any_profiling(resnet20_onnx, tmp_path, args, fr
 
 
 def test_impossible_budget_names_the_smallest_reachable(resnet20_onnx, tmp_path):
-    result = invoke("prune", resnet20_onnx, "-o", tmp_path / "o", "--store", tmp_path / "lut.sqlite",
-                    "--budget", "0.01", "--mode", "layer", "--criterion", "l1", "--runs", "3")
-    assert_bad_input(result, "below the smallest latency", progress_lines=True)
+    """The budget is set below what this run's own table says removing every helpful block reaches, so
+    it is impossible whatever the host's load did to the measurements, and the refusal names that value."""
+    from graphs.deps import analyze
+    from graphs.onnx_io import load_model
+    from toolchain.latency.config import ProfileConfig, resolve_round_to
+    from toolchain.latency.lut import profile
+    from toolchain.latency.predict import Predictor
+
+    store = tmp_path / "lut.sqlite"
+    table = profile(str(resnet20_onnx), str(store), resolve_round_to(ProfileConfig(runs=3)))  # what prune reuses
+    with sqlite3.connect(store) as db:
+        measured = db.execute("SELECT COUNT(*), MAX(created_at) FROM measurements").fetchone()
+    analysis = analyze(load_model(resnet20_onnx))
+    helpful = [b for b in analysis.blocks if table.blocks[b.id] < 1.0]  # resnet20's blocks are disjoint
+    smallest = Predictor(table, analysis, analysis.blocks).predict({}, helpful).corrected
+    result = invoke("prune", resnet20_onnx, "-o", tmp_path / "o", "--store", store, "--budget", f"{smallest / 2:.4f}",
+                    "--mode", "layer", "--criterion", "l1", "--runs", "3")
+    assert_bad_input(result, f"below the smallest latency layer pruning reaches here: {smallest:.3f} of the unpruned",
+                     progress_lines=True)
+    with sqlite3.connect(store) as db:  # prune reused the table: not one entry timed again
+        assert db.execute("SELECT COUNT(*), MAX(created_at) FROM measurements").fetchone() == measured
     assert not (tmp_path / "o").exists()
