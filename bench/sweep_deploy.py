@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -106,7 +107,8 @@ def run_model(name: str, work: Path) -> dict:
 def header(argv: list[str]) -> dict:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     return {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "commit": commit,
-            "command": " ".join(["python", "bench/sweep_deploy.py", *argv]), "torch": torch.__version__}
+            "command": " ".join(["python", "bench/sweep_deploy.py", *argv]), "torch": torch.__version__,
+            "load_start": [round(x, 2) for x in os.getloadavg()], "cpus": os.cpu_count()}
 
 
 def table(rows: list[dict]) -> list[str]:
@@ -140,8 +142,11 @@ def main(argv: list[str]) -> int:
                   f"diff {r.get('max_diff')} ({r['seconds']} s)" + (f" {r['error']}" if r.get("error") else ""), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("".join(json.dumps({**head, **r}) + "\n" for r in rows))
+    head["load_end"] = [round(x, 2) for x in os.getloadavg()]
     md = [f"# sweep_deploy: {head['date']}, commit {head['commit']}", "", f"`{head['command']}` (torch {head['torch']})", "",
-          *table(rows), ""]
+          f"Load average (1, 5, 15 min) on {head['cpus']} CPUs: {head['load_start']} at the start, {head['load_end']} "
+          "at the end (the sweep measures parity, not latency).", "",
+          *table(rows), "", f"{sum(r['status'] == 'ok' for r in rows)} of {len(rows)} models pruned 30% and verified", ""]
     args.out.with_suffix(".md").write_text("\n".join(md))
     print("\n".join(table(rows)))
     return 0 if all(r["status"] == "ok" for r in rows) else 1
