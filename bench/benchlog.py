@@ -54,7 +54,12 @@ def header(argv: list[str] | None = None) -> str:
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     command = "python " + shlex.join([os.path.relpath(argv[0], ROOT) if argv else "?"] + list(argv[1:]))
     return (f"# date: {now}\n# commit: {commit()}\n# host: {os.cpu_count()} CPUs\n"
-            f"# command: {command}\n\n")
+            f"# command: {command}\n# load average (1, 5, 15 min): {load()} at the start\n\n")
+
+
+def load() -> str:
+    """The host's load average: latency figures measured while others compute must say so."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -92,6 +97,7 @@ def logged(name: str, override: str | None = None):
         yield path
     finally:
         sys.stdout = real
+    head = head.replace(" at the start\n", f" at the start, {load()} at the end\n", 1)
     end = commit()
     if end not in head:  # the checkout moved during the run: say so, the figures may mix both
         lines = head.split("\n")

@@ -68,3 +68,12 @@ def test_checkout_moving_during_the_run_is_recorded(tmp_path):
     lines = log.read_text().splitlines()
     assert lines[1].startswith("# commit: ") and lines[2].startswith("# commit at the end: ")
     assert lines[1].split()[2] != lines[2].split()[5]
+
+
+def test_log_records_the_load_average_at_start_and_end(tmp_path):
+    log = tmp_path / "x.txt"
+    assert _run(tmp_path, log).returncode == 0
+    line = log.read_text().splitlines()[4]
+    start, end = line.split(": ", 1)[1].split(" at the start, ")
+    assert line.startswith("# load average (1, 5, 15 min): ") and end.endswith(" at the end")
+    assert len([float(x) for x in start.split()]) == 3 and len([float(x) for x in end[:-len(" at the end")].split()]) == 3
