@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from graphs.atomic import write_bytes
+from graphs.atomic import atomic_file, write_bytes
 from graphs.errors import InputError
 from toolchain.latency.backends.base import PRECISIONS, Artifact, RunnerBase, require, seeded_inputs
 from toolchain.latency.backends.source import EngineSource, OnnxSource, as_source, onnx_at_precision, onnx_traits
@@ -167,7 +167,9 @@ class TensorRTBackend:
         try:
             network = NetworkFromOnnxBytes(data, strongly_typed=typed)
             config = self._config(data, profile, typed, calibrator)
-            return bytes(EngineBytesFromNetwork(network, config, save_timing_cache=str(self.cache_path))())
+            # Polygraphy writes the cache in place: give it the temporary file, so a kill never leaves half a cache
+            with atomic_file(self.cache_path) as cache_tmp:
+                return bytes(EngineBytesFromNetwork(network, config, save_timing_cache=str(cache_tmp))())
         except PolygraphyException as e:
             raise InputError(f"TensorRT engine build failed: {_first_line(e)}") from None
 
