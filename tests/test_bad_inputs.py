@@ -255,6 +255,83 @@ def test_bad_input_subprocess(args, tmp_path, resnet20_onnx):
     assert not PWNED.exists()
 
 
+HALVES = """
+import torch
+from torch import nn
+
+INPUT_SHAPE = (1, 3, 16, 16)
+
+
+class Halves(nn.Module):
+    \"\"\"Splits a conv's output in halves sized by a Python attribute no width rule knows.\"\"\"
+
+    def __init__(self):
+        super().__init__()
+        self.cv1 = nn.Conv2d(3, 32, 3, padding=1)
+        self.half = 16
+        self.a = nn.Conv2d(16, 8, 1)
+        self.b = nn.Conv2d(16, 8, 1)
+
+    def forward(self, x):
+        a, b = self.cv1(x).split((self.half, self.half), 1)
+        return torch.cat([self.a(a), self.b(b)], 1)
+
+
+def halves():
+    return Halves()
+"""
+
+
+def _graph_file(path: Path, nodes, inits, opsets=(("", 17),)) -> Path:
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def _issue11_case(case: str, t: Path) -> tuple[list[str], str, list[str]]:
+    """(argv, what stderr must name, python prefix) for the deployment-model bad inputs of issue 11."""
+    from onnx import helper, numpy_helper
+
+    if case == "yolo_without_ultralytics":  # the package blocked in sys.modules: its import raises ImportError
+        block = ("import runpy, sys; sys.modules['ultralytics'] = None; sys.argv = ['compress'] + sys.argv[1:]; "
+                 "runpy.run_module('toolchain.cli', run_name='__main__')")
+        return ["export", "ultralytics:yolov8n.yaml", "-o", f"{t}/y.onnx"], "pip install -e .[yolo]", ["-c", block]
+    if case == "sync_fails":
+        (t / "halves.py").write_text(HALVES)
+        proc = run_cli(["export", f"{t}/halves.py:halves", "-o", f"{t}/halves.onnx"], t)
+        assert proc.returncode == 0, proc.stderr
+        return ["prune", f"{t}/halves.onnx", "--ratio", "0.5", "-o", f"{t}/out"], "into Halves", []
+    if case == "no_initializers":
+        path = _graph_file(t / "no_inits.onnx", [helper.make_node("Relu", ["x"], ["h"]),
+                                                 helper.make_node("Sigmoid", ["h"], ["y"])], [])
+        return ["prune", str(path), "--ratio", "0.3", "-o", f"{t}/out"], "no weight initializers", []
+    w = numpy_helper.from_array(np.ones((4, 4, 1, 1), np.float32), "w")
+    nodes = [helper.make_node("Mystery", ["x"], ["a"], domain="x.custom"), helper.make_node("Conv", ["a", "w"], ["b"]),
+             helper.make_node("Mystery", ["b"], ["y"], domain="x.custom")]
+    path = _graph_file(t / "custom_everywhere.onnx", nodes, [w], (("", 17), ("x.custom", 1)))
+    return ["prune", str(path), "--ratio", "0.3", "-o", f"{t}/out"], "no channel group can be pruned", []
+
+
+@pytest.mark.parametrize("case", ["yolo_without_ultralytics", "sync_fails", "no_initializers", "unsupported_everywhere"])
+def test_bad_input_subprocess_deployment_models(case, tmp_path):
+    argv, named, prefix = _issue11_case(case, tmp_path)
+    before = snapshot(tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("COMPRESS_DEBUG", None)
+    cmd = [sys.executable, *prefix, *argv] if prefix else [sys.executable, "-m", "toolchain.cli", *argv]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    one_line_refusal(proc.returncode, proc.stderr, proc.stdout, f"{case}: compress {' '.join(argv)}")
+    assert named in proc.stderr, proc.stderr
+    if case == "sync_fails":  # the refusal names the module type and the attribute
+        assert "attributes half" in proc.stderr, proc.stderr
+    assert snapshot(tmp_path) == before  # nothing written, not even a temporary file
+
+
 def test_debug_shows_traceback(tmp_path):
     proc = run_cli(["--debug", "analyze", str(CORPUS / "truncated.onnx")], tmp_path)
     assert proc.returncode != 0 and "Traceback" in proc.stderr

@@ -22,7 +22,7 @@ from graphs.stats import count_macs, count_params
 from graphs.surgery import apply_plan
 from toolchain.pruned_dir import write_pruned_dir
 
-__all__ = ["is_onnx_only", "prune_onnx_only", "verify_onnx_only"]
+__all__ = ["initializer_module", "is_onnx_only", "prune_onnx_only", "verify_onnx_only"]
 
 FLOATS = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE)
 
@@ -63,6 +63,30 @@ def prune_onnx_only(onnx_path: str, out_dir: str, plan: Plan, seed: int = 0, ext
              if i.data_type in FLOATS}
     write_pruned_dir(out_dir, pruned, plan, state, summary)
     return summary
+
+
+def initializer_module(model: onnx.ModelProto) -> torch.nn.Module:
+    """The graph's float initializers as an nn.Module's parameters under their own names ('layer1.0.conv1.weight'
+    becomes submodules layer1 -> 0 -> conv1): what the weight criteria read, with no torch source. Names
+    that cannot be placed (a parameter that is also a prefix of another) are left out; they score nothing."""
+    root = torch.nn.Module()
+    for init in model.graph.initializer:
+        if init.data_type not in FLOATS or not init.name:
+            continue
+        *path, leaf = init.name.split(".")
+        node = root
+        try:
+            for part in path:
+                if not hasattr(node, part):
+                    node.add_module(part, torch.nn.Module())
+                node = getattr(node, part)
+                if not isinstance(node, torch.nn.Module):
+                    raise KeyError(part)
+            value = torch.from_numpy(numpy_helper.to_array(init).astype("float32"))
+            node.register_parameter(leaf, torch.nn.Parameter(value, requires_grad=False))
+        except (KeyError, ValueError):
+            continue
+    return root
 
 
 def is_onnx_only(directory: str | Path) -> bool:

@@ -20,11 +20,12 @@ import torch
 from graphs.deps import analyze
 from graphs.atomic import atomic_dir, check_out_dir, write_json
 from graphs.errors import InputError
-from graphs.onnx_io import load_model
+from graphs.onnx_io import load_model, model_metadata
 from toolchain.latency.backends import get_backend
 from toolchain.latency.config import ProfileConfig, resolve_round_to
 from toolchain.latency.lut import profile
 from toolchain.latency.measure import interleaved_ratio
+from toolchain.onnx_only import initializer_module
 from toolchain.prune import prune_to_dir
 from toolchain.pruned_dir import load_pruned_module
 from toolchain.solve.budget import Decision, check_budget, solve_filter, solve_joint, solve_layer
@@ -72,6 +73,17 @@ def _check_criteria(request: BudgetRequest) -> None:
     for name, data in names:
         if data and request.loader is None:
             raise InputError(f"criterion {name} needs data: pass --data")
+    return [name for name, data in names if data]
+
+
+def _check_onnx_only(request: BudgetRequest, data_criteria: list[str]) -> None:
+    """Without a torch source the scores come from the graph's initializers: weight criteria only, one stage
+    (fine-tuning between stages needs the torch module)."""
+    if data_criteria:
+        raise InputError(f"criterion {data_criteria[0]} needs a forward pass of the torch model; the ONNX has no torch "
+                         "source: use a weight criterion (l1, l2, lamp, sp-lamp, random)")
+    if request.stages > 1:
+        raise InputError("--stages > 1 needs the torch source; the ONNX has none (export it with `compress export`)")
 
 
 def measure_against(reference_onnx: str, candidate_dir: str, config: ProfileConfig, runs: int) -> dict:
@@ -148,7 +160,10 @@ def prune_to_budget(onnx_path: str, out_dir: str, request: BudgetRequest, store:
     check_budget(request.budget)
     if request.stages < 1:
         raise InputError(f"--stages must be >= 1, got {request.stages}")
-    _check_criteria(request)  # before any profiling: a typo should not cost a table build
+    data_criteria = _check_criteria(request)  # before any profiling: a typo should not cost a table build
+    onnx_only = not model_metadata(load_model(onnx_path)).get("compress.spec")
+    if onnx_only:
+        _check_onnx_only(request, data_criteria)
     # One grid for the table and the solver: widths the table never sampled would be interpolated
     # across the backend's channel blocks (a 56-wide trunk is slower than a 64-wide one on AVX-512).
     config = resolve_round_to(replace(config, round_to=config.round_to or request.round_to))
@@ -157,7 +172,7 @@ def prune_to_budget(onnx_path: str, out_dir: str, request: BudgetRequest, store:
     target.parent.mkdir(parents=True, exist_ok=True)
     workspace = Path(tempfile.mkdtemp(prefix=".compress-stages-", dir=target.parent))
     try:
-        return _run_stages(onnx_path, out_dir, request, store, config, progress, workspace)
+        return _run_stages(onnx_path, out_dir, request, store, config, progress, workspace, onnx_only)
     finally:
         shutil.rmtree(workspace, ignore_errors=True)
 
@@ -169,10 +184,11 @@ class _Stage:
     module: torch.nn.Module | None = None
     structure: dict | None = None
     achieved: float = 1.0
+    onnx_only: bool = False  # no torch source: scores from the initializers, the graph pruned alone
 
 
-def _run_stages(onnx_path, out_dir, request, store, config, progress, workspace: Path) -> dict:
-    state, history = _Stage(onnx_path), []
+def _run_stages(onnx_path, out_dir, request, store, config, progress, workspace: Path, onnx_only: bool) -> dict:
+    state, history = _Stage(onnx_path, onnx_only=onnx_only), []
     for stage in range(1, request.stages + 1):
         stage_budget = 1.0 - (1.0 - request.budget) * stage / request.stages  # of the original latency
         last = stage == request.stages
@@ -180,8 +196,8 @@ def _run_stages(onnx_path, out_dir, request, store, config, progress, workspace:
         best, summary, rows = _run_stage(onnx_path, stage, stage_budget, stage_dir, state, request, store, config,
                                          progress)
         history.extend(rows)
-        state = _Stage(str(stage_dir / "model.onnx"), load_pruned_module(stage_dir), summary["structure"],
-                       best.measured["ratio"])
+        state = _Stage(str(stage_dir / "model.onnx"), None if onnx_only else load_pruned_module(stage_dir),
+                       summary.get("structure"), best.measured["ratio"], onnx_only)
         if request.between_stages is not None and not last:
             request.between_stages(stage, stage_dir)
             state.module = load_pruned_module(stage_dir)
@@ -205,13 +221,18 @@ def _run_stage(onnx_path, stage, stage_budget, stage_dir: Path, state: _Stage, r
     blocks = analysis.blocks
     request.log(f"stage {stage}/{request.stages}: profiling {Path(state.current).name}")
     table = profile(state.current, store, config, progress=progress)
-    module = state.module if state.module is not None else torch_module_for(model)[0]
+    if state.onnx_only:
+        module = initializer_module(model)
+    else:
+        module = state.module if state.module is not None else torch_module_for(model)[0]
     group, layer = _scores(request, module, analysis, blocks)
     target = min(1.0, stage_budget / state.achieved)
     tried: list[tuple[float, float]] = []  # (solver target, measured ratio of the original)
     attempts: list[Attempt] = []
 
     def write(decision):
+        if state.onnx_only:
+            return prune_to_dir(state.current, str(stage_dir), decision.plan, analysis=analysis)
         stage_module = (load_pruned_module(Path(state.current).parent) if state.structure is not None
                         else torch_module_for(model)[0])
         return prune_to_dir(state.current, str(stage_dir), decision.plan, module=stage_module, structure=state.structure,
