@@ -3,6 +3,7 @@
 legacy exporter (dynamo=False) and the dynamo exporter. Each is analysed, pruned 30% (round_to 8) and pruned
 to `--budget` (ORT CPU, joint mode) by the CLI, and every pruned graph is checked against the original graph
 with the same channels masked: max |diff| <= 1e-4 x max(1, max |output|) (the relative figure is printed).
+BatchNorm statistics are set from four random batches before export, so the outputs are well scaled.
 
     nice -n 10 python bench/onnx_plain.py [--models resnet50,mobilenet_v2] [--exporters legacy,dynamo]
                                           [--budget 0.6] [--runs N] [--log PATH]
@@ -44,7 +45,18 @@ def plain_export(name: str, exporter: str, path: Path) -> None:
     import torchvision
 
     torch.manual_seed(0)
-    model = getattr(torchvision.models, name)(weights=None).eval()
+    model = getattr(torchvision.models, name)(weights=None)
+    # Random weights with fresh BatchNorm statistics give outputs of ~1e-10 (mobilenet_v2), a degenerate
+    # scale no parity figure means anything at: set the statistics from a few random batches first, as a
+    # trained model's would be set from its data (DESIGN.md).
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = None  # a plain average over the batches
+    with torch.no_grad():
+        model.train()
+        for _ in range(4):
+            model(torch.randn(8, 3, 224, 224))
+    model.eval()
     with contextlib.redirect_stdout(io.StringIO()):  # the dynamo exporter's progress lines stay out of the log
         torch.onnx.export(model, (torch.randn(1, 3, 224, 224),), str(path), dynamo=exporter == "dynamo",
                           **({"external_data": False} if exporter == "dynamo" else {}))
@@ -87,6 +99,9 @@ def one_model(name: str, exporter: str, args, work: Path) -> None:
           f"below {met and lat['measured'] >= args.budget - 0.03}), predicted {lat['predicted']:.3f}, params "
           f"{budget['params']['before']:,} -> {budget['params']['after']:,}, blocks removed {len(budget['removed'])}, "
           f"{parity_line(budget)}, verify {'PASS' if ok else 'FAIL'} ({time.time() - t0:.0f} s)", flush=True)
+    for row in lat.get("history", []):
+        print(f"    attempt {row['attempt']}: solver target {row['target']:.3f}, predicted {row['predicted']:.3f}, measured "
+              f"{row['ratio']:.3f} +- {row['ratio_se']:.3f}, params {row['params']:,}", flush=True)
 
 
 def main(argv: list[str]) -> int:
