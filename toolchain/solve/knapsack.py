@@ -14,17 +14,16 @@ def to_units(costs: np.ndarray, resolution: int = RESOLUTION) -> np.ndarray:
 
 
 class GroupKnapsack:
-    """The group knapsack's table, filled once up to `capacity`; `pick(c)` answers any capacity.
+    """The group knapsack's table, filled once; `pick(c)` answers any capacity.
 
     best[c] is the best value with total weight <= c and is the same whatever the table's size, so
     one table serves every target of prune's search (it asks 3-8): resnet50's joint solve went from
     five fills to one. Filled up to the sum of the heaviest options, every capacity is covered.
     """
 
-    def __init__(self, values: list[np.ndarray], weights: list[np.ndarray], capacity: int | None = None):
+    def __init__(self, values: list[np.ndarray], weights: list[np.ndarray]):
         self.weights = weights
-        full = int(sum(int(np.max(w)) for w in weights)) if weights else 0
-        self.capacity = full if capacity is None else min(capacity, full)
+        self.capacity = int(sum(int(np.max(w)) for w in weights)) if weights else 0
         size = self.capacity + 1
         best = np.zeros(size)  # best[c]: best value of the items so far with total weight <= c
         self.choices = []
