@@ -1,17 +1,26 @@
-"""How well do the latency tables predict real pruned models? (ORT CPU, batch 1)
+"""How well do the latency tables predict real pruned models, and at what measurement cost? (ORT CPU, batch 1)
 
-For each model: build the table (timed), then draw random Plans (mixed widths on the round_to grid
-and removed blocks), predict each from the table, build it, and measure it interleaved with the
-unpruned model. Prints the predicted-vs-measured error of the additive predictor (SP-LAMP eq. 6-7)
-and of the per-layer model fitted to the table (toolchain/latency/predict.py), plus table build time
-and measurement count.
+For each model, three tables side by side (--tables):
+  full     the whole grid (every group at --points widths, every block, the anchors);
+  reduced  the anchors, then actively selected entries (toolchain/latency/active.py) until the
+           predicted error bound or --max-measurements, with the device profile of the OTHER models
+           as the per-layer model's prior (a fresh store per model: nothing of its own is reused);
+  prior    the anchors only, the rest from that device profile.
+Then random Plans (mixed widths on the round_to grid and 0-2 removed blocks) are built and measured
+interleaved with the unpruned model, once, and every table predicts them: measurement count, wall
+time and the per-layer model's median/worst error per table (the full table's additive SP-LAMP
+error too). --prior-models are profiled (full grid) first, only to feed the device profile.
+--repeats N does it all N times (fresh reduced/prior tables, new plans) in one log.
 
     python bench/lut_accuracy.py [--models torchvision:resnet18,torchvision:resnet50] [--plans 20]
+                                 [--prior-models M,...] [--tables full,reduced,prior] [--repeats 2]
                                  [--store lut.sqlite] [--log PATH|-]
-Without --store the tables are measured in the run (a fresh temporary store); --store keeps them
-for bench/budget.py and bench/vs_uniform.py (or reuses what is there: the log's first line says).
+Without --store the full tables are measured in the run (a fresh temporary store); --store keeps
+them for bench/budget.py and bench/vs_uniform.py, or reuses what is there (the log's first line
+says; a reused table's wall time is read from its entries' timestamps and marked so).
 Writes bench/results/lut_accuracy.txt.
-Goals on the 2-core machine: median error <= 5%, worst <= 10%, resnet50 table <= 10 minutes.
+Goals (issue 15): resnet50 reduced <= 32 measurements, resnet18 <= 12, median <= 3%, worst <= 8%;
+a model never profiled, prior + a few entries: <= 8 measurements, median <= 5%, worst <= 10%.
 """
 import argparse
 import json
@@ -19,6 +28,7 @@ import sqlite3
 import tempfile
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 warnings.filterwarnings("ignore")
@@ -30,11 +40,12 @@ from graphs.plan import Plan  # noqa: E402
 from graphs.surgery import apply_plan  # noqa: E402
 from toolchain.export import export_spec  # noqa: E402
 from toolchain.latency.backends import get_backend  # noqa: E402
-from toolchain.latency.isolated import isolated_table, predict_isolated  # noqa: E402
 from toolchain.latency.config import ProfileConfig, resolve_round_to  # noqa: E402
 from toolchain.latency.lut import profile  # noqa: E402
 from toolchain.latency.measure import interleaved_ratio  # noqa: E402
+from toolchain.latency.device_profile import device_where  # noqa: E402
 from toolchain.latency.predict import Predictor  # noqa: E402
+from toolchain.latency.store import Store  # noqa: E402
 from toolchain.solve.budget import width_options  # noqa: E402
 from benchlog import logged, store_line  # noqa: E402
 
@@ -55,15 +66,19 @@ def random_plan(rng, analysis, blocks, round_to):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="torchvision:resnet18,torchvision:resnet50")
+    parser.add_argument("--prior-models", default="", help="profiled (full grid) first, for the device profile only")
+    parser.add_argument("--tables", default="full,reduced,prior", help="which tables to compare")
+    parser.add_argument("--repeats", type=int, default=2, help="runs of the reduced/prior tables and plans, all logged")
     parser.add_argument("--plans", type=int, default=20)
     parser.add_argument("--runs", type=int, default=20, help="interleaved pairs per table entry")
     parser.add_argument("--measure-runs", type=int, default=60, help="interleaved pairs per plan measurement")
     parser.add_argument("--points", type=int, default=3)
+    parser.add_argument("--max-measurements", type=int, default=None, help="cap of the reduced table (anchors included; default a quarter of the full grid)")
+    parser.add_argument("--target-error", type=float, default=0.05, help="the reduced table's predicted error bound")
     parser.add_argument("--round-to", type=int, default=None,
                         help="table grid and plan widths (default: the backend's channel block, 16 on AVX-512)")
-    parser.add_argument("--store", default=None, help="reuse a store (default: a fresh temporary one)")
+    parser.add_argument("--store", default=None, help="the full tables' store (default: a fresh temporary one)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--isolated", action="store_true", help="also build HALP's isolated-layer table and compare")
     parser.add_argument("--out", default=None, help="also write every plan, measured and predicted, to this JSON file")
     parser.add_argument("--log", default=None, help="log file (default bench/results/lut_accuracy.txt; - for none)")
     args = parser.parse_args()
@@ -71,64 +86,131 @@ def main() -> None:
         run(args)
 
 
+def _rows_of(store: str, sha: str) -> tuple[int, float]:
+    """This model's measurement count in a store and the span of their timestamps (s)."""
+    with sqlite3.connect(store) as db:
+        count, first, last = db.execute("SELECT COUNT(*), MIN(created_at), MAX(created_at) FROM measurements "
+                                        "WHERE model_sha256 = ?", (sha,)).fetchone()
+    return count, (last - first) if count else 0.0
+
+
+def _timed_table(path, store, config, sha) -> tuple[object, int, float, str]:
+    """Profile into `store`; (table, this model's measurements, wall s, note on where the time is from)."""
+    before, _ = _rows_of(store, sha) if Path(store).exists() else (0, 0.0)
+    t0 = time.perf_counter()
+    table = profile(str(path), store, config)
+    wall = time.perf_counter() - t0
+    count, span = _rows_of(store, sha)
+    if before and before == count:
+        return table, count, span, "reused: the entries' timestamp span"
+    return table, count, wall, "" if not before else f"{before} entries reused"
+
+
+def _seed_profile(full_store: str, store: str, where: dict, sha: str) -> int:
+    """Copy the device profile of every model but `sha` into a fresh store: the table then starts from
+    what the device knows of other models only."""
+    with Store(full_store) as src:
+        rows = src.profile_rows(where, exclude_model=sha)
+    by_model: dict[str, dict] = {}
+    for r in rows:
+        by_model.setdefault(r["model_sha256"], {})[r["op_class"]] = (r["ms_per_unit"], r["units"], r["entries"])
+    with Store(store) as dst:
+        for model_sha, classes in by_model.items():
+            dst.put_profile(where, model_sha, classes)
+    return len(by_model)
+
+
+def _export(spec, tmp):
+    path = Path(tmp) / (spec.replace(":", "_") + ".onnx")
+    if not path.exists():
+        export_spec(spec, str(path))
+    return path
+
+
 def run(args) -> None:
     print(store_line(args.store))
-    rng = np.random.default_rng(args.seed)
-    results = {}
+    tables = args.tables.split(",")
+    summary = []
+    if args.out:
+        Path(args.out).unlink(missing_ok=True)  # this run's plans only
     with tempfile.TemporaryDirectory() as tmp:
-        store = args.store or str(Path(tmp) / "lut.sqlite")
-        for spec in args.models.split(","):
-            path = Path(tmp) / (spec.replace(":", "_") + ".onnx")
-            export_spec(spec, str(path))
-            model = load_model(path)
-            config = resolve_round_to(ProfileConfig(round_to=args.round_to, points=args.points, runs=args.runs))
-            t0 = time.perf_counter()
-            table = profile(str(path), store, config)
-            build_s = time.perf_counter() - t0
-            with sqlite3.connect(store) as db:  # this model's rows only: the store may hold other models
-                count = db.execute("SELECT COUNT(*) FROM measurements WHERE model_sha256 = ?",
-                                   (model_sha256(model),)).fetchone()[0]
-            analysis = analyze(model)
-            blocks = analysis.blocks
-            predictor = Predictor(table, analysis, blocks)
-            backend = get_backend(config.backend, **config.backend_options())
-            halp = isolated_table(analysis, backend, config) if args.isolated else None
-            reference = backend.prepare(model.SerializeToString())
-            rows, records = [], []
-            for i in range(args.plans):
-                kept, removed = random_plan(rng, analysis, blocks, config.round_to)
-                plan = Plan(channels={g: {"count": k} for g, k in kept.items()}, remove=[b.id for b in removed])
-                pruned, _ = apply_plan(model, plan, analysis=analysis, check=False)
-                candidate = backend.prepare(pruned.SerializeToString())
-                measured = interleaved_ratio(candidate, reference, warmup=config.warmup, runs=args.measure_runs,
-                                             pause_s=config.pause_s).ratio
-                candidate.close()
-                guess = predictor.predict(kept, removed)
-                isolated = predict_isolated(halp, table.widths, table.base_ms, kept) if halp else float("nan")
-                rows.append((measured, guess.additive, guess.corrected, isolated))
-                records.append({"kept": kept, "removed": [b.id for b in removed], "measured": measured,
-                                "additive": guess.additive, "corrected": guess.corrected})
-                print(f"{spec} plan {i:2d}: {len(kept):2d} groups narrowed, {len(removed)} blocks removed: "
-                      f"measured {measured:.3f}, additive {guess.additive:.3f}, corrected {guess.corrected:.3f}"
-                      + (f", isolated-layer {isolated:.3f}" if halp else ""))
-            reference.close()
-            m = np.array(rows)
-            add_err = np.abs(m[:, 1] - m[:, 0]) / m[:, 0]
-            cor_err = np.abs(m[:, 2] - m[:, 0]) / m[:, 0]
-            print(f"\n{spec}: round_to {config.round_to}, table built in {build_s:.0f} s ({build_s / 600:.2f} of the 10-minute goal), "
-                  f"{count} measurements of this model in the store, base {table.base_ms:.2f} ms, latency-per-MAC factor {predictor.alpha:.2f}, "
-                  f"per-layer fit RMS {predictor.fit_rms:.4f} on the entries ({predictor.outliers} outliers left out), anchor scales {predictor.anchor_scale:.3f} (width) {predictor.depth_scale:.3f} (depth)")
-            print(f"{spec}: additive error median {np.median(add_err):.1%} worst {add_err.max():.1%}; "
-                  f"corrected error median {np.median(cor_err):.1%} worst {cor_err.max():.1%} "
-                  f"({args.plans} plans, measured ratios {m[:, 0].min():.2f}-{m[:, 0].max():.2f})")
-            if halp:
-                iso_err = np.abs(m[:, 3] - m[:, 0]) / m[:, 0]
-                print(f"{spec}: HALP isolated-layer error median {np.median(iso_err):.1%} worst {iso_err.max():.1%} "
-                      "(width changes only; removed blocks are not in its table)")
-            print()
-            if args.out:
-                results[spec] = {"table_s": build_s, "measurements": count, "plans": records}
-                Path(args.out).write_text(json.dumps(results, indent=1))
+        full_store = args.store or str(Path(tmp) / "lut.sqlite")
+        base = resolve_round_to(ProfileConfig(round_to=args.round_to, points=args.points, runs=args.runs))
+        backend = get_backend(base.backend, **base.backend_options())
+        where = device_where(backend.device(), base)
+        for spec in filter(None, args.prior_models.split(",")):
+            path = _export(spec, tmp)
+            _, count, wall, note = _timed_table(path, full_store, base, model_sha256(load_model(path)))
+            print(f"{spec}: full table for the device profile, {count} measurements, {wall:.0f} s {note}")
+        fulls = {}  # every full table before any reduced one: each repeat sees one device profile
+        if "full" in tables:
+            for spec in args.models.split(","):
+                path = _export(spec, tmp)
+                fulls[spec] = _timed_table(path, full_store, base, model_sha256(load_model(path)))
+        for repeat in range(args.repeats):
+            rng = np.random.default_rng(args.seed + repeat)
+            for spec in args.models.split(","):
+                summary += evaluate(args, spec, tables, repeat, rng, tmp, full_store, base, backend, where, fulls)
+        print("\nside by side (per-layer model's error on the random plans, measured each run):")
+        for line in summary:
+            print(line)
+
+
+def evaluate(args, spec, tables, repeat, rng, tmp, full_store, base, backend, where, fulls) -> list[str]:
+    """One model, one repeat: the reduced/prior tables in fresh stores, the plans measured once and
+    predicted by every table. Returns its side-by-side lines."""
+    path = _export(spec, tmp)
+    model = load_model(path)
+    sha = model_sha256(model)
+    analysis = analyze(model)
+    blocks = analysis.blocks
+    built = {}
+    if "full" in tables:
+        built["full"] = fulls[spec]
+    for mode in (t for t in tables if t != "full"):
+        store = str(Path(tmp) / f"{mode}-{repeat}-{path.stem}.sqlite")
+        models = _seed_profile(full_store, store, where, sha)
+        config = replace(base, table=mode, max_measurements=args.max_measurements, target_error=args.target_error)
+        built[mode] = _timed_table(path, store, config, sha)
+        print(f"{spec} run {repeat + 1}: {mode} table from a device profile of {models} other model(s): "
+              f"{built[mode][1]} measurements in {built[mode][2]:.0f} s")
+    predictors = {mode: Predictor(t[0], analysis, blocks) for mode, t in built.items()}
+    reference = backend.prepare(model.SerializeToString())
+    measured, guesses, additive = [], {mode: [] for mode in built}, []
+    for i in range(args.plans):
+        kept, removed = random_plan(rng, analysis, blocks, base.round_to)
+        plan = Plan(channels={g: {"count": k} for g, k in kept.items()}, remove=[b.id for b in removed])
+        pruned, _ = apply_plan(model, plan, analysis=analysis, check=False)
+        candidate = backend.prepare(pruned.SerializeToString())
+        measured.append(interleaved_ratio(candidate, reference, warmup=base.warmup, runs=args.measure_runs,
+                                          pause_s=base.pause_s).ratio)
+        candidate.close()
+        for mode, predictor in predictors.items():
+            guess = predictor.predict(kept, removed)
+            guesses[mode].append(guess.corrected)
+            if mode == "full":
+                additive.append(guess.additive)
+        print(f"{spec} run {repeat + 1} plan {i:2d}: {len(kept):2d} groups narrowed, {len(removed)} blocks removed: "
+              f"measured {measured[-1]:.3f}, " + ", ".join(f"{m} {g[-1]:.3f}" for m, g in guesses.items()))
+    reference.close()
+    m = np.array(measured)
+    lines = []
+    for mode, (table, count, wall, note) in built.items():
+        err = np.abs(np.array(guesses[mode]) - m) / m
+        lines.append(f"{spec} run {repeat + 1} {mode:8s}: {count:3d} measurements, {wall:5.0f} s"
+                     f"{' (' + note + ')' if note else ''}; error median {np.median(err):.1%} worst {err.max():.1%}")
+    if additive:
+        err = np.abs(np.array(additive) - m) / m
+        lines.append(f"{spec} run {repeat + 1} full, SP-LAMP additive: error median {np.median(err):.1%} "
+                     f"worst {err.max():.1%}")
+    print("\n".join(lines) + f"\n({args.plans} plans, measured ratios {m.min():.2f}-{m.max():.2f})\n")
+    if args.out:
+        out = Path(args.out)
+        results = json.loads(out.read_text()) if out.exists() else {}
+        results[f"{spec} run {repeat + 1}"] = {"measured": measured, "predicted": guesses,
+                                               "tables": {k: v[1:3] for k, v in built.items()}}
+        out.write_text(json.dumps(results, indent=1))
+    return lines
 
 
 if __name__ == "__main__":

@@ -94,6 +94,9 @@ def prune(
     precision: str = typer.Option("fp32", help="with --budget: fp32 | fp16 | int8 engines/providers to time"),
     store: Path = typer.Option(Path("latency.sqlite"), help="with --budget: the latency store (see `compress profile`)"),
     runs: int = typer.Option(20, help="with --budget: interleaved pairs per table entry"),
+    table: str = typer.Option("reduced", "--table", help="with --budget: what to measure: full (every group at --points widths, every block, the anchors); reduced (the 4 anchors, then the entries the per-layer model is least sure of, one at a time, until the predicted error of mixed plans is <= --target-error or --max-measurements is reached; about a quarter of full; the default: the budget is met by measuring the pruned model, the table only guides the solver); prior (the anchors only: the rest is predicted from the device profile that every table measured on this device/backend adds to)"),
+    max_measurements: Optional[int] = typer.Option(None, "--max-measurements", help="with --table reduced|prior: measure at most N entries of this model, anchors included (default: a quarter of the full grid)"),
+    target_error: float = typer.Option(0.05, "--target-error", help="with --table reduced: stop when the predicted relative error of mixed plans (2 standard deviations, 90th percentile) is <= E"),
     as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
 ) -> None:
     """Prune to a Plan, a uniform ratio or a measured latency budget.
@@ -117,7 +120,8 @@ def prune(
         raise InputError(f"--round-to must be >= 1, got {round_to}")
     if budget is not None:
         summary = _prune_budget(model, output, budget, criterion, mode, solver, layer_criterion, stages, data,
-                                batches, backend, store, runs, round_to, provider, precision)
+                                batches, backend, store, runs, round_to, provider, precision,
+                                dict(table=table, max_measurements=max_measurements, target_error=target_error))
         return print_json(summary) if as_json else _print_budget_summary(summary, output)
     if plan is not None:
         the_plan = load_plan(plan)
@@ -149,13 +153,16 @@ def _print_prune_summary(summary: dict, output: Path) -> None:
 
 
 def _prune_budget(model, output, budget, criterion, mode, solver, layer_criterion, stages, data, batches, backend,
-                  store, runs, round_to, provider=None, precision="fp32") -> dict:
+                  store, runs, round_to, provider=None, precision="fp32", table_mode: dict | None = None) -> dict:
     from graphs.onnx_io import load_model
-    from toolchain.latency.config import ProfileConfig
+    from toolchain.latency.config import ProfileConfig, check_table_mode
     from toolchain.refine import BudgetRequest, finetune_between_stages, prune_to_budget
     from toolchain.solve.budget import check_budget
 
     check_budget(budget)  # before --data is loaded
+    config = ProfileConfig(backend=backend, round_to=round_to, runs=runs, provider=provider, precision=precision,
+                           **(table_mode or {}))
+    check_table_mode(config)
     loader = None
     if data is not None:
         from toolchain.data import make_loader
@@ -169,7 +176,6 @@ def _prune_budget(model, output, budget, criterion, mode, solver, layer_criterio
     request = BudgetRequest(budget=budget, mode=mode, criterion=criterion, layer_criterion=layer_criterion,
                             solver=solver, round_to=round_to, stages=stages, loader=loader, batches=batches,
                             between_stages=hook, log=log)
-    config = ProfileConfig(backend=backend, round_to=round_to, runs=runs, provider=provider, precision=precision)
     progress = TableProgress()
     try:
         return prune_to_budget(str(model), str(output), request, str(store), config, progress=progress)
@@ -225,6 +231,9 @@ def profile_command(
     round_to: Optional[int] = typer.Option(None, "--round-to", help="sample group widths on multiples of N (default: the backend's channel block, 16 for ORT on an AVX-512 CPU)"),
     points: int = typer.Option(3, help="widths sampled per group below full width"),
     runs: int = typer.Option(20, help="interleaved candidate/reference pairs per entry (extended while noisy)"),
+    table: str = typer.Option("full", "--table", help="what to measure: full (every group at --points widths, every block, the anchors); reduced (the 4 anchors, then the entries the per-layer model is least sure of, one at a time, until the predicted error of mixed plans is <= --target-error or --max-measurements is reached; about a quarter of full); prior (the anchors only: the rest is predicted from the device profile that every table measured on this device/backend adds to)"),
+    max_measurements: Optional[int] = typer.Option(None, "--max-measurements", help="with --table reduced|prior: measure at most N entries of this model, anchors included (default: a quarter of the full grid)"),
+    target_error: float = typer.Option(0.05, "--target-error", help="with --table reduced: stop when the predicted relative error of mixed plans (2 standard deviations, 90th percentile) is <= E"),
     warmup: int = typer.Option(2, help="untimed pairs first"),
     pause: float = typer.Option(0.0, help="seconds to sleep after each call (see PLATFORM.md on spinning threads)"),
     blocks_only: bool = typer.Option(False, "--blocks-only", help="only the removable-block entries"),
@@ -238,7 +247,7 @@ def profile_command(
 
     Whole-network latency with each group narrowed to k channels (coupled layers together, SP-LAMP
     eq. 7) and with each removable block gone, as ratios to the unpruned model timed interleaved with it."""
-    from toolchain.latency.config import ProfileConfig
+    from toolchain.latency.config import ProfileConfig, check_table_mode
     from toolchain.latency.lut import profile
 
     if blocks_only and groups_only:
@@ -249,7 +258,9 @@ def profile_command(
         raise InputError("--batch, --points, --runs and --round-to must be >= 1; --warmup and --pause >= 0")
     config = ProfileConfig(backend=backend, precision=precision, batch=batch, round_to=round_to, points=points,
                            runs=runs, warmup=warmup, pause_s=pause, groups=not blocks_only, blocks=not groups_only,
-                           provider=provider)
+                           provider=provider, table=table, max_measurements=max_measurements,
+                           target_error=target_error)
+    check_table_mode(config)
     progress = TableProgress()
     try:
         table = profile(str(model), str(store), config, progress=progress, fresh=fresh,
@@ -258,7 +269,10 @@ def profile_command(
         progress.stop()
     summary = {"base_ms": table.base_ms, "store": str(store), "protocol": config.protocol,
                "groups": {g: {str(k): r for k, r in sorted(v.items())} for g, v in table.groups.items()},
-               "blocks": table.blocks, "anchors": {name: a.ratio for name, a in table.anchors.items()}}
+               "blocks": table.blocks, "anchors": {name: a.ratio for name, a in table.anchors.items()},
+               "table": config.table, "measured_entries": table.measured,
+               "estimated_groups": {g: {str(k): r for k, r in sorted(v.items())} for g, v in table.estimated_groups.items()},
+               "estimated_blocks": table.estimated_blocks}
     if as_json:
         print_json(summary)
         return
@@ -272,7 +286,12 @@ def profile_command(
     for name, a in table.anchors.items():
         changed = f"{len(a.kept)} groups narrowed" if a.kept else f"{len(a.removed)} blocks removed"
         t.add_row(f"{name} ({changed})", f"{a.ratio:.3f}")
+    for gid, samples in table.estimated_groups.items():
+        t.add_row(f"{gid} (estimated)", "  ".join(f"{k}: {r:.3f}" for k, r in sorted(samples.items())))
+    for bid, ratio in table.estimated_blocks.items():
+        t.add_row(f"{bid} (removed, estimated)", f"{ratio:.3f}")
     out.print(t)
+    out.print(f"{table.measured} entries measured ({config.table} table)")
 
 
 

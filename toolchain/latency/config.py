@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from graphs.errors import InputError
 from toolchain.latency.backends import get_backend
 
 
@@ -36,6 +37,15 @@ class ProfileConfig:
     # single-block savings summed past 100%, and removing them all was predicted at -0.01 of the
     # unpruned latency where it measured 0.26. They calibrate the depth part of the model.
     depth_anchors: tuple[float, ...] = (0.5, 1.0)
+    # What to measure (lut.py): "full" the whole grid; "reduced" the anchors, then the entries active
+    # selection picks until the predicted error bound of budget-relevant plans is <= target_error
+    # (relative, ~2 standard deviations) or max_measurements entries (anchors included; None: a
+    # quarter of the full grid) are measured;
+    # "prior" the anchors only, the rest from the device profile. Not part of the key: an entry is
+    # the same measurement whichever mode chose it, so a reduced table can later grow into a full one.
+    table: str = "full"
+    max_measurements: int | None = None
+    target_error: float = 0.05
 
     @property
     def protocol(self) -> str:
@@ -46,6 +56,18 @@ class ProfileConfig:
     def backend_options(self) -> dict:
         """One option set for every backend (base.get_backend drops host tuning a runtime has no use for)."""
         return {"spinning": self.spinning, "precision": self.precision, "provider": self.provider}
+
+
+TABLE_MODES = ("full", "reduced", "prior")
+
+
+def check_table_mode(config: ProfileConfig) -> None:
+    if config.table not in TABLE_MODES:
+        raise InputError(f"unknown table mode {config.table!r}: {', '.join(TABLE_MODES)}")
+    if config.max_measurements is not None and config.max_measurements < 1:
+        raise InputError(f"--max-measurements must be >= 1, got {config.max_measurements}")
+    if not 0 < config.target_error < 1:
+        raise InputError(f"--target-error must be between 0 and 1, got {config.target_error}")
 
 
 def resolve_round_to(config: ProfileConfig, backend=None) -> ProfileConfig:

@@ -4,21 +4,34 @@ channels (coupled layers narrowed together, wherever they sit), or with one bloc
 Every entry is a ratio to the unpruned model, timed interleaved with it (measure.py), and stored in
 the SQLite store under a key that says exactly when it can be reused. Profiling skips what the
 store already holds, so an interrupted run resumes where it stopped.
+
+`config.table` says how much is measured: "full" times the whole grid; "reduced" times the anchors,
+then the entries active selection (active.py) picks one at a time until the plans' predicted error
+bound is under `target_error` or `max_measurements` is reached; "prior" times the anchors only.
+What is not measured is estimated by the per-layer model (estimate.py), whose prior is the device
+profile learned from the other models measured on this device (device_profile.py). Every finished
+table adds its model to that profile.
 """
 from __future__ import annotations
+
+import math
 
 from graphs.deps import analyze
 from graphs.errors import InputError
 from graphs.onnx_io import load_model, model_sha256
+from toolchain.latency import active
 from toolchain.latency.backends import OnnxSource, get_backend
-from toolchain.latency.config import ProfileConfig, resolve_round_to
+from toolchain.latency.config import ProfileConfig, check_table_mode, resolve_round_to
+from toolchain.latency.device_profile import device_prior, device_where, learn
+from toolchain.latency.estimate import fill_estimates
 from toolchain.latency.grid import Candidate, candidate_source, candidates
 from toolchain.latency.measure import interleaved_ratio
+from toolchain.latency.predict import Predictor
 from toolchain.latency.store import Key, Store
 from toolchain.latency.table import Table, load_table
 
 
-def _key(sha: str, candidate: Candidate, device: dict, config: ProfileConfig) -> Key:
+def entry_key(sha: str, candidate: Candidate, device: dict, config: ProfileConfig) -> Key:
     return Key(sha, candidate.kind, candidate.item, candidate.k, config.backend, device["device"], config.precision, config.batch,
                f"{device['runtime']} {device['runtime_version']}", config.protocol)
 
@@ -46,6 +59,7 @@ def profile(onnx_path: str, store_path: str, config: ProfileConfig, progress=Non
     """Measure what the store lacks for this model/backend/device, then return the full table."""
     if config.batch < 1:
         raise InputError(f"--batch must be >= 1, got {config.batch}")
+    check_table_mode(config)
     model = load_model(onnx_path)
     sha = model_sha256(model)
     analysis = analyze(model)
@@ -75,29 +89,70 @@ def profile(onnx_path: str, store_path: str, config: ProfileConfig, progress=Non
 
 def _profile_into(store_path, base, sha, analysis, backend, reference, device, todo, config, progress, fresh,
                   ray_address, ray_resource) -> Table:
-    if ray_address:
-        from toolchain.latency import distributed
     with Store(store_path) as store:
         store.bind(sha, config.backend, config.precision, config.batch, device["device"],
                    f"{device['runtime']} {device['runtime_version']}", device, fresh=fresh)
-        missing = [c for c in todo if store.get(_key(sha, c, device, config)) is None]
-        if progress is not None:
-            progress.start(len(todo), len(todo) - len(missing))
-        if ray_address:
-            distributed.measure_on_ray(
-                ray_address, ray_resource, base, missing,
-                lambda c: candidate_source(base, analysis, c), config, device,
-                lambda c, values: _record(store, sha, c, device, config, values, progress))
-        else:
-            for c in missing:
+
+        def measure(entries: list[Candidate]) -> None:
+            if ray_address:
+                from toolchain.latency import distributed
+
+                distributed.measure_on_ray(
+                    ray_address, ray_resource, base, entries, lambda c: candidate_source(base, analysis, c), config,
+                    device, lambda c, values: _record(store, sha, c, device, config, values, progress))
+                return
+            for c in entries:
                 values = measure_pair(backend, reference, candidate_source(base, analysis, c), config)
                 _record(store, sha, c, device, config, values, progress)
-        return load_table(store, sha, analysis, device, config)
+
+        stored = lambda c: store.get(entry_key(sha, c, device, config)) is not None  # noqa: E731
+        if config.table == "full":
+            if progress is not None:
+                progress.start(len(todo), sum(map(stored, todo)))
+            measure([c for c in todo if not stored(c)])
+        else:
+            measure_reduced(store, sha, analysis, device, config, todo, stored, measure, progress)
+        table, predictor = read_table(store, sha, analysis, device, config)
+        learn(store, device_where(device, config), sha, analysis, predictor,
+              entries=sum(len(v) for v in table.groups.values()) + len(table.blocks))
+        return fill_estimates(table, analysis, config, predictor)
 
 
+def read_table(store: Store, sha: str, analysis, device: dict, config: ProfileConfig) -> tuple[Table, Predictor]:
+    """The measured table with the device profile's prior attached, and its fitted per-layer model."""
+    table = load_table(store, sha, analysis, device, config)
+    table.prior, table.prior_spread = device_prior(store, device_where(device, config), sha, analysis, table.base_ms)
+    return table, Predictor(table, analysis, analysis.blocks)
+
+
+def measure_reduced(store, sha, analysis, device, config, todo, stored, measure, progress) -> None:
+    """Anchors first, then (table="reduced") one actively chosen entry at a time until the plans'
+    predicted error bound is met or the cap is reached. Resumable: what the store holds counts."""
+    anchors = [c for c in todo if c.kind == "anchor"]
+    singles = [c for c in todo if c.kind != "anchor"]
+    # By default a quarter of the full grid (the issue's goal: resnet50's 128 entries -> 32), never
+    # fewer than the anchors and one chosen entry.
+    cap = config.max_measurements or max(len(anchors) + 1, math.ceil(len(todo) / 4))
+    if config.table == "prior":
+        cap = min(cap, len(anchors))
+    if progress is not None:
+        progress.start(min(cap, len(todo)), sum(map(stored, todo)))
+    measure([c for c in anchors if not stored(c)][:max(0, cap - sum(map(stored, todo)))])
+    plans = active.representative_plans(analysis, analysis.blocks, config.round_to)
+    while sum(map(stored, todo)) < cap:
+        table, predictor = read_table(store, sha, analysis, device, config)
+        if not table.anchors and not table.groups and not table.blocks:
+            measure([singles[0]])  # a model without anchors: one entry so the base latency is known
+            continue
+        done = [c for c in todo if stored(c)]
+        noise = max(config.target_se or 0.01, predictor.fit_rms)
+        choice = active.choose(predictor, done, [c for c in singles if not stored(c)], plans, noise)
+        if choice.entry is None or choice.bound <= config.target_error:
+            break
+        measure([choice.entry])
 def _record(store: Store, sha: str, candidate: Candidate, device: dict, config: ProfileConfig, values: dict,
             progress) -> None:
-    store.put(_key(sha, candidate, device, config), values)
+    store.put(entry_key(sha, candidate, device, config), values)
     if progress is not None:
         progress.advance(candidate)
 

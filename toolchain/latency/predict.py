@@ -41,6 +41,9 @@ from toolchain.latency.table import Table
 # Ridge weight toward the network-wide factor. Features are MAC shares (summing to 1 over the
 # network), so this is small against a whole-network entry and large against a noisy tiny layer.
 RIDGE = 0.01
+# Relative spread of a layer's efficiency around a network-wide prior (no device profile): the
+# uncertainty that active selection (active.py) starts from.
+PRIOR_SPREAD = 0.5
 
 
 @dataclass
@@ -113,9 +116,33 @@ class Predictor:
         if blocks is None and (table.blocks or any(a.removed for a in table.anchors.values())):
             blocks = analysis.blocks
         self.blocks = {b.id: b for b in blocks or []}
+        self.prior, self.prior_spread = self._prior()
         self.efficiency, self.fit_rms = self._fit(self.blocks, ridge)
         self.anchor_scale, self.depth_scale = self._calibrate()
         self.floor = latency_floor(table)
+
+    def _prior(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-layer efficiencies the fit is pulled toward, and their relative spread.
+
+        The device profile's, where the table carries one (device_profile.py); else the network-wide
+        latency per MAC for every layer and no per-op overhead, loosely held."""
+        nodes = list(self.layers.share)
+        if self.table.prior:
+            prior = [self.table.prior.get(n, self.alpha) for n in nodes] + [self.table.prior.get("per-op", 0.0)]
+            spread = [self.table.prior_spread.get(n, PRIOR_SPREAD) for n in nodes] + \
+                [self.table.prior_spread.get("per-op", PRIOR_SPREAD)]
+            return np.maximum(np.array(prior), 0.0), np.array(spread)
+        return (np.append(np.full(len(nodes), max(self.alpha, 0.0)), 0.0),
+                np.full(len(nodes) + 1, PRIOR_SPREAD))
+
+    def features(self, kept: dict[str, int], removed_nodes=frozenset()) -> np.ndarray:
+        """The saving's features (per-layer MAC savings, then the fraction of ops removed): the
+        predicted saving of a single entry is `features @ efficiency`."""
+        return self._features(kept, removed_nodes)
+
+    def parts(self, kept: dict[str, int], removed_nodes=frozenset()) -> tuple[np.ndarray, np.ndarray]:
+        """The features of the narrowed layers and of the removed ones, apart."""
+        return self._parts(kept, removed_nodes)
 
     def _fractions(self, kept: dict[str, int]) -> dict[str, float]:
         return {gid: k / self.table.widths[gid] for gid, k in kept.items()}
@@ -144,11 +171,10 @@ class Predictor:
                 rows.append(self._features({}, set(blocks[bid].nodes)))
                 savings.append(1.0 - ratio)
         n = len(self.layers.share) + 1
-        # Prior: the network-wide latency per MAC for every layer, no per-op overhead.
-        prior = np.append(np.full(n - 1, max(self.alpha, 0.0)), 0.0)
+        prior = self.prior
         self.outliers = 0
         if not rows:
-            return prior, 0.0
+            return prior.copy(), 0.0
         x, y = np.array(rows), np.array(savings)
         # The pull is sized by each layer's share: it decides only what the entries leave open.
         shares = np.array(list(self.layers.share.values()))
@@ -175,6 +201,7 @@ class Predictor:
         # resnet20 at 32x32: 0.026 -> 0.015, kept; resnet18/50 at 224: < 6%, and it made their
         # predictions worse (resnet18 worst 11.2% against 9.8%), so there it stays 0.
         efficiency, keep, rms = fit(per_op=False)
+        efficiency[-1] = 0.0  # the column was zero: a device prior's per-op value must not leak in
         with_op = fit(per_op=True)
         if with_op[2] < 0.8 * rms:
             efficiency, keep, rms = with_op

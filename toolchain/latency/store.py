@@ -57,7 +57,17 @@ CREATE TABLE IF NOT EXISTS meta (
   device TEXT NOT NULL, runtime_version TEXT NOT NULL, device_info TEXT, created_at REAL NOT NULL,
   PRIMARY KEY (model_sha256, backend, precision, batch)
 );
+CREATE TABLE IF NOT EXISTS device_profile (
+  backend TEXT NOT NULL, device TEXT NOT NULL, precision TEXT NOT NULL, batch INTEGER NOT NULL,
+  runtime_version TEXT NOT NULL, model_sha256 TEXT NOT NULL, op_class TEXT NOT NULL,
+  ms_per_unit REAL NOT NULL, units REAL NOT NULL, entries INTEGER NOT NULL, created_at REAL NOT NULL,
+  PRIMARY KEY (backend, device, precision, batch, runtime_version, model_sha256, op_class)
+);
 """
+# PRAGMA user_version: 1 = measurements + meta, 2 = + device_profile (version-1 stores gain the table
+# on open: CREATE IF NOT EXISTS, nothing rewritten). A store from a newer release is refused.
+SCHEMA_VERSION = 2
+PROFILE_COLS = ("backend", "device", "precision", "batch", "runtime_version")
 
 
 def _create_file(path: Path) -> None:
@@ -88,8 +98,26 @@ class Store:
         if self.db.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() != "wal":
             raise InputError(f"store {self.path}: cannot enable WAL mode (network filesystem?)")
         self.db.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL survives process kills
-        self.db.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")  # schema appears whole or not at all
+        self._migrate()
         self._bound: set[tuple] = set()
+
+    def _migrate(self) -> None:
+        """Create or upgrade the schema in one transaction: it appears whole or not at all."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            version = self.db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise InputError(f"store {self.path} has schema version {version}; this release reads up to "
+                                 f"{SCHEMA_VERSION}: upgrade compress or use another store")
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    self.db.execute(statement)
+            if version < SCHEMA_VERSION:
+                self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
 
     def close(self) -> None:
         self.db.close()
@@ -155,5 +183,33 @@ class Store:
         conds = {"model_sha256": model_sha256, "backend": backend, **where}
         sql = "SELECT * FROM measurements WHERE " + " AND ".join(f"{c}=?" for c in conds)
         cur = self.db.execute(sql + " ORDER BY kind, item, k", tuple(conds.values()))
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, r)) for r in cur.fetchall()]
+
+    def put_profile(self, where: dict, model_sha256: str, rows: dict[str, tuple[float, float, int]]) -> None:
+        """Replace one model's contribution to a device profile: op class -> (ms per unit, units, entries).
+
+        `where` names the device: backend, device, precision, batch, runtime_version."""
+        ident = tuple(where[c] for c in PROFILE_COLS)
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.execute(f"DELETE FROM device_profile WHERE {' AND '.join(f'{c}=?' for c in PROFILE_COLS)} "
+                            "AND model_sha256=?", (*ident, model_sha256))
+            for op_class, (ms, units, entries) in rows.items():
+                self.db.execute("INSERT INTO device_profile VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                                (*ident, model_sha256, op_class, ms, units, entries, time.time()))
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
+    def profile_rows(self, where: dict, exclude_model: str | None = None) -> list[dict]:
+        """Every model's per-class rows of one device profile, but `exclude_model`'s."""
+        sql = "SELECT * FROM device_profile WHERE " + " AND ".join(f"{c}=?" for c in PROFILE_COLS)
+        params = [where[c] for c in PROFILE_COLS]
+        if exclude_model:
+            sql += " AND model_sha256 != ?"
+            params.append(exclude_model)
+        cur = self.db.execute(sql + " ORDER BY model_sha256, op_class", params)
         names = [d[0] for d in cur.description]
         return [dict(zip(names, r)) for r in cur.fetchall()]

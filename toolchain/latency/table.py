@@ -21,6 +21,20 @@ class Table:
     blocks: dict[str, float] = field(default_factory=dict)  # bid -> ratio
     anchors: dict[str, Anchor] = field(default_factory=dict)  # name -> anchor
     widths: dict[str, int] = field(default_factory=dict)  # gid -> full width (ratio 1.0 there)
+    # A reduced table (lut.py, table="reduced"|"prior") leaves entries unmeasured; the per-layer
+    # model's estimates stand in for them, so the solvers' knapsack sees every group and block.
+    # Never fitted on: the fit (predict.py) reads only `groups`, `blocks` and `anchors`.
+    estimated_groups: dict[str, dict[int, float]] = field(default_factory=dict)
+    estimated_blocks: dict[str, float] = field(default_factory=dict)
+    # The device profile's efficiency per node (and "per-op") and its relative spread: the per-layer
+    # fit's prior for a model whose own entries do not pin every layer (device_profile.py).
+    prior: dict[str, float] = field(default_factory=dict)
+    prior_spread: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def measured(self) -> int:
+        """Table entries measured (single-group, single-block and anchor entries)."""
+        return sum(len(v) for v in self.groups.values()) + len(self.blocks) + len(self.anchors)
 
     def group_ratio(self, gid: str, k: int) -> float:
         """Whole-network ratio with group `gid` at k units, interpolated linearly between samples.
@@ -28,7 +42,7 @@ class Table:
         The samples are made monotone first (fewer channels is never slower; isotonic regression):
         a solver that picks the best-looking entries would otherwise pick measurement noise.
         """
-        samples = self.groups.get(gid)
+        samples = {**self.estimated_groups.get(gid, {}), **self.groups.get(gid, {})}
         if not samples:
             return 1.0
         ks = sorted(samples) + [self.widths[gid]]
@@ -37,7 +51,10 @@ class Table:
         return float(np.interp(k, ks, rs))
 
     def block_ratio(self, bid: str) -> float:
-        return self.blocks.get(bid, 1.0)
+        return self.blocks.get(bid, self.estimated_blocks.get(bid, 1.0))
+
+    def block_known(self, bid: str) -> bool:
+        return bid in self.blocks or bid in self.estimated_blocks
 
 
 def load_table(store: Store, sha: str, analysis: Analysis, device: dict, config: ProfileConfig) -> Table:

@@ -182,7 +182,7 @@ def solve_layer(analysis: Analysis, table: Table, blocks: list[Block], layer_sco
     nothing (a block without an entry is left to the per-layer model)."""
     check_budget(budget)
     predictor = Predictor(table, analysis, blocks)
-    blocks = [b for b in blocks if table.blocks.get(b.id, 0.0) < 1.0]
+    blocks = [b for b in blocks if not table.block_known(b.id) or table.block_ratio(b.id) < 1.0]
     order = sorted(blocks, key=lambda b: layer_scores.get(b.id, 0.0))
     removed: list[Block] = []
     everything = set(anchor_blocks(blocks, 1.0))  # every block that can go together
