@@ -26,6 +26,9 @@ ALL = "all"
 # computed): resnet18 vs resnet50 differed by 20-40% on the classes they share.
 DEFAULT_SPREAD = 0.35
 MAX_EFFICIENCY = 4.0
+MIN_CLASS_SHARE = 0.05  # of the source model's MACs, for a class's figure to be used
+FLOOR_SHARE = 0.2  # no layer's prior below this fraction of the all-class figure
+FALLBACK_SPREAD = 0.5  # a layer whose class no other model had takes its kind's or every class's figure
 
 
 def _size_class(hw: int) -> str:
@@ -93,8 +96,12 @@ def learn(store: Store, where: dict, sha: str, analysis: Analysis, predictor, en
 def _pooled(rows: list[dict]) -> dict[str, tuple[float, float]]:
     """Class -> (time per unit, relative spread), pooled over models, weighted by their entries."""
     by_class: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    totals = {r["model_sha256"]: r["units"] for r in rows if r["op_class"] == ALL}
     for r in rows:
-        by_class[r["op_class"]].append((r["ms_per_unit"], float(r["entries"])))
+        # A class with a sliver of a model's MACs is one or two layers' fit (NNLS sets some to 0):
+        # too little to speak for the class on another model.
+        if r["op_class"] in (ALL, PER_OP) or r["units"] >= MIN_CLASS_SHARE * totals.get(r["model_sha256"], 0.0):
+            by_class[r["op_class"]].append((r["ms_per_unit"], float(r["entries"])))
     pooled = {}
     for cls, values in by_class.items():
         ms, w = np.array(values).T
@@ -116,13 +123,17 @@ def device_prior(store: Store, where: dict, sha: str, analysis: Analysis, base_m
     macs = macs_per_node(analysis.model, analysis.shapes)
     total = float(sum(macs.values())) or 1.0
     prior, spread = {}, {}
+    floor = FLOOR_SHARE * pooled[ALL][0] * total / 1e9 / base_ms
     for node, (kind, cls) in op_classes(analysis).items():
         if node not in macs:
             continue
-        ms, rel = next(pooled[c] for c in (cls, kind, ALL) if c in pooled)
+        name = next(c for c in (cls, kind, ALL) if c in pooled)
+        ms, rel = pooled[name]
+        if name != cls:  # another class's figure: held loosely
+            rel = max(rel, FALLBACK_SPREAD)
         # ms per GMAC -> this model's share of latency per share of MACs; capped, since a tiny layer's
         # fitted efficiency can carry another model's overhead (resnet20's fc: 100x its MAC share)
-        prior[node] = min(ms * total / 1e9 / base_ms, MAX_EFFICIENCY)
+        prior[node] = min(max(ms * total / 1e9 / base_ms, floor), MAX_EFFICIENCY)
         spread[node] = rel
     if PER_OP in pooled:
         ops = len(analysis.model.graph.node) or 1

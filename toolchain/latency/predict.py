@@ -128,12 +128,26 @@ class Predictor:
         latency per MAC for every layer and no per-op overhead, loosely held."""
         nodes = list(self.layers.share)
         if self.table.prior:
-            prior = [self.table.prior.get(n, self.alpha) for n in nodes] + [self.table.prior.get("per-op", 0.0)]
+            prior = np.array([self.table.prior.get(n, self.alpha) for n in nodes] + [self.table.prior.get("per-op", 0.0)])
             spread = [self.table.prior_spread.get(n, PRIOR_SPREAD) for n in nodes] + \
                 [self.table.prior_spread.get("per-op", PRIOR_SPREAD)]
-            return np.maximum(np.array(prior), 0.0), np.array(spread)
+            prior[:-1] *= self._prior_level(np.maximum(prior, 0.0))
+            return np.maximum(prior, 0.0), np.array(spread)
         return (np.append(np.full(len(nodes), max(self.alpha, 0.0)), 0.0),
                 np.full(len(nodes) + 1, PRIOR_SPREAD))
+
+    def _prior_level(self, prior: np.ndarray) -> float:
+        """One factor on the device profile's efficiencies that meets this model's width anchors.
+
+        The profile carries how op classes compare on the device; the overall level (how much of this
+        model's time is per-call overhead, what the host's load did to this table) is the model's own:
+        mobilenet_v2's time per MAC, taken as is, put resnet18's anchors-only predictions 60% off."""
+        anchors = [a for a in self.table.anchors.values() if a.kept and not a.removed]
+        predicted = np.array([self._parts(a.kept)[0] @ prior for a in anchors])
+        measured = np.array([1.0 - a.ratio for a in anchors])
+        if not predicted.size or predicted @ predicted <= 0:
+            return 1.0
+        return float(np.clip(predicted @ measured / (predicted @ predicted), 0.1, 10.0))
 
     def features(self, kept: dict[str, int], removed_nodes=frozenset()) -> np.ndarray:
         """The saving's features (per-layer MAC savings, then the fraction of ops removed): the
