@@ -14,30 +14,41 @@ from toolchain.cli_app import EpochProgress, PrunedDir, TableProgress, command, 
 @command
 def finetune(
     directory: PrunedDir,
-    data: str = typer.Option(..., help="mnist5k, digits, imagefolder:PATH, cifar10:PATH, cifar100:PATH, npz:PATH"),
+    data: str = typer.Option(..., help="mnist5k, digits, fashion-mnist, imagefolder:PATH, cifar10:PATH, cifar100:PATH, "
+                                       "npz:PATH; with --distill-only, imagefolder:PATH may hold the images directly"),
     epochs: int = typer.Option(5, help="epochs (the papers fine-tune for 30 at lr 1e-3)"),
     lr: float = typer.Option(1e-3, help="SGD learning rate, decayed x0.1 at 1/2 and 3/4 of the run"),
     batch_size: int = typer.Option(64, "--batch-size"),
     weight_decay: float = typer.Option(5e-4, "--weight-decay"),
     distill: bool = typer.Option(False, help="distil from the unpruned model (soft targets)"),
+    distill_only: bool = typer.Option(False, "--distill-only", help="no labels: learn the unpruned model's outputs "
+                                      "on unlabeled images (detection, segmentation, any output structure)"),
     seed: int = typer.Option(0),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Fine-tune a pruned model in torch and write the weights back into DIR.
 
     The weights go into weights.safetensors and, by name, into the same initializers of DIR/model.onnx
-    (parity checked). An interrupted run resumes from DIR/finetune/."""
+    (parity checked). An interrupted run resumes from DIR/finetune/.
+
+    --distill-only needs no labels and no task code (YOLO, segmentation, detection): the pruned model
+    learns to reproduce the unpruned model's outputs (the ONNX DIR was pruned from), every output
+    tensor alike, on your images, e.g. `compress finetune out/ --data imagefolder:frames/ --distill-only`
+    with frames/*.jpg. Its score is that distance on a held-out 20% of the images (lower is better).
+
+    A DIR pruned from an ONNX file with no torch source is trained through a torch module built from
+    DIR/model.onnx by onnx2torch (`pip install -e .\\[onnx2torch]`)."""
     from toolchain.data import dataset_info
     from toolchain.finetune import ParityLost, finetune_dir
 
     if not (directory / "plan.json").is_file():
         raise InputError(f"{directory}: no plan.json (is it a `compress prune` output directory?)")
     config = train_config(epochs, lr, batch_size, weight_decay, seed)
-    per_epoch = dataset_info(data, seed=seed)["splits"]["train"]
+    per_epoch = dataset_info(data, seed=seed, unlabeled=distill_only)["splits"]["train"]
     progress = EpochProgress(epochs, per_epoch)
     try:
-        result = finetune_dir(directory, data, config, distill=distill, progress=progress)
-    except ParityLost as exc:
+        result = finetune_dir(directory, data, config, distill=distill, progress=progress, distill_only=distill_only)
+    except (ParityLost, FloatingPointError) as exc:  # a failed check or a diverged run: nothing written
         err.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(1)
     finally:
@@ -46,6 +57,10 @@ def finetune(
         print_json(result)
         return
     b, a = result["before"], result["after"]
+    if distill_only:
+        out.print(f"distance to the unpruned model {b['distance']:.4g} -> {a['distance']:.4g} on {data} val; "
+                  f"weights written to {directory}/weights.safetensors and model.onnx")
+        return
     out.print(f"top-1 {b['top1']:.2f} -> {a['top1']:.2f} (top-5 {a['top5']:.2f}) on {data} val; "
               f"weights written to {directory}/weights.safetensors and model.onnx")
 

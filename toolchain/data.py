@@ -7,7 +7,8 @@ Spec forms (DESIGN.md, CLI contracts):
                      files of the Debian package dataset-fashion-mnist (/usr/share/datasets/fashion-mnist/,
                      or $COMPRESS_FASHION_MNIST_DIR); "val" is a seeded stratified 20% of the published
                      train set and "test" the published test set
-  imagefolder:PATH   PATH/<class>/<image>; PATH/train and PATH/val are used when both exist
+  imagefolder:PATH   PATH/<class>/<image>; PATH/train and PATH/val are used when both exist; with
+                     unlabeled=True (output distillation) also PATH/<image>
   cifar10:PATH       the torchvision python-pickle layout PATH/cifar-10-batches-py/ (never downloaded)
   cifar100:PATH      the same for PATH/cifar-100-python/
   npz:PATH           arrays `x` (N,C,H,W) or (N,H,W) and `y` (N,)
@@ -165,16 +166,17 @@ class ShapedDataset(Dataset):
 
 
 def load_dataset(spec: str, input_shape: tuple, *, split: str = "train", seed: int = 0,
-                 augment: bool = False, normalize: str | None = "auto") -> ShapedDataset:
+                 augment: bool = False, normalize: str | None = "auto", unlabeled: bool = False) -> ShapedDataset:
     """The `split` of DATA `spec`, converted to `input_shape` ((C,H,W) or (N,C,H,W)).
 
     normalize: "auto" (built-in sets and npz: mean/std of their train split; CIFAR: the papers'
     constants; image folders: ImageNet's), "dataset", "cifar10", "cifar100", "imagenet", or None.
     augment applies to the train split only (other splits are evaluation data and stay untouched):
     random crop with padding 4, plus a horizontal flip except for digits.
+    unlabeled: also accept an image folder with the images directly in it (labels all 0, meaningless).
     """
     shape = parse_shape(input_shape)
-    src = source(spec)
+    src = source(spec, unlabeled)
     indices = _split_indices(src, split, int(seed))
     norm = _resolve_norm(src, spec, normalize, shape[0], int(seed))
     # Digits are not mirror-symmetric (a flipped 2 or 7 is not a digit, 3 becomes an E-like shape),
@@ -184,13 +186,14 @@ def load_dataset(spec: str, input_shape: tuple, *, split: str = "train", seed: i
 
 def make_loader(spec: str, input_shape: tuple, split: str, batch_size: int, *, seed: int = 0,
                 augment: bool = False, shuffle: bool | None = None, num_workers: int = 0,
-                normalize: str | None = "auto") -> DataLoader:
+                normalize: str | None = "auto", unlabeled: bool = False) -> DataLoader:
     """A DataLoader over `load_dataset(...)`; shuffles the train split by default, seeded."""
     if not isinstance(batch_size, int) or batch_size < 1:
         raise InputError(f"batch size must be a positive integer, got {batch_size!r}")
     if not isinstance(num_workers, int) or num_workers < 0:
         raise InputError(f"num_workers must be a non-negative integer, got {num_workers!r}")
-    ds = load_dataset(spec, input_shape, split=split, seed=seed, augment=augment, normalize=normalize)
+    ds = load_dataset(spec, input_shape, split=split, seed=seed, augment=augment, normalize=normalize,
+                      unlabeled=unlabeled)
     if shuffle is None:
         shuffle = split == "train"
     return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
@@ -198,9 +201,9 @@ def make_loader(spec: str, input_shape: tuple, split: str, batch_size: int, *, s
                       persistent_workers=num_workers > 0)
 
 
-def dataset_info(spec: str, *, seed: int = 0) -> dict:
+def dataset_info(spec: str, *, seed: int = 0, unlabeled: bool = False) -> dict:
     """num_classes, size (all samples), source (description), classes, split sizes, native shape."""
-    src = source(spec)
+    src = source(spec, unlabeled)
     if src.images is not None:
         native = list(src.images.shape[1:])
     else:

@@ -222,7 +222,8 @@ def _class_files(root: Path, what: str) -> tuple[list[str], list[list[str]]]:
     classes = [c for c in classes if not c.startswith(".")]
     if not classes:
         loose = [f for f in root.iterdir() if f.suffix.lower() in IMG_EXTENSIONS]
-        hint = (f" ({len(loose)} images lie directly in it; put them in {root}/<class>/)" if loose
+        hint = (f" ({len(loose)} images lie directly in it; put them in {root}/<class>/, or fine-tune with "
+                "--distill-only, which needs no labels)" if loose
                 else "")
         raise InputError(f"{what}: {root} has no class subfolders with images{hint}; "
                          "expected PATH/<class>/<image>")
@@ -238,13 +239,33 @@ def _class_files(root: Path, what: str) -> tuple[list[str], list[list[str]]]:
     return classes, files
 
 
-def _load_imagefolder(path: str) -> Source:
+def _loose_images(root: Path) -> list[str]:
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    return sorted(str(f) for f in root.iterdir() if f.is_file() and f.suffix.lower() in IMG_EXTENSIONS
+                  and not f.name.startswith("."))
+
+
+def _unlabeled_folder(root: Path, what: str) -> Source:
+    """Images directly in PATH (no class folders): every label is 0 and means nothing; only output
+    distillation (`finetune --distill-only`) reads such a folder."""
+    files = _loose_images(root)
+    if len(files) < 2:
+        raise InputError(f"{what}: {len(files)} images directly in {root}; distillation needs at least 2 "
+                         "(a train and a val image)")
+    return Source("imagefolder", f"unlabeled image folder {root} ({len(files)} images)",
+                  np.zeros(len(files), np.int64), 0, [], files=files, auto_stats="imagenet")
+
+
+def _load_imagefolder(path: str, unlabeled: bool = False) -> Source:
     root = Path(path)
     what = f"imagefolder:{path}"
     if not root.exists():
         raise InputError(f"{what}: folder does not exist")
     if not root.is_dir():
         raise InputError(f"{what}: not a folder")
+    if unlabeled and not any(d.is_dir() and not d.name.startswith(".") for d in root.iterdir()):
+        return _unlabeled_folder(root, what)
     if (root / "train").is_dir() and (root / "val").is_dir():
         classes, tr = _class_files(root / "train", what)
         vclasses, va = _class_files(root / "val", what)
@@ -305,7 +326,8 @@ def load_cifar(kind: str, path: str) -> Source:
                    auto_stats=kind)
 
 
-def source(spec: str) -> Source:
+def source(spec: str, unlabeled: bool = False) -> Source:
+    """The images behind `spec`; `unlabeled` also accepts an image folder without class folders."""
     kind, path = parse_data_spec(spec)
     if kind == "mnist5k":
         return _load_mnist5k()
@@ -316,5 +338,5 @@ def source(spec: str) -> Source:
     if kind == "npz":
         return _load_npz(path)
     if kind == "imagefolder":
-        return _load_imagefolder(path)
+        return _load_imagefolder(path, unlabeled)
     return load_cifar(kind, str(Path(path).expanduser().resolve()))

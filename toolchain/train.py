@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from graphs.atomic import atomic_file, write_json
 from graphs.errors import InputError
+from toolchain.distill import teacher_mode
 from toolchain.outputs import distill_loss
 
 
@@ -34,6 +35,7 @@ class TrainConfig:
     distill: bool = False
     temperature: float = 4.0
     distill_weight: float = 0.7  # share of the loss from the teacher's soft targets
+    distill_only: bool = False  # no labels: the loss is the distance to the teacher's outputs alone
     seed: int = 0
 
 
@@ -77,6 +79,8 @@ def evaluate(module: nn.Module, loader: DataLoader, device: torch.device | None 
 
 
 def _loss(logits, y, teacher_logits, config: TrainConfig):
+    if config.distill_only:  # labels are meaningless here (an unlabeled folder's are all 0)
+        return distill_loss(logits, teacher_logits)
     if not isinstance(logits, torch.Tensor):  # detection/segmentation: no class logits to soften
         if teacher_logits is None:
             raise InputError("the model's output is not a tensor of class scores: fine-tune it with distillation")
@@ -91,8 +95,10 @@ def _loss(logits, y, teacher_logits, config: TrainConfig):
 
 def train(module: nn.Module, train_loader: DataLoader, val_loader: DataLoader | None, config: TrainConfig,
           checkpoint_dir: str | Path | None = None, teacher: nn.Module | None = None,
-          on_epoch: Callable[[int, dict], None] | None = None, progress=None) -> list[dict]:
-    """Train in place; returns the per-epoch history (train loss, val top-1/top-5)."""
+          on_epoch: Callable[[int, dict], None] | None = None, progress=None,
+          score: Callable[[nn.Module], dict] | None = None) -> list[dict]:
+    """Train in place; returns the per-epoch history (train loss, and on `val_loader` top-1/top-5 or,
+    given `score`, what it measures)."""
     torch.manual_seed(config.seed)
     device = device_for()
     if distributed() and not torch.distributed.is_initialized():
@@ -100,8 +106,10 @@ def train(module: nn.Module, train_loader: DataLoader, val_loader: DataLoader | 
     module.to(device)
     model = nn.parallel.DistributedDataParallel(module) if distributed() else module
     train_loader = shard(train_loader)
+    if config.distill_only and teacher is None:
+        raise InputError("distillation without labels needs the unpruned model as the teacher")
     if teacher is not None:
-        teacher.eval().to(device)
+        teacher.to(device)
     optimizer = torch.optim.SGD(module.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     milestones = list(range(config.step_epochs, config.epochs, config.step_epochs)) if config.step_epochs else \
         sorted({max(1, config.epochs // 2), max(1, 3 * config.epochs // 4)})
@@ -118,30 +126,41 @@ def train(module: nn.Module, train_loader: DataLoader, val_loader: DataLoader | 
         seed_epoch(train_loader, config.seed, epoch)
         if isinstance(getattr(train_loader, "sampler", None), DistributedSampler):
             train_loader.sampler.set_epoch(epoch)
-        model.train()
-        total, seen = 0.0, 0
-        for x, y in train_loader:
-            x, y = x.to(device), y.to(device)
-            with torch.no_grad():
-                soft = teacher(x) if teacher is not None and config.distill else None
-            loss = _loss(model(x), y, soft, config)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += loss.item() * y.numel()
-            seen += y.numel()
-            if progress is not None:
-                progress(epoch, seen)
+        total, seen = _train_epoch(model, train_loader, optimizer, config, epoch, device, teacher, progress)
         scheduler.step()
         record = {"epoch": epoch, "train_loss": total / max(1, seen), "lr": optimizer.param_groups[0]["lr"]}
-        if val_loader is not None:
-            record.update({f"val_{k}": v for k, v in evaluate(module, val_loader, device).items() if k != "count"})
+        if val_loader is not None or score is not None:
+            measured = score(module) if score is not None else evaluate(module, val_loader, device)
+            record.update({f"val_{k}": v for k, v in measured.items() if k != "count"})
         history.append(record)
         if checkpoint is not None and _rank() == 0:
             _save_checkpoint(checkpoint, module, optimizer, scheduler, epoch, history)
         if on_epoch is not None:
             on_epoch(epoch, record)
     return history
+
+
+def _train_epoch(model, loader, optimizer, config: TrainConfig, epoch: int, device, teacher, progress):
+    """One pass over `loader`; returns (summed loss x samples, samples)."""
+    model.train()
+    if teacher is not None:  # each epoch: a val score may have left it in eval mode
+        teacher_mode(teacher)
+    total, seen = 0.0, 0
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)
+        with torch.no_grad():
+            soft = teacher(x) if teacher is not None and (config.distill or config.distill_only) else None
+        loss = _loss(model(x), y, soft, config)
+        if not torch.isfinite(loss):  # diverged: stop before NaN weights reach a checkpoint
+            raise FloatingPointError(f"the training loss became {loss.item()} in epoch {epoch}; lower --lr")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += loss.item() * y.numel()
+        seen += y.numel()
+        if progress is not None:
+            progress(epoch, seen)
+    return total, seen
 
 
 def seed_epoch(loader, seed: int, epoch: int) -> None:
