@@ -33,11 +33,14 @@ REL = 1e-4
 
 
 def compress(*args: str) -> dict:
-    """Run the CLI as a user would; its --json output, or {"error": its one-line refusal}."""
+    """Run the CLI as a user would; its --json output, or {"error": the exit code and its last stderr line}."""
     run = subprocess.run([sys.executable, "-m", "toolchain.cli", *args, "--json"], cwd=ROOT, capture_output=True, text=True)
-    if run.returncode not in (0, 1):
-        return {"error": (run.stderr.strip().splitlines() or ["exit %d" % run.returncode])[-1]}
-    return json.loads(run.stdout)
+    if run.returncode in (0, 1):
+        try:
+            return json.loads(run.stdout)
+        except ValueError:  # a crash after the exit code was decided: report it, keep the run going
+            pass
+    return {"error": f"exit {run.returncode}: " + (run.stderr.strip().splitlines() or ["no message"])[-1]}
 
 
 def plain_export(name: str, exporter: str, path: Path) -> None:

@@ -184,3 +184,15 @@ def test_refinement_steps_stay_within_reach():
     assert next_target([(0.40, 0.44), (0.36, 0.42)], 0.40, 0.36, floor=0.349) == pytest.approx(0.3491)
     # At the floor already: nothing left to try.
     assert next_target([(0.40, 0.44), (0.3491, 0.42)], 0.40, 0.3491, floor=0.349) is None
+
+
+def test_joint_handles_a_block_with_no_prunable_group_inside(setup):
+    """A block whose groups all live outside it (a dynamo-exported mobilenet_v2's inverted residual, whose
+    group ids do not fall under the block's scope) has one kept option: it crashed the joint solver
+    ('cannot reshape array of size 0')."""
+    analysis, blocks, table, scores = setup
+    groups = [g for g in analysis.groups if not g.id.startswith("layer1.0.")]
+    sub = type(analysis)(analysis.model, groups, analysis.slices, analysis.fixes, analysis.sets, analysis.shapes,
+                         analysis.layouts)
+    d = solve_joint(sub, table, blocks, scores, 0.6, round_to=8)
+    assert d.predicted.corrected <= 0.6 + 5e-3 and d.plan.remove  # (its prediction rounds to the knapsack units)

@@ -220,8 +220,11 @@ def _inner_groups(groups: list[Group], blocks: list[Block]) -> dict[str, list[Gr
 def _block_options(members: list[Group], options: dict, top: dict, delta: dict):
     """A block's "kept" options: every combination of its inner groups' widths (sampled down to
     MAX_BLOCK_OPTIONS, the full widths always kept), with each combination's value and delta."""
-    picks = np.array(list(itertools.product(*[range(len(options[g.id])) for g in members])) or [()],
-                     dtype=np.int64).reshape(-1, len(members))
+    if not members:  # no prunable group inside (reshape(-1, 0) of an empty array is ambiguous): one option
+        picks = np.zeros((1, 0), dtype=np.int64)
+    else:
+        picks = np.array(list(itertools.product(*[range(len(options[g.id])) for g in members])),
+                         dtype=np.int64).reshape(-1, len(members))
     if len(picks) > MAX_BLOCK_OPTIONS:
         step = math.ceil(len(picks) / MAX_BLOCK_OPTIONS)
         picks = np.vstack([picks[::step], [[len(options[g.id]) - 1 for g in members]]])
