@@ -9,7 +9,7 @@ import onnx
 import pytest
 import torch
 from onnx import numpy_helper
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from graphs.onnx_io import initializer_arrays, load_model
 from graphs.parity import parity, run_onnx
@@ -99,6 +99,13 @@ def test_finetune_cli_writes_trained_weights_into_model_onnx(pruned_plain, tmp_p
             loss += float(torch.nn.functional.cross_entropy(torch.from_numpy(logits), label[None]))
             count += 1
     assert loss / count == pytest.approx(report["after"]["loss"], rel=1e-4)
+
+    # verify: the masked source no longer applies; the weights file must be model.onnx's values
+    assert invoke("verify", work).exit_code == 0
+    name = next(iter(weights))
+    weights[name] = weights[name] + 0.01
+    save_file(weights, str(work / "weights.safetensors"))
+    assert invoke("verify", work).exit_code == 1
 
 
 def test_distill_only_without_torch_source(pruned_plain, tmp_path, one_thread):

@@ -22,7 +22,7 @@ from graphs.onnx_io import constants_to_initializers
 from graphs.parity import Parity, parity, run_onnx
 from toolchain.outputs import flatten_outputs
 
-__all__ = ["INSTALL_HINT", "Converted", "module_from_onnx", "onnx_with_values", "onnx_parity"]
+__all__ = ["INSTALL_HINT", "Converted", "module_from_onnx", "onnx_with_values", "onnx_parity", "verify_finetuned"]
 
 INSTALL_HINT = "fine-tuning an ONNX model without its torch source needs onnx2torch: pip install -e .[onnx2torch]"
 MAX_OPSET = 17  # onnx2torch 1.5 registers converters up to opset 17 for the ops CNNs use
@@ -173,3 +173,25 @@ def onnx_parity(module: torch.nn.Module, model: onnx.ModelProto, input_shape, se
     with torch.no_grad():
         outs = [o.numpy() for o in flatten_outputs(module.eval()(x))]
     return parity(outs, run_onnx(model, {model.graph.input[0].name: x.numpy()}))
+
+
+def verify_finetuned(directory, seed: int = 0) -> Parity:
+    """A fine-tuned ONNX-only DIR no longer equals its masked source: weights.safetensors must hold
+    model.onnx's initializers exactly, and onnx2torch's module of model.onnx must compute what
+    onnxruntime does (the check finetune made before writing)."""
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    from graphs.onnx_io import initializer_arrays, load_model, require_input_shape
+
+    directory = Path(directory)
+    model = load_model(directory / "model.onnx")
+    arrays = initializer_arrays(model)
+    try:
+        weights = load_file(str(directory / "weights.safetensors"))
+    except Exception as exc:  # SafetensorError: truncated or not a safetensors file
+        raise InputError(f"{directory}/weights.safetensors is unreadable ({type(exc).__name__})") from None
+    if any(k not in arrays or not np.array_equal(v.numpy(), arrays[k]) for k, v in weights.items()):
+        return Parity(float("inf"), 0.0, 0.0)  # the pair disagrees: a failed check, exit 1
+    return onnx_parity(module_from_onnx(model).module, model, require_input_shape(model, str(directory)), seed)

@@ -69,6 +69,10 @@ def _with_recalibrated_bn(module, model, x) -> onnx.ModelProto:
 
 def verify_dir(directory: str | Path, batch: int = 2, seed: int = 0) -> VerifyResult:
     directory = Path(directory)
+    if is_onnx_only(directory) and (directory / "train.json").is_file():  # fine-tuned: trained values
+        from toolchain.onnx_torch import verify_finetuned
+
+        return VerifyResult(verify_finetuned(directory, seed=seed), False)
     if is_onnx_only(directory):  # pruned without a torch source: against the masked original graph
         return VerifyResult(verify_onnx_only(directory, seed=seed), False)
     module = load_pruned_module(directory)
