@@ -267,15 +267,22 @@ def profile_command(
                             ray_address=ray, ray_resource=ray_resource)
     finally:
         progress.stop()
-    summary = {"base_ms": table.base_ms, "store": str(store), "protocol": config.protocol,
-               "groups": {g: {str(k): r for k, r in sorted(v.items())} for g, v in table.groups.items()},
-               "blocks": table.blocks, "anchors": {name: a.ratio for name, a in table.anchors.items()},
-               "table": config.table, "measured_entries": table.measured,
-               "estimated_groups": {g: {str(k): r for k, r in sorted(v.items())} for g, v in table.estimated_groups.items()},
-               "estimated_blocks": table.estimated_blocks}
     if as_json:
-        print_json(summary)
+        print_json(_table_summary(table, store, config))
         return
+    _print_table(table, model, backend, config)
+
+
+def _table_summary(table, store: Path, config) -> dict:
+    return {"base_ms": table.base_ms, "store": str(store), "protocol": config.protocol,
+            "groups": {g: {str(k): r for k, r in sorted(v.items())} for g, v in table.groups.items()},
+            "blocks": table.blocks, "anchors": {name: a.ratio for name, a in table.anchors.items()},
+            "table": config.table, "measured_entries": table.measured,
+            "estimated_groups": {g: {str(k): r for k, r in sorted(v.items())} for g, v in table.estimated_groups.items()},
+            "estimated_blocks": table.estimated_blocks}
+
+
+def _print_table(table, model: Path, backend: str, config) -> None:
     t = Table(title=f"Latency table of {model.name} on {backend} (ratio to the unpruned model, {table.base_ms:.2f} ms)")
     t.add_column("entry")
     t.add_column("widths k: ratio")
@@ -292,7 +299,6 @@ def profile_command(
         t.add_row(f"{bid} (removed, estimated)", f"{ratio:.3f}")
     out.print(t)
     out.print(f"{table.measured} entries measured ({config.table} table)")
-
 
 
 # After this module's commands, so `compress --help` lists them in pipeline order.
