@@ -35,3 +35,24 @@ def test_budget_without_torch_source_refuses_what_needs_torch(tmp_path):
     assert_bad_input(result, "needs a forward pass of the torch model")
     assert_bad_input(invoke("prune", path, "--budget", "0.6", "--stages", "2", *store, "-o", tmp_path / "o"), "--stages > 1")
     assert not (tmp_path / "o").exists() and not (tmp_path / "lut.sqlite").exists()
+
+
+def test_budget_without_torch_source_never_removes_a_layer(tmp_path):
+    """A single-path layer whose input and output widths differ can only go by re-creating the next conv,
+    which the masked original cannot check: the solvers must not offer it without a torch source (a
+    dynamo-exported mobilenet_v2 was refused for it after the whole table was measured)."""
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(),
+                          nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(32, 10)).eval()
+    path, out = tmp_path / "vgg.onnx", tmp_path / "out"
+    torch.onnx.export(model, (torch.randn(1, 3, 32, 32),), str(path), dynamo=False)
+    blocks = json.loads(invoke("analyze", path, "--json").stdout)["blocks"]
+    assert [b["kind"] for b in blocks] == ["layer"] and blocks[0]["width_in"] != blocks[0]["width_out"]
+    result = invoke("prune", path, "--budget", "0.95", "--mode", "layer", "--runs", "4", "--store",
+                    tmp_path / "lut.sqlite", "-o", out, "--json")
+    assert "cannot be checked without the torch source" not in result.output  # was the refusal after profiling
+    assert_bad_input(result, "layer pruning reaches", progress_lines=True)  # no block to remove: 1.0 of the model
+    assert not out.exists()

@@ -218,7 +218,9 @@ def _run_stage(onnx_path, stage, stage_budget, stage_dir: Path, state: _Stage, r
     """Solve, prune, measure and re-solve one stage; returns (chosen attempt, its summary, history rows)."""
     model = load_model(state.current)
     analysis = analyze(model)
-    blocks = analysis.blocks
+    # Without a torch source a removed layer cannot re-create its next conv in a checkable way (the masked
+    # original has no such conv): only residual blocks are options there.
+    blocks = [b for b in analysis.blocks if not (state.onnx_only and b.kind == "layer")]
     request.log(f"stage {stage}/{request.stages}: profiling {Path(state.current).name}")
     table = profile(state.current, store, config, progress=progress)
     if state.onnx_only:
