@@ -219,3 +219,26 @@ def test_bad_table_mode_is_refused(resnet20_onnx, tmp_path):
     with pytest.raises(InputError, match="unknown table mode"):
         profile(str(resnet20_onnx), str(tmp_path / "s.sqlite"), ProfileConfig(**QUICK, table="half"))
     assert not (tmp_path / "s.sqlite").exists()
+
+
+def test_cli_profile_reduced_table(resnet20_onnx, tmp_path):
+    """`compress profile --table reduced --max-measurements 6`: six entries measured, the rest estimated
+    and listed as such; a bad --table is refused with exit 2 and no store (made to fail: the option
+    not passed into ProfileConfig -> 39 entries measured)."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from toolchain.cli import app
+
+    store = tmp_path / "lut.sqlite"
+    result = CliRunner().invoke(app, ["profile", str(resnet20_onnx), "--store", str(store), "--table", "reduced",
+                                      "--max-measurements", "6", "--runs", "3", "--round-to", "8", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["measured_entries"] == 6 == len(measured_rows(store))
+    assert summary["table"] == "reduced" and summary["estimated_groups"] and summary["estimated_blocks"]
+    bad = CliRunner().invoke(app, ["profile", str(resnet20_onnx), "--store", str(tmp_path / "b.sqlite"),
+                                   "--table", "some"])
+    assert bad.exit_code == 2 and "unknown table mode" in bad.output
+    assert not (tmp_path / "b.sqlite").exists()
