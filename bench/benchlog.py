@@ -20,9 +20,10 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-from graphs.atomic import write_text
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # bench scripts run from a checkout, installed or not
+
+from graphs.atomic import write_text  # noqa: E402
 RESULTS = ROOT / "bench" / "results"
 
 
