@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,19 +26,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from benchlog import logged  # noqa: E402
+from cli_json import compress  # noqa: E402
 
 REL = 1e-4
-
-
-def compress(*args: str) -> dict:
-    """Run the CLI as a user would; its --json output, or {"error": the exit code and its last stderr line}."""
-    run = subprocess.run([sys.executable, "-m", "toolchain.cli", *args, "--json"], cwd=ROOT, capture_output=True, text=True)
-    if run.returncode in (0, 1):
-        try:
-            return json.loads(run.stdout)
-        except ValueError:  # a crash after the exit code was decided: report it, keep the run going
-            pass
-    return {"error": f"exit {run.returncode}: " + (run.stderr.strip().splitlines() or ["no message"])[-1]}
 
 
 def plain_export(name: str, exporter: str, path: Path) -> None:

@@ -1,6 +1,7 @@
 import warnings
 
 import pytest
+import torch
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
@@ -13,3 +14,12 @@ def resnet20_onnx(tmp_path_factory):
     path = tmp_path_factory.mktemp("models") / "resnet20.onnx"
     export_spec("builtin:resnet20", str(path))
     return path
+
+
+@pytest.fixture
+def one_thread():
+    """On a shared 2-core host, torch's thread pool makes a tiny model's epoch 25x slower (56 s vs 2 s)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

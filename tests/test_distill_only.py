@@ -76,13 +76,6 @@ def pruned(teacher_onnx, tmp_path_factory):
     return out
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def distance_to_teacher(directory, teacher, images):
     """Mean squared difference of the logits on the folder's val images, computed here without the

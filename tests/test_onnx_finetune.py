@@ -8,7 +8,6 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from onnx import numpy_helper
 from safetensors.torch import load_file, save_file
 
 from graphs.onnx_io import initializer_arrays, load_model
@@ -36,13 +35,6 @@ def pruned_plain(request, tmp_path_factory):
     assert json.loads(result.stdout)["onnx_only"]
     return out
 
-
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def ort_vs_module(model, module, x):

@@ -43,14 +43,6 @@ def run(epochs_by_call, checkpoint_dir):
     return module, torch.load(checkpoint_dir / "checkpoint.pt", weights_only=True), history
 
 
-@pytest.fixture
-def one_thread():
-    """On a shared 2-core host, torch's thread pool makes a tiny model's epoch 25x slower (56 s vs 2 s)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def test_resumed_run_equals_an_uninterrupted_one(tmp_path, one_thread):
     """Two epochs in one go vs one epoch, then a resumed run to two: same weights, optimizer state
