@@ -54,7 +54,7 @@ def header(argv: list[str] | None = None) -> str:
     argv = sys.argv if argv is None else argv
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     command = "python " + shlex.join([os.path.relpath(argv[0], ROOT) if argv else "?"] + list(argv[1:]))
-    return (f"# date: {now}\n# commit: {commit()}\n# host: {os.cpu_count()} CPUs\n"
+    return (f"# date: {now}\n# commit: {commit()}\n# host: {os.cpu_count()} CPUs, this process may use {len(os.sched_getaffinity(0))}\n"
             f"# command: {command}\n# load average (1, 5, 15 min): {load()} at the start\n\n")
 
 

@@ -1,6 +1,7 @@
 """Backends behind one runner Protocol: registry and options, onnxruntime (CPU here; CUDA/TensorRT EPs
 on a GPU), the torch backend on the Plan-applied module, TensorRT through Polygraphy on a GPU only."""
 import importlib.util
+import os
 
 import numpy as np
 import onnx
@@ -54,6 +55,20 @@ def test_ort_runner_protocol(tmp_path):
     dev = backend.device()
     assert dev["runtime"] == "onnxruntime" and dev["provider"] == "CPUExecutionProvider"
     assert dev["threads"] == 1 and dev["runtime_version"]
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity API on this OS")
+def test_default_threads_follow_the_affinity_mask():
+    """A run pinned to one core (taskset, a container cpuset) gets one thread per session by default,
+    not the host's core count: two threads on one core time-slice and inflate every timing."""
+    before = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(before)})
+        assert get_backend("ort").device()["threads"] == 1
+        assert get_backend("torch").threads == 1
+    finally:
+        os.sched_setaffinity(0, before)
+    assert get_backend("ort").device()["threads"] == len(before)
 
 
 def test_ort_refuses_what_it_cannot_do(tmp_path):

@@ -1,6 +1,8 @@
-"""What the CPU is (name, SIMD channel block), read from /proc/cpuinfo; used by the CPU backends."""
+"""What the CPU is (name, SIMD channel block, usable cores), read from /proc/cpuinfo and the process's
+affinity; used by the CPU backends."""
 from __future__ import annotations
 
+import os
 import platform
 from pathlib import Path
 
@@ -27,3 +29,12 @@ def cpu_channel_block() -> int:
     its 64-channel trunk cut to 56 ran at 1.05x the unpruned latency, and cut to 48 at 0.92x.
     """
     return 16 if "avx512f" in _cpuinfo("flags").split() else 8
+
+
+def usable_cpus() -> int:
+    """Cores this process may run on: its affinity mask (taskset, a container's cpuset), not the host's
+    count. A run pinned to one core with two threads per session time-slices against itself."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # no affinity API (macOS)
+        return os.cpu_count() or 1

@@ -15,7 +15,7 @@ import numpy as np
 
 from graphs.errors import InputError
 from toolchain.latency.backends.base import PRECISIONS, Artifact, RunnerBase, require, seeded_inputs
-from toolchain.latency.cpu import cpu_channel_block, cpu_name
+from toolchain.latency.cpu import cpu_channel_block, cpu_name, usable_cpus
 from toolchain.latency.backends.source import OnnxSource, as_source, onnx_at_precision
 
 _PROVIDERS = {
@@ -106,7 +106,7 @@ class OrtBackend:
         if precision not in PRECISIONS:
             raise InputError(f"unknown precision {precision!r}: known are {', '.join(PRECISIONS)}")
         self.provider, self.precision, self.seed = provider, precision, seed
-        self.threads = threads or os.cpu_count() or 1
+        self.threads = threads or usable_cpus()
         # spinning=False stops idle worker threads stealing a core from an interleaved session, but
         # adds wake-up cost to every call (PLATFORM.md); the protocol pauses instead by default.
         self.spinning = spinning

@@ -7,13 +7,12 @@ function the pruned ONNX computes, so tables can be built for torch deployments.
 from __future__ import annotations
 
 import copy
-import os
 
 import numpy as np
 
 from graphs.errors import InputError
 from toolchain.latency.backends.base import PRECISIONS, RunnerBase, require
-from toolchain.latency.cpu import cpu_channel_block, cpu_name
+from toolchain.latency.cpu import cpu_channel_block, cpu_name, usable_cpus
 from toolchain.latency.backends.source import as_source
 
 
@@ -77,7 +76,7 @@ class TorchBackend:
         if precision not in PRECISIONS or precision == "int8" or (precision == "fp16" and self.dev == "cpu"):
             raise InputError(f"the torch backend times fp32 (and fp16 on CUDA), not {precision} on {self.dev}")
         self.precision = precision
-        self.threads, self.seed = threads or os.cpu_count() or 1, seed
+        self.threads, self.seed = threads or usable_cpus(), seed
 
     def prepare(self, model, batch: int = 1) -> TorchRunner:
         torch = self.torch
