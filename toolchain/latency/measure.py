@@ -52,11 +52,10 @@ class RatioResult:
     ratio_se: float          # robust standard error of `ratio`: re-measure when it is large
 
 
-def time_runner(runner, warmup: int = 10, runs: int = 200, keep_last: int | None = None,
-                pause_s: float = 0.0) -> Stats:
-    """Time `runs` calls after `warmup` untimed ones; keep only the last `keep_last` if given."""
-    if runs < 1 or warmup < 0 or (keep_last is not None and not 1 <= keep_last <= runs):
-        raise InputError(f"bad protocol: warmup={warmup} runs={runs} keep_last={keep_last}")
+def time_runner(runner, warmup: int = 10, runs: int = 200, pause_s: float = 0.0) -> Stats:
+    """Time `runs` calls after `warmup` untimed ones."""
+    if runs < 1 or warmup < 0:
+        raise InputError(f"bad protocol: warmup={warmup} runs={runs}")
     for _ in range(warmup):
         runner.run()
     times = []
@@ -64,7 +63,7 @@ def time_runner(runner, warmup: int = 10, runs: int = 200, keep_last: int | None
         times.append(runner.timed_run())
         if pause_s:
             time.sleep(pause_s)
-    return Stats.from_times(times[-keep_last:] if keep_last else times)
+    return Stats.from_times(times)
 
 
 def _ratio_se(pair_ratios: np.ndarray) -> float:
@@ -75,7 +74,7 @@ def _ratio_se(pair_ratios: np.ndarray) -> float:
 
 def interleaved_ratio(candidate, reference, warmup: int = INTERLEAVED["warmup"],
                       runs: int = INTERLEAVED["runs"], pause_s: float = INTERLEAVED["pause_s"],
-                      keep_last: int | None = None, target_se: float | None = INTERLEAVED["target_se"],
+                      target_se: float | None = INTERLEAVED["target_se"],
                       max_runs: int | None = INTERLEAVED["max_runs"], rewarm: bool | None = None,
                       only_if_reachable: bool = False) -> RatioResult:
     """Alternate candidate and reference call by call (who goes first alternates too).
@@ -112,8 +111,7 @@ def interleaved_ratio(candidate, reference, warmup: int = INTERLEAVED["warmup"],
                 if pause_s:
                     time.sleep(pause_s)
             i += 1
-        kept = slice(-keep_last, None) if keep_last else slice(None)
-        c_t, r_t = np.asarray(cand[kept]), np.asarray(ref[kept])
+        c_t, r_t = np.asarray(cand), np.asarray(ref)
         # The median of per-pair ratios, not the ratio of medians: load from other processes comes in
         # bursts, and a burst over part of the run moves each median by a different amount, while
         # adjacent calls see the same load (bench/measure_noise.py: resnet18 vs itself on a loaded
