@@ -112,6 +112,15 @@ def tp_row(base_onnx: str, module, analysis, budget: float, args, config, work: 
     return {**best, "tries": tries}
 
 
+def _tp_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:  # torch_pruning itself has no __version__
+        return version("torch-pruning")
+    except PackageNotFoundError:
+        return "1.x"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_baseline_args(parser)
@@ -151,7 +160,7 @@ def main() -> None:
     val_loader = make_loader(args.data, SHAPE, "val", 256, seed=args.seed)
     base_params = n_params(module)
     use_tp = torch_pruning_available() and not args.no_torch_pruning
-    tp_label = ("Torch-Pruning 1.x (L1 group magnitude, uniform, round_to 8)" if use_tp else
+    tp_label = (f"Torch-Pruning {_tp_version()} (L1 group magnitude, uniform, round_to 8)" if use_tp else
                 "Torch-Pruning-style (our implementation of its L1 group magnitude, uniform)")
     rows_arg = args.rows or ("filter / l1,layer / imprinting,joint / sp-lamp,torch-pruning" if q else None)
     wanted = set(s.strip() for s in rows_arg.split(",")) if rows_arg else None
