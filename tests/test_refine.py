@@ -122,3 +122,30 @@ def test_cli_stages_fine_tune_between_stages(resnet20_onnx, tmp_path, store):
     assert "stage 1: fine-tuned 1 epoch(s) on digits" in result.stderr
     assert "stage 2:" not in result.stderr.split("stage 2/2")[1].split("wrote")[0]  # never after the last stage
     assert (out / "model.onnx").is_file() and json.loads((out / "summary.json").read_text())["latency"]["stages"] == 2
+
+
+def test_budget_just_below_the_predicted_floor_is_decided_by_measurement(resnet20_onnx, tmp_path, store, monkeypatch):
+    """The floor is a prediction: a budget within FLOOR_MARGIN below it gets the fastest plan measured
+    (kept when it meets, refused with the measured figure when not); one far below is refused unmeasured."""
+    from graphs.errors import InputError
+    from toolchain.solve.budget import Unreachable
+
+    calls = scripted(monkeypatch, lambda i, m: (0.0, 0.0))
+    far = BudgetRequest(budget=0.01, mode="layer", criterion="l1", refine=2, measure_runs=10)
+    with pytest.raises(Unreachable) as refused:
+        prune_to_budget(str(resnet20_onnx), str(tmp_path / "far"), far, store, CONFIG)
+    floor = refused.value.smallest
+    assert not calls and not (tmp_path / "far").exists()
+
+    near = BudgetRequest(budget=floor * (1 - refine.FLOOR_MARGIN / 2), mode="layer", criterion="l1", refine=2,
+                         measure_runs=10)
+    scripted(monkeypatch, lambda i, m: (near.budget - 0.01, 0.005))  # the fastest plan meets it
+    lat = prune_to_budget(str(resnet20_onnx), str(tmp_path / "met"), near, store, CONFIG)["latency"]
+    assert lat["met"] and lat["history"][0]["target"] == pytest.approx(floor)
+    assert (tmp_path / "met" / "summary.json").is_file()
+
+    missed = scripted(monkeypatch, lambda i, m: (near.budget + 0.05, 0.005))  # it does not
+    with pytest.raises(InputError, match=f"below the smallest .*{floor:.3f}.*the fastest plan measured "
+                                         f"{near.budget + 0.05:.3f}") as exc:
+        prune_to_budget(str(resnet20_onnx), str(tmp_path / "missed"), near, store, CONFIG)
+    assert not isinstance(exc.value, Unreachable) and missed and not (tmp_path / "missed").exists()

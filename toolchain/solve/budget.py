@@ -56,9 +56,17 @@ def check_budget(budget: float) -> None:
         raise InputError(f"--budget must be in (0, 1], got {budget}")
 
 
-def _unreachable(budget: float, smallest: float, mode: str) -> InputError:
-    return InputError(f"budget {budget:.3f} is below the smallest latency {mode} pruning reaches here: "
-                      f"{smallest:.3f} of the unpruned model (predicted)")
+class Unreachable(InputError):
+    """The budget is below the smallest latency this mode is predicted to reach (`smallest`)."""
+
+    def __init__(self, budget: float, smallest: float, mode: str):
+        super().__init__(f"budget {budget:.3f} is below the smallest latency {mode} pruning reaches here: "
+                         f"{smallest:.3f} of the unpruned model (predicted)")
+        self.budget, self.smallest = budget, smallest
+
+
+def _unreachable(budget: float, smallest: float, mode: str) -> Unreachable:
+    return Unreachable(budget, smallest, mode)
 
 
 def _plan(analysis: Analysis, scores: dict, kept: dict[str, int], removed: list[Block], round_to: int,
