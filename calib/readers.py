@@ -98,10 +98,12 @@ def _from_tensors(files: list[Path], chw: tuple[int, int, int], count: int) -> n
     return np.ascontiguousarray(np.concatenate(out))
 
 
-def _from_spec(spec: str, chw: tuple[int, int, int], count: int, split: str = "calib") -> np.ndarray:
+def _from_spec(spec: str, chw: tuple[int, int, int], count: int, split: str = "calib",
+               normalize: str = "auto") -> np.ndarray:
     from toolchain.data import make_loader  # torch: only when a DATA spec is used
 
-    loader = make_loader(spec, (1, *chw), split, batch_size=min(count, 128), seed=0, shuffle=False)
+    loader = make_loader(spec, (1, *chw), split, batch_size=min(count, 128), seed=0, shuffle=False,
+                         normalize=normalize)
     out, n = [], 0
     for x, _ in loader:
         out.append(x.numpy()[: count - n])
@@ -132,13 +134,14 @@ def resolve(calib: str) -> tuple[str, object]:
     raise InputError(f"calibration data {calib!r}: a file that is not .npy or .npz")
 
 
-def load_calibration(calib: str, input_shape, count: int = DEFAULT_COUNT) -> np.ndarray:
-    """The first `count` calibration tensors (float32, (n,C,H,W)) for a model input of `input_shape`."""
+def load_calibration(calib: str, input_shape, count: int = DEFAULT_COUNT, normalize: str = "auto") -> np.ndarray:
+    """The first `count` calibration tensors (float32, (n,C,H,W)) for a model input of `input_shape`;
+    a DATA spec is normalised as `normalize` says (tensor files are taken as they are)."""
     if not isinstance(count, int) or count < 1:
         raise InputError(f"calibration count must be a positive integer, got {count!r}")
     chw = _chw(input_shape)
     kind, what = resolve(calib)
-    return _from_tensors(what, chw, count) if kind == "tensors" else _from_spec(what, chw, count)
+    return _from_tensors(what, chw, count) if kind == "tensors" else _from_spec(what, chw, count, normalize=normalize)
 
 
 def digest_array(x: np.ndarray) -> str:

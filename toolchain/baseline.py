@@ -14,7 +14,8 @@ from toolchain.train import TrainConfig, evaluate, train
 from toolchain.zoo import build_model, default_input_shape
 
 
-def train_baseline(spec: str, data: str, output: str, config: TrainConfig, input_shape=None, on_epoch=None) -> dict:
+def train_baseline(spec: str, data: str, output: str, config: TrainConfig, input_shape=None, on_epoch=None,
+                   normalize: str = "auto") -> dict:
     out = Path(output)
     try:  # before training: an unwritable output is refused before an epoch is spent
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -25,8 +26,9 @@ def train_baseline(spec: str, data: str, output: str, config: TrainConfig, input
     info = dataset_info(data, seed=config.seed)
     shape = tuple(input_shape or default_input_shape(spec))
     module = build_model(spec, num_classes=info["num_classes"])
-    train_loader = make_loader(data, shape, "train", config.batch_size, seed=config.seed, augment=True, shuffle=True)
-    val_loader = make_loader(data, shape, "val", 256, seed=config.seed)
+    train_loader = make_loader(data, shape, "train", config.batch_size, seed=config.seed, augment=True, shuffle=True,
+                               normalize=normalize)
+    val_loader = make_loader(data, shape, "val", 256, seed=config.seed, normalize=normalize)
     history = train(module, train_loader, val_loader, config, on_epoch=on_epoch)
     module = module.cpu().eval()
     metrics = evaluate(module, val_loader)

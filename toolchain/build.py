@@ -61,10 +61,14 @@ class _Request:
     val: str | None
     artifact: Path
     manifest: Path
+    normalize: str = "auto"  # how DATA specs (calibration, validation) are normalised
 
 
-def _request(source, backend, precision, out, batch, calib, val, max_drop) -> _Request:
+def _request(source, backend, precision, out, batch, calib, val, max_drop, normalize) -> _Request:
     """Validate everything the user gave before any work is done."""
+    from toolchain.data_transforms import check_normalize  # torchvision: not at import (build's Jetson image)
+
+    check_normalize(normalize)
     if precision not in PRECISIONS:
         raise InputError(f"unknown precision {precision!r}: fp32, fp16 or int8")
     if max_drop is not None and (not isinstance(max_drop, (int, float)) or max_drop < 0):
@@ -87,7 +91,8 @@ def _request(source, backend, precision, out, batch, calib, val, max_drop) -> _R
     artifact, manifest = layout(out, backend.artifact_name)
     if manifest.resolve() == artifact.resolve():
         raise InputError(f"{out}: artifact and manifest would be the same file")
-    return _Request(onnx_path, input_shape, plan_model, input_name, dynamic, profile, val, artifact, manifest)
+    return _Request(onnx_path, input_shape, plan_model, input_name, dynamic, profile, val, artifact, manifest,
+                    normalize)
 
 
 def build(source: str, backend: str, precision: str, out: str, calib: str | None = None,
@@ -95,20 +100,21 @@ def build(source: str, backend: str, precision: str, out: str, calib: str | None
           val: str | None = None, *, provider: str | None = None, cache_dir: str | None = None,
           calib_count: int = 256, val_count: int = DEFAULT_VAL_COUNT, workspace_mb: int = 1024,
           timing_cache: str | None = None, latency_runs: int | None = None, measure: bool = True,
-          int8_mode: str = "qdq") -> dict:
+          int8_mode: str = "qdq", normalize: str = "auto") -> dict:
     """Build a deployable artifact from `source`; returns the manifest (also written beside it).
 
     Keyword options: provider (where the backend runs), cache_dir (calibration cache, default
     ~/.cache/compress/calib), calib_count, val_count, workspace_mb / timing_cache (TensorRT),
     latency_runs (None: the protocol's defaults), measure (False: no latency), int8_mode ("qdq";
-    "calibrator": TensorRT 10.x entropy calibration). Raises InputError on bad input or a failed
+    "calibrator": TensorRT 10.x entropy calibration), normalize (how DATA specs are normalised: the
+    model's training normalisation). Raises InputError on bad input or a failed
     engine build, BuildCheckFailed when the top-1 drop exceeds max_drop; in both cases nothing is written.
     """
     options = {"provider": provider, "workspace_mb": workspace_mb, "timing_cache": timing_cache}
     be = get_backend(backend, precision=precision, **options)  # fails fast: TensorRT or the GPU missing
-    req = _request(source, be, precision, out, batch, calib, val, max_drop)
+    req = _request(source, be, precision, out, batch, calib, val, max_drop, normalize)
     calibration = calibration_request(calib, precision, req.input_shape, req.input_name, calib_method,
-                                      calib_count, cache_dir, int8_mode)
+                                      calib_count, cache_dir, int8_mode, normalize)
     try:
         req.artifact.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -138,7 +144,7 @@ def _accuracy(stack: ExitStack, req: _Request, candidate, count: int, precision:
     eval_batch = max(1, min(64, req.profile[2])) if req.dynamic else req.input_shape[0]
     reference = stack.enter_context(get_backend("ort").prepare(req.onnx_path, eval_batch))
     return accuracy_check(reference, candidate, req.val, req.input_shape, count, batch=eval_batch,
-                          pad=not req.dynamic, precision=precision)
+                          pad=not req.dynamic, precision=precision, normalize=req.normalize)
 
 
 def _latency(stack: ExitStack, req: _Request, be, backend: str, candidate, precision: str, options: dict,
@@ -170,6 +176,7 @@ def _manifest(req: _Request, be, art, art_tmp: Path, precision: str, calibration
         "inputs": [{"name": req.input_name, "shape": [-1 if req.dynamic else req.input_shape[0],
                                                       *req.input_shape[1:]], "dtype": "float32"}],
         "batch": {"min": req.profile[0], "opt": req.profile[1], "max": req.profile[2]},
+        "data_normalize": req.normalize if (calibration is not None or req.val) else None,
         "calibration": calib_record,
         "latency": timing,
         "accuracy": accuracy,

@@ -16,11 +16,11 @@ COMPARE_TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2, "int8": 0.1}
 COMPARE_BATCHES = 4
 
 
-def val_batches(val: str, input_shape, count: int, batch: int):
+def val_batches(val: str, input_shape, count: int, batch: int, normalize: str = "auto"):
     """(x, y) numpy batches of `val`'s val split, `count` samples in all."""
     from toolchain.data import make_loader
 
-    loader = make_loader(val, input_shape, "val", batch_size=batch, seed=0, shuffle=False)
+    loader = make_loader(val, input_shape, "val", batch_size=batch, seed=0, shuffle=False, normalize=normalize)
     n = 0
     for x, y in loader:
         x, y = x.numpy()[: count - n], y.numpy()[: count - n]
@@ -62,14 +62,14 @@ class _OutputStats:
 
 
 def accuracy_check(reference, artifact, val: str, input_shape, count: int, batch: int, pad: bool = False,
-                   precision: str = "fp32") -> dict:
+                   precision: str = "fp32", normalize: str = "auto") -> dict:
     """Top-1 (first output) of the FP32 reference runner and of the artifact's runner on `val`'s val split;
     every output leaf compared (max abs and relative diff, cosine), and Polygraphy's Comparator on the
     first batches. pad: a fixed-batch model gets a short last batch
     zero-padded, the padding dropped."""
     right_ref = right_art = agree = n = 0
     cos, compared, stats = [], [], _OutputStats()
-    for x, y in val_batches(val, input_shape, count, batch):
+    for x, y in val_batches(val, input_shape, count, batch, normalize):
         k = len(x)
         if pad and k < batch:
             x = np.concatenate([x, np.zeros((batch - k, *x.shape[1:]), x.dtype)])

@@ -97,7 +97,7 @@ def input_info(onnx_path: Path) -> tuple[str, bool]:
 
 
 def calibration_request(calib: str | None, precision: str, input_shape, input_name: str, method: str,
-                        count: int, cache_dir: str | None, int8_mode: str):
+                        count: int, cache_dir: str | None, int8_mode: str, normalize: str = "auto"):
     """The Calibration an int8 build needs (None otherwise); wrong data shapes are InputError."""
     from calib.calibration import INT8_MODES, Calibration
     from calib.readers import digest_array, load_calibration
@@ -112,5 +112,5 @@ def calibration_request(calib: str | None, precision: str, input_shape, input_na
 
     if method not in METHODS:
         raise InputError(f"unknown calibration method {method!r}: known are {', '.join(METHODS)}")
-    data = load_calibration(calib, input_shape, count)
+    data = load_calibration(calib, input_shape, count, normalize)
     return Calibration(data, digest_array(data), calib, method, input_name, cache_dir, int8_mode)

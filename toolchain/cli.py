@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from graphs.errors import InputError
-from toolchain.cli_app import OnnxFile, PrunedDir, TableProgress, app, command, err, out, parse_shape, print_json
+from toolchain.cli_app import Normalize, OnnxFile, PrunedDir, TableProgress, app, command, err, out, parse_shape, print_json
 
 
 @command
@@ -89,6 +89,7 @@ def prune(
     stages: int = typer.Option(1, help="prune in K stages of equal latency reduction (SP-LAMP 3.3)"),
     data: Optional[str] = typer.Option(None, help="data for data-dependent criteria: mnist5k, digits, imagefolder:PATH, cifar10:PATH, npz:PATH"),
     batches: int = typer.Option(8, help="batches of --data the criterion may use"),
+    normalize: Normalize = "auto",
     backend: str = typer.Option("ort", help="with --budget: the backend whose latency the budget is about (ort, tensorrt, torch)"),
     provider: Optional[str] = typer.Option(None, help="where the backend runs: ort cpu (default) | cuda | tensorrt (CUDA and TensorRT execution providers need pip install -e '.\\[gpu]'); torch cpu | cuda"),
     precision: str = typer.Option("fp32", help="with --budget: fp32 | fp16 | int8 engines/providers to time"),
@@ -113,15 +114,12 @@ def prune(
     from graphs.plan import load_plan
     from toolchain.prune import prune_to_dir, uniform_plan
 
-    chosen = [name for name, value in (("--plan", plan), ("--ratio", ratio), ("--budget", budget)) if value is not None]
-    if len(chosen) != 1:
-        raise InputError("give exactly one of --plan, --ratio or --budget")
-    if round_to is not None and round_to < 1:
-        raise InputError(f"--round-to must be >= 1, got {round_to}")
+    _check_prune_request(plan, ratio, budget, round_to)
     if budget is not None:
         summary = _prune_budget(model, output, budget, criterion, mode, solver, layer_criterion, stages, data,
                                 batches, backend, store, runs, round_to, provider, precision,
-                                dict(table=table, max_measurements=max_measurements, target_error=target_error))
+                                dict(table=table, max_measurements=max_measurements, target_error=target_error),
+                                normalize)
         return print_json(summary) if as_json else _print_budget_summary(summary, output)
     if plan is not None:
         the_plan = load_plan(plan)
@@ -133,6 +131,14 @@ def prune(
     with err.status("pruning..."):
         summary = prune_to_dir(str(model), str(output), the_plan, spec=spec, seed=seed, analysis=analysis)
     return print_json(summary) if as_json else _print_prune_summary(summary, output)
+
+
+def _check_prune_request(plan, ratio, budget, round_to) -> None:
+    chosen = [name for name, value in (("--plan", plan), ("--ratio", ratio), ("--budget", budget)) if value is not None]
+    if len(chosen) != 1:
+        raise InputError("give exactly one of --plan, --ratio or --budget")
+    if round_to is not None and round_to < 1:
+        raise InputError(f"--round-to must be >= 1, got {round_to}")
 
 
 def _print_budget_summary(summary: dict, output: Path) -> None:
@@ -153,13 +159,16 @@ def _print_prune_summary(summary: dict, output: Path) -> None:
 
 
 def _prune_budget(model, output, budget, criterion, mode, solver, layer_criterion, stages, data, batches, backend,
-                  store, runs, round_to, provider=None, precision="fp32", table_mode: dict | None = None) -> dict:
+                  store, runs, round_to, provider=None, precision="fp32", table_mode: dict | None = None,
+                  normalize: str = "auto") -> dict:
     from graphs.onnx_io import load_model
     from toolchain.latency.config import ProfileConfig, check_table_mode
     from toolchain.refine import BudgetRequest, finetune_between_stages, prune_to_budget
+    from toolchain.data_transforms import check_normalize
     from toolchain.solve.budget import check_budget
 
     check_budget(budget)  # before --data is loaded
+    check_normalize(normalize)
     config = ProfileConfig(backend=backend, round_to=round_to, runs=runs, provider=provider, precision=precision,
                            **(table_mode or {}))
     check_table_mode(config)
@@ -169,10 +178,11 @@ def _prune_budget(model, output, budget, criterion, mode, solver, layer_criterio
         from graphs.onnx_io import require_input_shape
 
         shape = require_input_shape(load_model(model), str(model))
-        loader = make_loader(data, tuple(shape), "train", batch_size=32, seed=0, shuffle=False)  # repeatable scores
+        loader = make_loader(data, tuple(shape), "train", batch_size=32, seed=0, shuffle=False,  # repeatable scores
+                             normalize=normalize)
     log = lambda message: err.print(message, highlight=False, markup=False)  # noqa: E731
     # Between stages the pruned model recovers for an epoch on --data before the next stage scores it.
-    hook = finetune_between_stages(data, log=log) if stages > 1 and data is not None else None
+    hook = finetune_between_stages(data, log=log, normalize=normalize) if stages > 1 and data is not None else None
     request = BudgetRequest(budget=budget, mode=mode, criterion=criterion, layer_criterion=layer_criterion,
                             solver=solver, round_to=round_to, stages=stages, loader=loader, batches=batches,
                             between_stages=hook, log=log)

@@ -22,6 +22,11 @@ err = Console(stderr=True)
 # Arguments several commands take, declared once (typer reads the Annotated metadata).
 OnnxFile = Annotated[Path, typer.Argument(help="ONNX file (from `compress export`)", show_default=False)]
 PrunedDir = Annotated[Path, typer.Argument(help="a `compress prune` output directory", show_default=False)]
+Normalize = Annotated[str, typer.Option(
+    "--normalize", help="how DATA images are normalised; use what the model was trained with: auto (the DATA "
+    "spec's own: built-in sets the mean/std of their train split, CIFAR the papers' constants, image folders "
+    "ImageNet's), none (pixels in [0,1], e.g. YOLO), dataset, imagenet, inception (mean and std 0.5: "
+    "TensorFlow-trained weights such as EfficientNet-Lite), cifar10, cifar100")]
 DEBUG = {"on": os.environ.get("COMPRESS_DEBUG") == "1"}
 
 

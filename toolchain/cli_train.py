@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from graphs.errors import InputError
-from toolchain.cli_app import EpochProgress, PrunedDir, TableProgress, command, err, out, parse_shape, print_json, train_config
+from toolchain.cli_app import EpochProgress, Normalize, PrunedDir, TableProgress, command, err, out, parse_shape, print_json, train_config
 
 
 @command
@@ -24,6 +24,7 @@ def finetune(
     distill_only: bool = typer.Option(False, "--distill-only", help="no labels: learn the unpruned model's outputs "
                                       "on unlabeled images (detection, segmentation, any output structure)"),
     seed: int = typer.Option(0),
+    normalize: Normalize = "auto",
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Fine-tune a pruned model in torch and write the weights back into DIR.
@@ -39,7 +40,10 @@ def finetune(
     A DIR pruned from an ONNX file with no torch source is trained through a torch module built from
     DIR/model.onnx by onnx2torch (`pip install -e .\\[onnx2torch]`)."""
     from toolchain.data import dataset_info
+    from toolchain.data_transforms import check_normalize
     from toolchain.finetune import ParityLost, finetune_dir
+
+    check_normalize(normalize)
 
     if not (directory / "plan.json").is_file():
         raise InputError(f"{directory}: no plan.json (is it a `compress prune` output directory?)")
@@ -47,7 +51,8 @@ def finetune(
     per_epoch = dataset_info(data, seed=seed, unlabeled=distill_only)["splits"]["train"]
     progress = EpochProgress(epochs, per_epoch)
     try:
-        result = finetune_dir(directory, data, config, distill=distill, progress=progress, distill_only=distill_only)
+        result = finetune_dir(directory, data, config, distill=distill, progress=progress, distill_only=distill_only,
+                              normalize=normalize)
     except (ParityLost, FloatingPointError) as exc:  # a failed check or a diverged run: nothing written
         err.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(1)
@@ -76,13 +81,17 @@ def train(
     weight_decay: float = typer.Option(5e-4, "--weight-decay"),
     input_shape: Optional[str] = typer.Option(None, help="N,C,H,W (default: the spec's)"),
     seed: int = typer.Option(0),
+    normalize: Normalize = "auto",
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Train a model from scratch (the baseline to prune), e.g. builtin:resnet20 on mnist5k."""
     from toolchain.baseline import train_baseline
+    from toolchain.data_transforms import check_normalize
+
+    check_normalize(normalize)
 
     config = train_config(epochs, lr, batch_size, weight_decay, seed)
-    result = train_baseline(spec, data, str(output), config, parse_shape(input_shape))
+    result = train_baseline(spec, data, str(output), config, parse_shape(input_shape), normalize=normalize)
     if as_json:
         print_json(result)
         return
@@ -139,6 +148,7 @@ def build_command(
     max_drop: Optional[float] = typer.Option(None, "--max-drop", help="fail (exit 1) when top-1 drops more than this many points"),
     workspace_mb: int = typer.Option(1024, "--workspace-mb", help="TensorRT builder workspace limit"),
     timing_cache: Optional[Path] = typer.Option(None, "--timing-cache", help="TensorRT timing cache file (reused)"),
+    normalize: Normalize = "auto",
     as_json: bool = typer.Option(False, "--json", help="print the manifest as JSON"),
 ) -> None:
     """Build the deployable artifact (ORT model or TensorRT engine) with its manifest.
@@ -153,7 +163,7 @@ def build_command(
         with err.status(f"building {precision} for {backend}..."):
             manifest = build(str(source), backend, precision, str(output), calib=calib, batch=batch,
                                       calib_method=calib_method, max_drop=max_drop, val=val, workspace_mb=workspace_mb,
-                                      provider=provider,
+                                      provider=provider, normalize=normalize,
                                       timing_cache=str(timing_cache) if timing_cache else None)
     except BuildCheckFailed as exc:
         err.print(f"[red]build check failed:[/red] {exc}", highlight=False)

@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader, Dataset
 from graphs.errors import InputError
 from toolchain.data_sources import FASHION_MNIST_DIR, SPEC_FORMS, Source, parse_data_spec, source
 from toolchain.data_sources import load_cifar as _load_cifar  # noqa: F401 - tests clear its cache
-from toolchain.data_transforms import (NORMALIZE_CHOICES, augmentation, convert, dataset_stats, named_stats,
+from toolchain.data_transforms import (augmentation, check_normalize, convert, dataset_stats, named_stats,
                                        normalization, parse_shape, read_image)
 
 __all__ = ["CALIB_SIZE", "FASHION_MNIST_DIR", "SPLITS", "SPEC_FORMS", "dataset_info", "load_dataset",
@@ -103,11 +103,9 @@ def _train_stats(src: Source, spec: str, c: int, seed: int):
 
 
 def _resolve_norm(src: Source, spec: str, normalize, c: int, seed: int):
+    check_normalize(normalize)
     if normalize is None or normalize is False or normalize == "none":
         return None
-    if not isinstance(normalize, str) or normalize not in NORMALIZE_CHOICES:
-        raise InputError(f"unknown normalize {normalize!r}; expected one of "
-                         f"{', '.join(NORMALIZE_CHOICES)} or None")
     mode = src.auto_stats if normalize == "auto" else normalize
     if mode == "dataset":
         return _train_stats(src, spec, c, seed)

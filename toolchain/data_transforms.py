@@ -13,7 +13,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from graphs.errors import InputError
 
-__all__ = ["CROP_PADDING", "NORMALIZE_CHOICES", "augmentation", "convert", "dataset_stats", "named_stats", "normalization",
+__all__ = ["CROP_PADDING", "NORMALIZE_CHOICES", "augmentation", "check_normalize", "convert", "dataset_stats", "named_stats", "normalization",
            "parse_shape", "read_image", "to_channels"]
 
 CROP_PADDING = 4
@@ -23,8 +23,11 @@ CROP_PADDING = 4
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
 CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+# TensorFlow-trained weights (Inception, EfficientNet-Lite, timm's tf_* models) expect [-1, 1] inputs.
+INCEPTION_MEAN, INCEPTION_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
 _NAMED_STATS = {"cifar10": (CIFAR10_MEAN, CIFAR10_STD), "cifar100": (CIFAR100_MEAN, CIFAR100_STD),
-                "imagenet": (IMAGENET_MEAN, IMAGENET_STD)}
+                "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
+                "inception": (INCEPTION_MEAN, INCEPTION_STD)}
 NORMALIZE_CHOICES = ("auto", "none", "dataset", *_NAMED_STATS)
 _LUMA = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale weights, for constants mapped to 1 channel
 
@@ -89,6 +92,14 @@ def read_image(path: str, channels: int) -> np.ndarray:
     except (OSError, UnidentifiedImageError, ValueError) as exc:
         raise InputError(f"cannot read image {path} ({type(exc).__name__})") from None
     return arr[None, None] if arr.ndim == 2 else arr.transpose(2, 0, 1)[None]
+
+
+def check_normalize(normalize) -> None:
+    """The one check of a normalisation name (every command, recipe and loader), before any work."""
+    if normalize is None or normalize is False:
+        return
+    if not isinstance(normalize, str) or normalize not in NORMALIZE_CHOICES:
+        raise InputError(f"unknown normalize {normalize!r}; expected one of {', '.join(NORMALIZE_CHOICES)} or None")
 
 
 def named_stats(name: str, c: int) -> tuple[tuple[float, ...], tuple[float, ...]]:

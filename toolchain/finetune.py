@@ -92,7 +92,7 @@ def _onnx_trainable(directory: Path, model: onnx.ModelProto, shape) -> Trainable
 
 
 def finetune_dir(directory: str | Path, data: str, config: TrainConfig, distill: bool = False,
-                 progress=None, on_epoch=None, distill_only: bool = False) -> dict:
+                 progress=None, on_epoch=None, distill_only: bool = False, normalize: str = "auto") -> dict:
     directory = Path(directory)
     onnx_only = is_onnx_only(directory)
     model = load_model(directory / "model.onnx")  # a broken model.onnx is refused before an epoch is spent
@@ -101,7 +101,8 @@ def finetune_dir(directory: str | Path, data: str, config: TrainConfig, distill:
     part = _onnx_trainable(directory, model, shape) if onnx_only else _torch_trainable(directory)
     module = part.module
     loaders = {split: make_loader(data, shape, split, config.batch_size if split == "train" else 256, seed=config.seed,
-                                  augment=split == "train", shuffle=split == "train", unlabeled=distill_only)
+                                  augment=split == "train", shuffle=split == "train", unlabeled=distill_only,
+                                  normalize=normalize)
                for split in ("train", "val")}
     teacher = part.teacher() if distill or distill_only else None
     config.distill, config.distill_only = distill, distill_only

@@ -51,25 +51,28 @@ def run_pipeline(recipe: Recipe, log: Callable[[str], None] = print, progress=No
     results: dict = {}
 
     if recipe.train:
-        results["train"] = stages.run("train", recipe.train.model_dump() | {"model": recipe.model, "data": recipe.data},
+        results["train"] = stages.run("train", recipe.train.model_dump() | {"model": recipe.model, "data": recipe.data,
+                                                                     "normalize": recipe.normalize},
                                       [baseline], lambda: _train(recipe, shape, baseline, log))
     checkpoint = str(baseline) if recipe.train else recipe.checkpoint
     onnx_path = out / "model.onnx"
-    results["export"] = stages.run("export", {"model": recipe.model, "shape": shape, "checkpoint": checkpoint},
+    results["export"] = stages.run("export", {"model": recipe.model, "shape": shape, "checkpoint": checkpoint,
+                                              "normalize": recipe.normalize},
                                    [onnx_path], lambda: _export(recipe, shape, checkpoint, num_classes, onnx_path, out))
     store = out / "latency.sqlite"
     config = _profile_config(recipe)
     results["profile"] = stages.run("profile", recipe.profile.model_dump(), [store, out / "table.json"],
                                     lambda: _profile(onnx_path, store, config, out / "table.json", progress))
     pruned = out / "pruned"
-    results["prune"] = stages.run("prune", recipe.prune.model_dump(), [pruned / "model.onnx"],
+    results["prune"] = stages.run("prune", recipe.prune.model_dump() | {"normalize": recipe.normalize}, [pruned / "model.onnx"],
                                   lambda: _prune(recipe, onnx_path, pruned, store, config, shape, out, progress, log))
     _record_baseline(pruned / "summary.json", results["export"]["val"])
     if recipe.finetune:
-        results["finetune"] = stages.run("finetune", recipe.finetune.model_dump(), [pruned / "train.json"],
+        results["finetune"] = stages.run("finetune", recipe.finetune.model_dump() | {"normalize": recipe.normalize},
+                                         [pruned / "train.json"],
                                          lambda: _finetune(recipe, pruned, log))
     if recipe.build:
-        results["build"] = stages.run("build", recipe.build.model_dump(), [out / "build"],
+        results["build"] = stages.run("build", recipe.build.model_dump() | {"normalize": recipe.normalize}, [out / "build"],
                                       lambda: _build(recipe, pruned, out / "build"))
     if recipe.report:
         results["report"] = stages.run("report", {"report": True}, [pruned / "report" / "report.md"],
@@ -96,7 +99,8 @@ def _train(recipe: Recipe, shape, baseline: Path, log) -> dict:
 
     t = recipe.train
     config = TrainConfig(epochs=t.epochs, lr=t.lr, batch_size=t.batch_size, weight_decay=t.weight_decay, seed=recipe.seed)
-    result = train_baseline(recipe.model, recipe.data, str(baseline), config, shape, on_epoch=_epoch_logger(log, t.epochs))
+    result = train_baseline(recipe.model, recipe.data, str(baseline), config, shape, on_epoch=_epoch_logger(log, t.epochs),
+                            normalize=recipe.normalize)
     return {"val": result["val"], "history": result["history"]}
 
 
@@ -108,7 +112,7 @@ def _export(recipe: Recipe, shape, checkpoint, num_classes, onnx_path: Path, out
 
     model = export_spec(recipe.model, str(onnx_path), input_shape=shape, checkpoint=checkpoint, num_classes=num_classes)
     module, _ = torch_module_for(model)
-    metrics = evaluate(module, make_loader(recipe.data, shape, "val", 256, seed=recipe.seed))
+    metrics = evaluate(module, make_loader(recipe.data, shape, "val", 256, seed=recipe.seed, normalize=recipe.normalize))
     # The unpruned model as a run of its own: the reference point of the accuracy/latency plot.
     (out / "baseline").mkdir(exist_ok=True)
     from graphs.stats import count_macs, count_params
@@ -149,11 +153,13 @@ def _prune(recipe: Recipe, onnx_path: Path, pruned: Path, store: Path, config, s
     from toolchain.torch_source import torch_module_for
 
     p = recipe.prune
-    loader = make_loader(recipe.data, shape, "train", 32, seed=recipe.seed, shuffle=False)  # same batches every time
+    loader = make_loader(recipe.data, shape, "train", 32, seed=recipe.seed, shuffle=False,  # same batches every time
+                         normalize=recipe.normalize)
     request = BudgetRequest(budget=p.budget, mode=p.mode, criterion=p.criterion, layer_criterion=p.layer_criterion,
                             solver=p.solver, round_to=recipe.profile.round_to, stages=p.stages, loader=loader, log=log,
                             # as `prune --stages K --data`: the model recovers for an epoch before the next stage
-                            between_stages=finetune_between_stages(recipe.data, log=log) if p.stages > 1 else None)
+                            between_stages=finetune_between_stages(recipe.data, log=log, normalize=recipe.normalize)
+                            if p.stages > 1 else None)
     summary = prune_to_budget(str(onnx_path), str(pruned), request, str(store), config, progress=progress)
     model = load_model(onnx_path)
     analysis = analyze(model)
@@ -171,7 +177,8 @@ def _finetune(recipe: Recipe, pruned: Path, log) -> dict:
 
     f = recipe.finetune
     config = TrainConfig(epochs=f.epochs, lr=f.lr, batch_size=f.batch_size, weight_decay=f.weight_decay, seed=recipe.seed)
-    result = finetune_dir(pruned, recipe.data, config, distill=f.distill, on_epoch=_epoch_logger(log, f.epochs))
+    result = finetune_dir(pruned, recipe.data, config, distill=f.distill, on_epoch=_epoch_logger(log, f.epochs),
+                          normalize=recipe.normalize)
     return {"before": result["before"], "after": result["after"]}
 
 
@@ -179,7 +186,8 @@ def _build(recipe: Recipe, pruned: Path, target: Path) -> dict:
     from toolchain.build import build
 
     b = recipe.build
-    return build(str(pruned), b.backend, b.precision, str(target), calib=recipe.data, max_drop=b.max_drop)
+    return build(str(pruned), b.backend, b.precision, str(target), calib=recipe.data, max_drop=b.max_drop,
+                 normalize=recipe.normalize)
 
 
 def _report(pruned: Path, out: Path) -> dict:

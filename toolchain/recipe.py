@@ -57,6 +57,9 @@ class Recipe(Strict):
     model: str
     input_shape: Optional[list[int]] = None
     data: str
+    # How the data's images are normalised in every stage (train, criteria, fine-tuning, calibration):
+    # auto, none, dataset, imagenet, inception, cifar10, cifar100 (see `compress train --help`).
+    normalize: str = "auto"
     out: str
     seed: int = 0
     checkpoint: Optional[str] = None  # weights to start from; else `train` makes a baseline
@@ -86,6 +89,10 @@ def load_recipe(path: str | Path) -> Recipe:
         raise InputError(f"{path}: {key}: {first['msg'].lower()}") from None
     if recipe.checkpoint is not None and recipe.train is not None:
         raise InputError(f"{path}: give either checkpoint (start from weights) or train (make a baseline), not both")
+    from toolchain.data_transforms import NORMALIZE_CHOICES  # torchvision: only once a recipe is read
+
+    if recipe.normalize not in NORMALIZE_CHOICES:
+        raise InputError(f"{path}: normalize: unknown {recipe.normalize!r}; expected one of {', '.join(NORMALIZE_CHOICES)}")
     if recipe.input_shape is not None and (len(recipe.input_shape) != 4 or min(recipe.input_shape) < 1):
         raise InputError(f"{path}: input_shape: must be four positive integers N, C, H, W")
     return recipe

@@ -125,14 +125,15 @@ def choose_attempt(attempts: list[Attempt], budget: float) -> Attempt:
     return min(attempts, key=lambda a: a.measured["ratio"])
 
 
-def finetune_between_stages(data: str, epochs: int = 1, log: Callable[[str], None] = lambda m: None):
+def finetune_between_stages(data: str, epochs: int = 1, log: Callable[[str], None] = lambda m: None,
+                            normalize: str = "auto"):
     """A between-stages hook: fine-tune the stage's pruned model briefly (toolchain/train.py) so the
     next stage scores and prunes a model that has recovered, as SP-LAMP's multi-stage schedule does."""
     from toolchain.finetune import finetune_dir
     from toolchain.train import TrainConfig
 
     def hook(stage: int, stage_dir: Path) -> None:
-        result = finetune_dir(stage_dir, data, TrainConfig(epochs=epochs))
+        result = finetune_dir(stage_dir, data, TrainConfig(epochs=epochs), normalize=normalize)
         log(f"  stage {stage}: fine-tuned {epochs} epoch(s) on {data}: top-1 "
             f"{result['before']['top1']:.2f} -> {result['after']['top1']:.2f}")
     return hook
