@@ -9,7 +9,6 @@ then reads the groups off the channel union-find:
 """
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -385,13 +384,3 @@ def _space_components(spaces: list[Space], roots: np.ndarray) -> dict[int, list[
 
 def _natural(name: str):
     return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name)]
-
-
-def round_count(count: int, channels: int, multiplicity: int, round_to: int) -> int:
-    """Round a kept-unit count to the nearest width aligned to `round_to` (never to zero)."""
-    if round_to <= 1:
-        return max(1, min(count, channels))
-    step = round_to // math.gcd(round_to, max(1, multiplicity))
-    rounded = int(round(count / step)) * step
-    rounded = max(step, rounded)
-    return min(rounded, channels) if channels >= step else channels

@@ -12,7 +12,8 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from graphs.blocks import Block
-from graphs.deps import Analysis, analyze, round_count
+from graphs.alignment import round_count
+from graphs.deps import Analysis, analyze
 from graphs.errors import InputError
 from graphs.importance import l1_scores
 from graphs.onnx_io import cap_ir_version, model_sha256

@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from graphs.deps import analyze, round_count
+from graphs.alignment import round_count
+from graphs.deps import analyze
 from graphs.errors import InputError
 from graphs.onnx_io import model_sha256
 from graphs.plan import Plan

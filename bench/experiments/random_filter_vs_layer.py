@@ -30,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import add_baseline_args, baseline, markdown_table, out_paths, write_json  # noqa: E402
 
 import numpy as np  # noqa: E402
-from graphs.deps import analyze, round_count  # noqa: E402
+from graphs.alignment import round_count  # noqa: E402
+from graphs.deps import analyze  # noqa: E402
 from graphs.onnx_io import load_model  # noqa: E402
 from graphs.plan import Plan  # noqa: E402
 from toolchain.refine import measure_against  # noqa: E402

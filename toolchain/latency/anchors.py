@@ -7,7 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from graphs.blocks import Block
-from graphs.deps import Analysis, round_count
+from graphs.alignment import round_count
+from graphs.deps import Analysis
 
 
 @dataclass

@@ -1,11 +1,11 @@
 """What a table measures: the widths sampled per group, the blocks, the anchors (as candidates)."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
+from graphs.alignment import aligned_widths
 from graphs.deps import Analysis, Group
 from graphs.plan import Plan
 from toolchain.latency.anchors import anchor_blocks, anchor_name, anchor_widths, depth_anchor_name
@@ -23,8 +23,7 @@ class Candidate:
 
 def group_grid(group: Group, round_to: int, points: int) -> list[int]:
     """Widths to sample below full width: aligned to round_to, spread evenly down to the narrowest."""
-    step = max(1, round_to // math.gcd(round_to, max(1, group.multiplicity)))
-    aligned = list(range(step, group.channels, step))
+    aligned = aligned_widths(group.channels, group.multiplicity, round_to)
     if not aligned:
         return []
     picks = np.unique(np.round(np.linspace(0, len(aligned) - 1, points)).astype(int)) if points < len(aligned) \

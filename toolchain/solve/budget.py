@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from graphs.alignment import aligned_widths
 from graphs.blocks import Block
 from graphs.deps import Analysis, Group
 from graphs.errors import InputError
@@ -39,9 +40,8 @@ class Decision:
 
 
 def width_options(group: Group, round_to: int) -> np.ndarray:
-    """Kept-unit counts a group may take: aligned to round_to (channels x multiplicity), plus full width."""
-    step = max(1, round_to // math.gcd(round_to, max(1, group.multiplicity)))
-    ks = list(range(step, group.channels, step)) + [group.channels]
+    """Kept-unit counts a group may take (graphs/alignment.py), plus full width."""
+    ks = aligned_widths(group.channels, group.multiplicity, round_to) + [group.channels]
     return np.array(ks, dtype=np.int64)
 
 
