@@ -184,6 +184,11 @@ def test_refinement_steps_stay_within_reach():
     assert next_target([(0.40, 0.44), (0.36, 0.42)], 0.40, 0.36, floor=0.349) == pytest.approx(0.3491)
     # At the floor already: nothing left to try.
     assert next_target([(0.40, 0.44), (0.3491, 0.42)], 0.40, 0.3491, floor=0.349) is None
+    # A discrete jump (resnet20 joint: 0.700 measured 0.705, 0.695 measured 0.646): the secant points back
+    # at 0.700, already tried, so the bracket is split instead of keeping a plan pruned far below the budget.
+    assert next_target([(0.700, 0.705), (0.695, 0.646)], 0.70, 0.695) == pytest.approx(0.6975)
+    # ...until the bracket is too narrow to hold another target.
+    assert next_target([(0.700, 0.705), (0.6995, 0.646)], 0.70, 0.6995) is None
 
 
 def test_joint_handles_a_block_with_no_prunable_group_inside(setup):
