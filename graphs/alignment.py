@@ -27,8 +27,8 @@ def aligned_widths(channels: int, multiplicity: int, round_to: int) -> list[int]
 
     In a grouped conv whose groups are whole channel blocks, a per-group width must divide the block
     (or be a multiple of it): regnet_y_800mf's 20-group convs at 12 of 16 channels per group ran at
-    1.042x the unpruned latency, at 8 at 0.868x and at 4 at 0.669x (9-group convs: 1.035x, 0.959x,
-    0.910x; bench/results/grouped_alignment.txt). 12 falls off the blocked kernels.
+    1.026x the unpruned latency, at 8 at 0.883x and at 4 at 0.712x (its 4- and 9-group convs at 12:
+    1.043x and 1.045x; bench/results/grouped_alignment.txt). 12 falls off the blocked kernels.
     """
     step = unit_step(channels, multiplicity, round_to)
     widths = range(step, channels, step)
