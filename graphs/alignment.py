@@ -30,12 +30,11 @@ def aligned_widths(channels: int, multiplicity: int, round_to: int) -> list[int]
     1.026x the unpruned latency, at 8 at 0.883x and at 4 at 0.712x (its 4- and 9-group convs at 12:
     1.043x and 1.045x; bench/results/grouped_alignment.txt). 12 falls off the blocked kernels.
     """
-    step = unit_step(channels, multiplicity, round_to)
-    widths = range(step, channels, step)
     if _blocked_groups(channels, multiplicity, round_to):
-        widths = [k for k in range(1, channels) if (round_to % k == 0 or k % round_to == 0)
-                  and (k * multiplicity) % round_to == 0]
-    return list(widths)
+        return [k for k in range(1, channels) if (round_to % k == 0 or k % round_to == 0)
+                and (k * multiplicity) % round_to == 0]
+    step = unit_step(channels, multiplicity, round_to)
+    return list(range(step, channels, step))
 
 
 def round_count(count: int, channels: int, multiplicity: int, round_to: int) -> int:
