@@ -89,8 +89,11 @@ class Group:
 class Tracer:
     """State shared by the op rules while the graph is traced."""
 
-    def __init__(self, model: onnx.ModelProto):
+    def __init__(self, model: onnx.ModelProto, tie_grouped_sides: bool = True):
         self.model = model
+        # A grouped conv with equal per-group widths in and out keeps the same positions on both
+        # sides (rules.conv); off only to measure what that costs (bench/grouped_alignment.py).
+        self.tie_grouped_sides = tie_grouped_sides
         self.shapes = tensor_shapes(model)
         self.consts = ConstEvaluator(model, self.shapes)
         self.inits = {init.name: init for init in model.graph.initializer}
@@ -286,12 +289,12 @@ def channel_roots(sets: ChannelSets) -> np.ndarray:
     return np.array([sets.find(i) for i in range(len(sets.parent))], dtype=np.int64)
 
 
-def analyze(model: onnx.ModelProto) -> Analysis:
+def analyze(model: onnx.ModelProto, tie_grouped_sides: bool = True) -> Analysis:
     """Dependency groups of `model` (a normalised copy is kept in the result for surgery)."""
     normalised = onnx.ModelProto()
     normalised.CopyFrom(model)
     constants_to_initializers(normalised)
-    tracer = Tracer(normalised)
+    tracer = Tracer(normalised, tie_grouped_sides)
     tracer.run()
     couple_shared_parameters(tracer)
     groups = _groups(tracer)

@@ -175,26 +175,36 @@ def test_depthwise_multiplier_two():
 
 
 class Grouped(nn.Module):
-    def __init__(self):
+    def __init__(self, out_per_group=2):
         super().__init__()
         self.conv1, self.bn1 = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
-        self.gconv, self.bn2 = nn.Conv2d(8, 8, 3, padding=1, groups=4), nn.BatchNorm2d(8)
-        self.out = nn.Conv2d(8, 4, 1)
+        width = 4 * out_per_group
+        self.gconv, self.bn2 = nn.Conv2d(8, width, 3, padding=1, groups=4), nn.BatchNorm2d(width)
+        self.out = nn.Conv2d(width, 4, 1)
 
     def forward(self, x):
         x = F.relu(self.bn1(self.conv1(x)))
         return self.out(F.relu(self.bn2(self.gconv(x))))
 
 
-def test_grouped_conv_keeps_groups_equal():
-    a, pruned, edits, m = prune_and_check(Grouped(), (1, 3, H, W),
-                                          lambda a, b: {"conv1": {"count": 1}, "gconv": {"keep": [1]}},
+def test_grouped_conv_keeps_groups_equal_and_ties_its_two_sides():
+    # 8 channels in 4 groups of 2, in and out: position j of every group, on both sides, is one unit
+    # (narrowing one side alone runs slower on the grouped kernels; rules.conv)
+    a, pruned, edits, m = prune_and_check(Grouped(), (1, 3, H, W), lambda a, b: {"conv1": {"keep": [1]}},
                                           {"conv1.weight": (4, 3, 3, 3), "gconv.weight": (4, 1, 3, 3), "out.weight": (4, 4, 1, 1)})
-    # 8 channels in 4 groups of 2: position j of every group is one unit
     assert a.group("conv1").channels == 2 and a.group("conv1").multiplicity == 4
-    assert a.group("gconv").channels == 2 and a.group("gconv").multiplicity == 4
+    assert [g.id for g in a.groups if g.prunable] == ["conv1"]
     assert m.gconv.groups == 4 and m.gconv.in_channels == 4 and m.gconv.out_channels == 4
     assert len(edits.kept["conv1"]) == 1
+
+
+def test_grouped_conv_with_unequal_sides_prunes_them_apart():
+    # 2 channels per group in, 3 out: no position-for-position tie, two groups
+    a, pruned, edits, m = prune_and_check(Grouped(out_per_group=3), (1, 3, H, W),
+                                          lambda a, b: {"conv1": {"count": 1}, "gconv": {"keep": [1]}},
+                                          {"conv1.weight": (4, 3, 3, 3), "gconv.weight": (4, 1, 3, 3), "out.weight": (4, 4, 1, 1)})
+    assert a.group("gconv").channels == 3 and a.group("gconv").multiplicity == 4
+    assert m.gconv.groups == 4 and m.gconv.in_channels == 4 and m.gconv.out_channels == 4
 
 
 # ----------------------------------------------------------------------------- heads

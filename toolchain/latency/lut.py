@@ -42,12 +42,20 @@ def entry_key(sha: str, candidate: Candidate, device: dict, config: ProfileConfi
 SUSPECT_RATIO = 1.05
 
 
-def measure_pair(backend, reference_runner, candidate_model, config: ProfileConfig) -> dict:
+# Anchors are timed this many times longer, to a standard error this many times smaller: the two
+# scales fitted to them (predict.py) move every prediction of the model, so an anchor's timing noise
+# is not averaged away as a single entry's is. A handful of entries: a few seconds more per table.
+ANCHOR_PRECISION = 2
+
+
+def measure_pair(backend, reference_runner, candidate_model, config: ProfileConfig, anchor: bool = False) -> dict:
+    scale = ANCHOR_PRECISION if anchor else 1
+    target_se = config.target_se / scale if config.target_se else None
     with backend.prepare(candidate_model, batch=config.batch) as runner:
         for _ in range(2):
-            result = interleaved_ratio(runner, reference_runner, warmup=config.warmup, runs=config.runs,
-                                       pause_s=config.pause_s, target_se=config.target_se,
-                                       max_runs=3 * config.runs, only_if_reachable=True)
+            result = interleaved_ratio(runner, reference_runner, warmup=config.warmup, runs=scale * config.runs,
+                                       pause_s=config.pause_s, target_se=target_se,
+                                       max_runs=3 * scale * config.runs, only_if_reachable=True)
             if result.ratio <= SUSPECT_RATIO:
                 break
     return {"ratio": result.ratio, "ref_median_ms": result.reference.median, "median_ms": result.candidate.median,
@@ -102,7 +110,8 @@ def _profile_into(store_path, base, sha, analysis, backend, reference, device, t
                     device, lambda c, values: _record(store, sha, c, device, config, values, progress))
                 return
             for c in entries:
-                values = measure_pair(backend, reference, candidate_source(base, analysis, c), config)
+                values = measure_pair(backend, reference, candidate_source(base, analysis, c), config,
+                                      anchor=c.kind == "anchor")
                 _record(store, sha, c, device, config, values, progress)
 
         stored = lambda c: store.get(entry_key(sha, c, device, config)) is not None  # noqa: E731
