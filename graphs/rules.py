@@ -113,10 +113,11 @@ def conv(t: "Tracer", node: onnx.NodeProto) -> None:
     if groups > 1:
         t.tie_equal_parts(out.ids, groups)
         if t.tie_grouped_sides and layout is not None and layout.ids.size == out_channels:
-            # Same width per group in and out: keep the same positions on both sides. Narrowing one
-            # side alone leaves the conv off the runtime's grouped kernels: regnet_y_800mf's 16-wide
-            # groups narrowed to 8 on the output side only ran at 1.22x the unpruned latency, on the
-            # input side only at 0.975x, on both at 0.747x (ORT CPU, bench/grouped_alignment.py).
+            # Same width per group in and out: keep the same positions on both sides. Narrowing the
+            # output side alone leaves the conv off the runtime's grouped kernels: regnet_y_800mf's
+            # 20-group convs at 8 of 16 channels per group ran at 1.053x the unpruned latency on the
+            # output side only, 0.957x on the input side only, 0.883x on both; at every group count
+            # both sides together were the fastest (ORT CPU, bench/results/grouped_alignment_sides.txt).
             t.sets.union(layout.ids, out.ids)
     _produce(t, node, out, weight_axis=0)
 

@@ -29,7 +29,7 @@ def pruned_yolo(tmp_path_factory):
     return out
 
 
-def labelled_batch(count=4):
+def labelled_batch(count=4, offset=0):
     """`count` 64x64 images, each holding two real Fashion-MNIST items at known places: ultralytics'
     batch dict (img in [0,1], batch_idx, cls, bboxes as normalised centre x, y, width, height)."""
     from toolchain.data_sources import source
@@ -43,7 +43,7 @@ def labelled_batch(count=4):
     idx, cls, boxes = [], [], []
     for b in range(count):
         for k, (top, left) in enumerate([(rng.integers(0, 8), rng.integers(0, 8)), (rng.integers(34, 36), rng.integers(34, 36))]):
-            j = 60_000 + 2 * b + k  # the published test images
+            j = 60_000 + offset + 2 * b + k  # the published test images
             img[b, :, top:top + 28, left:left + 28] = torch.from_numpy(fashion.images[j, 0] / 255.0).float()
             idx.append(b)
             cls.append(int(fashion.labels[j]))
@@ -96,3 +96,46 @@ def test_distillation_teacher_has_the_students_train_mode_structure(pruned_yolo)
     assert [tuple(a.shape) for a in s] == [tuple(b.shape) for b in flatten_outputs(t)]
     assert not any(m.training for m in teacher.modules() if isinstance(m, torch.nn.BatchNorm2d))
     assert torch.isfinite(distill_loss(s, t))
+
+
+def write_detection_set(root, count: int, offset: int) -> None:
+    """A YOLO-format split under root/images and root/labels (one .txt per image: class cx cy w h)."""
+    from PIL import Image
+
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir(parents=True)
+    batch = labelled_batch(count, offset)
+    for b in range(count):
+        pixels = (batch["img"][b].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+        Image.fromarray(pixels).save(root / "images" / f"{b}.png")
+        rows = [f"{int(c)} " + " ".join(f"{v:.6f}" for v in box)
+                for i, c, box in zip(batch["batch_idx"], batch["cls"][:, 0], batch["bboxes"]) if int(i) == b]
+        (root / "labels" / f"{b}.txt").write_text("\n".join(rows) + "\n")
+
+
+@pytest.mark.slow
+def test_pruned_yolo_through_ultralytics_trainer_train(pruned_yolo, tmp_path, monkeypatch):
+    """The README's recipe, run: DetectionTrainer given the pruned module trains it for an epoch on a
+    local YOLO-format dataset (its loss, data pipeline, validation and checkpointing), and the module
+    it saves as best.pt keeps the pruned widths. Offline: no weights, fonts or analytics fetched."""
+    from ultralytics.models.yolo.detect import DetectionTrainer
+
+    monkeypatch.setenv("YOLO_OFFLINE", "1")
+    write_detection_set(tmp_path / "data" / "train", 8, 0)
+    write_detection_set(tmp_path / "data" / "val", 4, 100)
+    names = {i: f"class{i}" for i in range(80)}  # yolov8n.yaml's 80-class head; Fashion-MNIST uses 0-9
+    (tmp_path / "data.yaml").write_text(json.dumps({"path": str(tmp_path / "data"), "train": "train/images",
+                                                    "val": "val/images", "names": names}))
+    model = load_pruned_module(pruned_yolo)
+    widths = [tuple(p.shape) for p in model.parameters()]
+    trainer = DetectionTrainer(overrides={
+        "model": "yolov8n.yaml", "data": str(tmp_path / "data.yaml"), "imgsz": SIZE, "epochs": 1, "batch": 4,
+        "workers": 0, "device": "cpu", "amp": False, "plots": False, "project": str(tmp_path / "runs"),
+        "name": "pruned", "exist_ok": True, "pretrained": False, "val": True})
+    trainer.model = model
+    trainer.train()
+    assert trainer.epoch == 0 and np.isfinite(float(trainer.tloss.sum()))
+    from ultralytics.nn.tasks import load_checkpoint
+
+    best, _ = load_checkpoint(trainer.best)  # ultralytics' own checkpoint, read its own way
+    assert [tuple(p.shape) for p in best.parameters()] == widths
