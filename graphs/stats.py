@@ -5,6 +5,7 @@ import numpy as np
 import onnx
 
 from graphs.shapes import tensor_shapes
+from graphs.spatial import spatial_sizes
 
 
 def count_params(model: onnx.ModelProto) -> int:
@@ -22,12 +23,16 @@ def macs_per_node(model: onnx.ModelProto, shapes: dict | None = None) -> dict[st
     """Node name -> multiply-accumulates, for the ops that carry nearly all of a CNN's arithmetic."""
     shapes = shapes or tensor_shapes(model)
     dims = {i.name: tuple(i.dims) for i in model.graph.initializer}
+    spatial = None  # filled in only when inference left a conv's spatial size unknown
     per_node: dict[str, int] = {}
     for node in model.graph.node:
         total = 0
         out = shapes.get(node.output[0]) if node.output else None
         if out is None:
             continue
+        if node.op_type in ("Conv", "ConvTranspose") and len(out) == 4 and not (out[2] and out[3]):
+            spatial = spatial_sizes(model, shapes) if spatial is None else spatial
+            out = (out[0], out[1], *spatial.get(node.output[0], (out[2], out[3])))
         out = [1 if d is None else d for d in out]
         if node.op_type in ("Conv", "ConvTranspose"):
             w = dims.get(node.input[1]) or shapes.get(node.input[1])
