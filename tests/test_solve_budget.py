@@ -189,6 +189,9 @@ def test_refinement_steps_stay_within_reach():
     assert next_target([(0.700, 0.705), (0.695, 0.646)], 0.70, 0.695) == pytest.approx(0.6975)
     # ...until the bracket is too narrow to hold another target.
     assert next_target([(0.700, 0.705), (0.6995, 0.646)], 0.70, 0.6995) is None
+    # Two nearly level points after a met one (yolo11n filter at 640): the secant would jump to 0.48;
+    # the budget is enclosed by 0.600 (met) and 0.622 (missed), so the step stays between them.
+    assert next_target([(0.600, 0.563), (0.639, 0.628), (0.622, 0.625)], 0.60, 0.622) == pytest.approx(0.611)
 
 
 def test_joint_handles_a_block_with_no_prunable_group_inside(setup):
