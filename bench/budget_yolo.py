@@ -61,6 +61,9 @@ def one_run(name: str, mode: str, args, work: Path) -> dict:
           f"{lat['pruned_ms']:.1f} ms vs {lat['reference_ms']:.1f} ms, params {summary['params']['before']:,} -> "
           f"{summary['params']['after']:,}, blocks removed {len(summary.get('removed', []))}, verify "
           f"{'PASS' if check.get('ok') else 'FAIL'} max diff {check.get('max_abs_diff')}", flush=True)
+    for row in lat.get("history", []):  # every plan the refinement measured, and the one it chose
+        print(f"    attempt {row['attempt']}: target {row['target']:.3f}, predicted {row['predicted']:.3f}, measured "
+              f"{row['ratio']:.3f} +- {row['ratio_se']:.3f}, params {row['params']:,}", flush=True)
     return summary
 
 
