@@ -106,7 +106,7 @@ def _timed_table(path, store, config, sha) -> tuple[object, int, float, str]:
     return table, count, wall, "" if not before else f"{before} entries reused"
 
 
-def _seed_profile(full_store: str, store: str, where: dict, sha: str) -> int:
+def seed_profile(full_store: str, store: str, where: dict, sha: str) -> int:
     """Copy the device profile of every model but `sha` into a fresh store: the table then starts from
     what the device knows of other models only."""
     with Store(full_store) as src:
@@ -120,7 +120,7 @@ def _seed_profile(full_store: str, store: str, where: dict, sha: str) -> int:
     return len(by_model)
 
 
-def _export(spec, tmp):
+def export_model(spec, tmp):
     path = Path(tmp) / (spec.replace(":", "_") + ".onnx")
     if not path.exists():
         export_spec(spec, str(path))
@@ -139,13 +139,13 @@ def run(args) -> None:
         backend = get_backend(base.backend, **base.backend_options())
         where = device_where(backend.device(), base)
         for spec in filter(None, args.prior_models.split(",")):
-            path = _export(spec, tmp)
+            path = export_model(spec, tmp)
             _, count, wall, note = _timed_table(path, full_store, base, model_sha256(load_model(path)))
             print(f"{spec}: full table for the device profile, {count} measurements, {wall:.0f} s {note}")
         fulls = {}  # every full table before any reduced one: each repeat sees one device profile
         if "full" in tables:
             for spec in args.models.split(","):
-                path = _export(spec, tmp)
+                path = export_model(spec, tmp)
                 fulls[spec] = _timed_table(path, full_store, base, model_sha256(load_model(path)))
         for repeat in range(args.repeats):
             rng = np.random.default_rng(args.seed + repeat)
@@ -159,7 +159,7 @@ def run(args) -> None:
 def evaluate(args, spec, tables, repeat, rng, tmp, full_store, base, backend, where, fulls) -> list[str]:
     """One model, one repeat: the reduced/prior tables in fresh stores, the plans measured once and
     predicted by every table. Returns its side-by-side lines."""
-    path = _export(spec, tmp)
+    path = export_model(spec, tmp)
     model = load_model(path)
     sha = model_sha256(model)
     analysis = analyze(model)
@@ -169,7 +169,7 @@ def evaluate(args, spec, tables, repeat, rng, tmp, full_store, base, backend, wh
         built["full"] = fulls[spec]
     for mode in (t for t in tables if t != "full"):
         store = str(Path(tmp) / f"{mode}-{repeat}-{path.stem}.sqlite")
-        models = _seed_profile(full_store, store, where, sha)
+        models = seed_profile(full_store, store, where, sha)
         config = replace(base, table=mode, max_measurements=args.max_measurements, target_error=args.target_error)
         built[mode] = _timed_table(path, store, config, sha)
         print(f"{spec} run {repeat + 1}: {mode} table from a device profile of {models} other model(s): "

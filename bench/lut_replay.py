@@ -20,6 +20,7 @@ profile rows. Writes bench/results/lut_replay.txt by default.
 """
 import argparse
 import re
+import shutil
 import tempfile
 import warnings
 from dataclasses import replace
@@ -53,39 +54,41 @@ def measured_plans(log: str) -> dict[int, list[tuple[int, int, float]]]:
     return runs
 
 
-def replay_from(oracle: Store, inject: float, rng) -> None:
-    """Make lut.py take every entry from `oracle` instead of timing it (noise added to single entries)."""
-    record = lut._record
+def replay_from(oracle: Store, sha: str, device: dict, inject: float, rng) -> None:
+    """Make lut.py take every entry from `oracle` instead of timing it (noise added to single entries):
+    the candidate itself stands in for the pruned model, and "measuring" it reads the oracle's row."""
 
-    def from_oracle(store, sha, candidate, device, config, values, progress):
+    def from_oracle(backend, reference, candidate, config, anchor=False):
         row = oracle.get(lut.entry_key(sha, candidate, device, config))
         if row is None:
             raise SystemExit(f"the store has no measurement of {candidate.kind} {candidate.item} {candidate.k}")
         values = {k: row[k] for k in VALUES}
         if inject > 0 and candidate.kind != "anchor":
             values["ratio"] += float(rng.normal(0.0, inject))
-        record(store, sha, candidate, device, config, values, progress)
+        return values
 
-    lut._record = from_oracle
-    lut.measure_pair = lambda *args, **kwargs: {}
-    lut.candidate_source = lambda *args, **kwargs: None
+    lut.candidate_source = lambda base, analysis, candidate: candidate
+    lut.measure_pair = from_oracle
 
 
 def run(args, tmp: Path) -> None:
-    path = lut_accuracy._export(args.model, tmp)
+    path = lut_accuracy.export_model(args.model, tmp)
     model = load_model(path)
     sha, analysis = model_sha256(model), analyze(model)
     base = resolve_round_to(ProfileConfig())
-    where = device_where(get_backend(base.backend, **base.backend_options()).device(), base)
+    device = get_backend(base.backend, **base.backend_options()).device()
+    where = device_where(device, base)
     runs = measured_plans(args.log_in)
     if not runs:
         raise SystemExit(f"{args.log_in}: no plan lines of bench/lut_accuracy.py")
-    with Store(args.store) as oracle:
-        replay_from(oracle, args.inject, np.random.default_rng(0))
-        tables = {"full": lut.profile(str(path), args.store, base)}
+    full_store = str(tmp / "full.sqlite")  # profiling writes the model's device-profile rows: never into S
+    shutil.copy(args.store, full_store)
+    with Store(full_store) as oracle:
+        replay_from(oracle, sha, device, args.inject, np.random.default_rng(0))
+        tables = {"full": lut.profile(str(path), full_store, base)}
         for mode in ("reduced", "prior"):
             store = str(tmp / f"{mode}.sqlite")
-            lut_accuracy._seed_profile(args.store, store, where, sha)
+            lut_accuracy.seed_profile(full_store, store, where, sha)
             tables[mode] = lut.profile(str(path), store, replace(base, table=mode, max_measurements=args.max_measurements))
     predictors = {mode: Predictor(table, analysis, analysis.blocks) for mode, table in tables.items()}
     for run_no, rows in sorted(runs.items()):
