@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import onnx
 from onnx import numpy_helper
 
@@ -86,7 +85,7 @@ def spatial_sizes(model: onnx.ModelProto, shapes: dict) -> dict[str, tuple[int, 
         if node.op_type in GLOBAL:
             out = (1, 1)
         elif node.op_type in WINDOWED:
-            out = _windowed(node, sizes.get(node.input[0]) or inputs[0], weights) if node.input[0] in sizes else None
+            out = _windowed(node, sizes[node.input[0]], weights) if node.input[0] in sizes else None
         elif node.op_type in ("Resize", "Upsample"):
             out = _resized(node, sizes[node.input[0]], consts) if node.input[0] in sizes else None
         elif node.op_type in ("Reshape", "Flatten", "Transpose", "DepthToSpace", "SpaceToDepth"):
@@ -95,5 +94,5 @@ def spatial_sizes(model: onnx.ModelProto, shapes: dict) -> dict[str, tuple[int, 
             out = inputs[0]
         if out is not None and min(out) > 0:
             for name in node.output:
-                sizes[name] = tuple(np.asarray(out, dtype=int).tolist())
+                sizes[name] = (int(out[0]), int(out[1]))
     return sizes
