@@ -2,8 +2,8 @@
 
 `prune --budget` refuses a budget below the predicted floor, and a budget near it lands on the floor.
 This builds the plan no solver can beat: every prunable group at its narrowest allowed width
-(graphs/alignment.py, for each --round-to) and, with --blocks, a disjoint set of the removable blocks
-removed (the depth anchor's pick), then measures it interleaved with the unpruned model, the way
+(graphs/alignment.py, for each --round-to), once alone and once with a disjoint set of the removable
+blocks removed too (the depth anchor's pick), and measures each interleaved with the unpruned model, the way
 prune's final measurement does. If that ratio is above a budget, no plan under that width rule
 meets it on this host, whatever the criterion or solver. Issue 11 asks for 0.6 on YOLO at 640.
 

@@ -50,7 +50,7 @@ class BudgetRequest:
     loader: object | None = None  # data for data-dependent criteria
     batches: int = 8
     tolerance: float = 0.03  # a met plan this far below the budget is re-solved looser (it pruned too much)
-    refine: int = 6  # re-solves after the first plan: near a budget, plans jump (yolov8n: 0.535 -> 0.583, 0.543 -> 0.622)
+    refine: int = 6  # re-solves after the first plan: near a budget neighbouring targets can give plans far apart
     measure_runs: int = 60
     between_stages: Callable[[int, Path], None] | None = None
     log: Callable[[str], None] = field(default=lambda message: None)
