@@ -58,7 +58,7 @@ def replay_from(oracle: Store, sha: str, device: dict, inject: float, rng) -> No
     """Make lut.py take every entry from `oracle` instead of timing it (noise added to single entries):
     the candidate itself stands in for the pruned model, and "measuring" it reads the oracle's row."""
 
-    def from_oracle(backend, reference, candidate, config, anchor=False):
+    def from_oracle(backend, reference, candidate, config, precise=False):
         row = oracle.get(lut.entry_key(sha, candidate, device, config))
         if row is None:
             raise SystemExit(f"the store has no measurement of {candidate.kind} {candidate.item} {candidate.k}")

@@ -37,7 +37,7 @@ def connect(address: str) -> None:
         raise InputError(f"cannot connect to Ray at {address}: {str(exc).splitlines()[0]}") from None
 
 
-def _time_on_worker(reference, candidate, config, anchor: bool = False) -> tuple[dict | None, dict]:
+def _time_on_worker(reference, candidate, config, precise: bool = False) -> tuple[dict | None, dict]:
     """Runs on a worker: (measured values or None for a probe, the worker's device).
 
     `reference` and `candidate` are model sources (backends/source.py): the worker's backend loads
@@ -49,7 +49,7 @@ def _time_on_worker(reference, candidate, config, anchor: bool = False) -> tuple
     if candidate is None:
         return None, backend.device()
     with backend.prepare(reference, batch=config.batch) as runner:
-        return measure_pair(backend, runner, candidate, config, anchor=anchor), backend.device()
+        return measure_pair(backend, runner, candidate, config, precise=precise), backend.device()
 
 
 def _remote(resource: str | None):
@@ -69,7 +69,8 @@ def worker_device(address: str, resource: str | None, config) -> dict:
 
 def measure_on_ray(address: str, resource: str | None, reference, jobs: list,
                    make_candidate: Callable[[object], object], config, device: dict,
-                   record: Callable[[object, dict], None], in_flight: int = 4) -> None:
+                   record: Callable[[object, dict], None], precise: Callable[[object], bool] = lambda job: False,
+                   in_flight: int = 4) -> None:
     ray = _ray()
     connect(address)
     task = _remote(resource)
@@ -79,7 +80,7 @@ def measure_on_ray(address: str, resource: str | None, reference, jobs: list,
     while queue or pending:
         while queue and len(pending) < in_flight:
             job = queue.pop(0)
-            pending[task.remote(ref, make_candidate(job), config, getattr(job, "kind", "") == "anchor")] = job
+            pending[task.remote(ref, make_candidate(job), config, precise(job))] = job
         done, _ = ray.wait(list(pending), num_returns=1)
         job = pending.pop(done[0])
         values, seen = ray.get(done[0])

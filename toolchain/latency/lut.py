@@ -42,14 +42,21 @@ def entry_key(sha: str, candidate: Candidate, device: dict, config: ProfileConfi
 SUSPECT_RATIO = 1.05
 
 
-# Anchors are timed this many times longer, to a standard error this many times smaller: the two
-# scales fitted to them (predict.py) move every prediction of the model, so an anchor's timing noise
-# is not averaged away as a single entry's is. A handful of entries: a few seconds more per table.
-ANCHOR_PRECISION = 2
+# Anchors, and every entry of a reduced table, are timed this many times longer, to a standard error
+# this many times smaller. The two scales fitted to the anchors (predict.py) move every prediction, and
+# a reduced table's few entries each decide the efficiencies of layers no other entry measures, so
+# their timing noise is not averaged away as a full grid's is. On TensorRT an entry's cost is its
+# engine build, not its timing, so precision is the cheap side of the trade.
+PRECISE = 2
 
 
-def measure_pair(backend, reference_runner, candidate_model, config: ProfileConfig, anchor: bool = False) -> dict:
-    scale = ANCHOR_PRECISION if anchor else 1
+def precise_entry(candidate: Candidate, config: ProfileConfig) -> bool:
+    """Whether this entry is timed at PRECISE: an anchor, or any entry of a reduced/prior table."""
+    return candidate.kind == "anchor" or config.table != "full"
+
+
+def measure_pair(backend, reference_runner, candidate_model, config: ProfileConfig, precise: bool = False) -> dict:
+    scale = PRECISE if precise else 1
     target_se = config.target_se / scale if config.target_se else None
     with backend.prepare(candidate_model, batch=config.batch) as runner:
         for _ in range(2):
@@ -107,11 +114,12 @@ def _profile_into(store_path, base, sha, analysis, backend, reference, device, t
 
                 distributed.measure_on_ray(
                     ray_address, ray_resource, base, entries, lambda c: candidate_source(base, analysis, c), config,
-                    device, lambda c, values: _record(store, sha, c, device, config, values, progress))
+                    device, lambda c, values: _record(store, sha, c, device, config, values, progress),
+                    precise=lambda c: precise_entry(c, config))
                 return
             for c in entries:
                 values = measure_pair(backend, reference, candidate_source(base, analysis, c), config,
-                                      anchor=c.kind == "anchor")
+                                      precise=precise_entry(c, config))
                 _record(store, sha, c, device, config, values, progress)
 
         stored = lambda c: store.get(entry_key(sha, c, device, config)) is not None  # noqa: E731
