@@ -59,6 +59,8 @@ class LayerMap:
     share: dict[str, float]
     in_group: dict[str, str | None]
     out_group: dict[str, str | None]
+    # Convs priced by their width, not their MACs (see _layer_saving): depthwise and grouped ones.
+    by_width: frozenset[str] = frozenset()
 
     @classmethod
     def build(cls, analysis: Analysis) -> "LayerMap":
@@ -70,27 +72,41 @@ class LayerMap:
             if sl.role in ("in", "out") and sl.node in macs:
                 group = analysis.group_of(sl.ids[0])
                 (in_group if sl.role == "in" else out_group)[sl.node] = group.id if group else None
-        return cls({n: m / total for n, m in macs.items()}, in_group, out_group)
+        return cls({n: m / total for n, m in macs.items()}, in_group, out_group, _grouped(analysis.model))
 
     def savings(self, fractions: dict[str, float], removed_nodes=frozenset()) -> np.ndarray:
-        """Per node (in `share` order): share x fraction of its MACs saved."""
+        """Per node (in `share` order): share x fraction of its cost saved (_layer_saving)."""
         out = np.empty(len(self.share))
         for i, (node, share) in enumerate(self.share.items()):
             if node in removed_nodes:
                 out[i] = share
                 continue
             gi, go = self.in_group.get(node), self.out_group.get(node)
-            out[i] = share * _layer_saving(fractions.get(gi, 1.0), fractions.get(go, 1.0), gi is not None and gi == go)
+            out[i] = share * _layer_saving(fractions.get(gi, 1.0), fractions.get(go, 1.0),
+                                           node in self.by_width and gi == go)
         return out
 
 
-def _layer_saving(r_in: float, r_out: float, one_group: bool) -> float:
-    # A layer whose input and output are one group (depthwise) costs ~ its width, not width squared.
-    return 1.0 - r_out if one_group else 1.0 - r_in * r_out
+def _grouped(model) -> frozenset[str]:
+    """Convs with more than one group (depthwise ones included)."""
+    return frozenset(n.name for n in model.graph.node
+                     if n.op_type == "Conv" and any(a.name == "group" and a.i > 1 for a in n.attribute))
+
+
+def _layer_saving(r_in: float, r_out: float, by_width: bool) -> float:
+    """Fraction of a layer's cost saved: of its MACs for an ordinary layer (out x in widths), of its
+    width for a grouped conv whose two sides narrow together. For a depthwise conv that is its MACs
+    too (it loses whole groups). A grouped conv keeps its group count and narrows every group, so its
+    MACs fall as r^2, but its time does not follow: ORT's grouped kernels at half the channels per
+    group (a quarter of the MACs) ran regnet_y_800mf's convs at 0.88-1.00x
+    (bench/results/grouped_alignment_sides.txt), and pricing them by MACs made regnet's predictions
+    worse (replay of bench/results/lut_regnet_precise.txt: worst 15.9% / 14.1% against 12.9% / 13.0%)."""
+    return 1.0 - r_out if by_width else 1.0 - r_in * r_out
 
 
 def mac_saving(layers: LayerMap, fractions: dict[str, float], removed_nodes=frozenset()) -> float:
-    """Fraction of MACs saved when groups keep `fractions` of their width and some nodes are removed."""
+    """Fraction of MACs saved when groups keep `fractions` of their width and some nodes are removed
+    (grouped convs priced by width, see _layer_saving)."""
     return float(layers.savings(fractions, removed_nodes).sum())
 
 
