@@ -25,9 +25,12 @@ from graphs.plan import Plan
 from toolchain.latency.anchors import anchor_blocks
 from toolchain.latency.table import Table
 from toolchain.latency.predict import Prediction, Predictor
+from toolchain.solve.descend import descend, narrower
 from toolchain.solve.knapsack import RESOLUTION, GroupKnapsack, to_units, zero_one_knapsack
 
 MAX_BLOCK_OPTIONS = 4096
+# A fitting plan predicted this far below its budget wastes it: descent (descend.py) is tried then.
+DESCEND_GAP = 0.03
 
 
 @dataclass
@@ -105,40 +108,52 @@ def solve_filter(analysis: Analysis, table: Table, scores: dict[str, np.ndarray]
 
     knapsack = _Knapsack(values, deltas)
 
-    def kept_for(target: float):
-        picked = knapsack(target)
-        return None if picked is None else ({g.id: int(ks[i]) for g, ks, i in zip(groups, options, picked)}, [])
+    def decode(picked):
+        return {g.id: int(ks[i]) for g, ks, i in zip(groups, options, picked)}, []
 
-    kept, _ = _meet_corrected(kept_for, predictor, budget, smallest, "filter")
+    kept, _ = _meet_corrected(knapsack, decode, predictor, budget, smallest, "filter", values,
+                              lambda item, option: narrower(option))
     return _decision(predictor, scores, kept, [], round_to, budget, smallest,
                      {"criterion": criterion, "solver": "group-knapsack", "mode": "filter"})
 
 
-def _meet_corrected(solve_for, predictor: Predictor, budget: float, smallest: float, mode: str):
+def _meet_corrected(pick_for, decode, predictor: Predictor, budget: float, smallest: float, mode: str,
+                    values: list[np.ndarray], moves):
     """Solve the additive knapsack, then move its target until the per-layer model's prediction
     fits the budget too (the additive model over-counts savings where changes share a layer).
     The target moves both ways: a plan the model predicts well under the budget wastes it, so the
-    target is loosened again; the fitting plan closest to the budget wins."""
-    target, fitting, closest = budget, None, None  # (predicted, solution)
+    target is loosened again; the fitting plan closest to the budget wins. Where no target gives a
+    plan within DESCEND_GAP of the budget, greedy descent (descend.py) from the best plan above it
+    is tried too. `pick_for(target)` gives an option index per item (None: unreachable); `moves(item,
+    option)` the options descent may change an item to."""
+    target, fitting, closest, above = budget, None, None, None  # (predicted, picks)
     for _ in range(8):
-        solution = solve_for(target)
-        if solution is None:  # the target is below what the additive tables can reach
+        picks = pick_for(target)
+        if picks is None:  # the target is below what the additive tables can reach
             target = (target + budget) / 2
             continue
-        corrected = predictor.predict(solution[0], solution[1]).corrected
+        corrected = predictor.predict(*decode(picks)).corrected
         if closest is None or corrected < closest[0]:
-            closest = (corrected, solution)
+            closest = (corrected, picks)
         if corrected <= budget + 1e-3:
             if fitting is None or corrected > fitting[0]:
-                fitting = (corrected, solution)
+                fitting = (corrected, picks)
             if budget - corrected <= 0.005:
                 break
+        elif above is None or corrected < above[0]:
+            above = (corrected, picks)
         target += budget - corrected
+    if above is not None and (fitting is None or fitting[0] < budget * (1.0 - DESCEND_GAP)):
+        descended = descend(above[1], values, decode, predictor, budget, moves)
+        if descended is not None:
+            corrected = predictor.predict(*decode(descended)).corrected
+            if fitting is None or corrected > fitting[0]:
+                fitting = (corrected, descended)
     if fitting is not None:
-        return fitting[1]
+        return decode(fitting[1])
     if closest is None:
         raise _unreachable(budget, smallest, mode)
-    return closest[1]
+    return decode(closest[1])
 
 
 class _Knapsack:
@@ -289,10 +304,11 @@ def solve_joint(analysis: Analysis, table: Table, blocks: list[Block], scores: d
 
     knapsack = _Knapsack(values, deltas)
 
-    def solve_for(target: float):
-        picked = knapsack(target)
-        return None if picked is None else decode(picked)
+    def moves(item: int, option: int) -> list[int]:  # a group narrows; a block goes (its last option)
+        if items[item][0] == "group":
+            return narrower(option)
+        return [] if option == len(items[item][2]) else [len(items[item][2])]
 
-    kept, removed = _meet_corrected(solve_for, predictor, budget, smallest, "joint")
+    kept, removed = _meet_corrected(knapsack, decode, predictor, budget, smallest, "joint", values, moves)
     return _decision(predictor, scores, kept, removed, round_to, budget, smallest,
                      {"criterion": criterion, "solver": "joint-group-knapsack", "mode": "joint"})
