@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import copy
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -139,8 +140,12 @@ def main() -> None:
     parser.add_argument("--refine", type=int, default=None, help="budget refinements (default 4, --quick 2)")
     parser.add_argument("--batches", type=int, default=8, help="batches for data-dependent criteria")
     parser.add_argument("--no-torch-pruning", action="store_true", help="use our uniform_plan even if torch_pruning imports")
+    parser.add_argument("--seeds", default=None,
+                        help="comma-separated seeds: a baseline and every row per seed, the table in mean +- sample std "
+                             "(default: --seed alone)")
     parser.add_argument("--out", default="bench/results/experiments/criteria_at_budget.json")
     args = parser.parse_args()
+    seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else [args.seed]
     q = args.quick
     ft_epochs = args.finetune_epochs if args.finetune_epochs is not None else (1 if q else 3)
     args.bisect_steps = args.bisect_steps or (4 if q else 7)
@@ -151,6 +156,33 @@ def main() -> None:
     json_path, png_path, md_path = out_paths(args.out)
     t_start = time.time()
 
+    bases, results = {}, []
+    for seed in seeds:
+        args.seed = seed
+        bases[seed], rows = run_seed(args, config, ft_epochs, runs, refine)
+        results += [{**r, "seed": seed} for r in rows]
+    base = bases[seeds[0]]
+    base_params = base["params"]
+    use_tp = torch_pruning_available() and not args.no_torch_pruning
+    table = markdown_table(["method / criterion", "measured latency ratio", "LR %", "params (of baseline)",
+                            "blocks removed", "top-1 pruned", f"top-1 after {ft_epochs} ep. FT"], table_rows(results))
+    top1 = stat([b["val"]["top1"] for b in bases.values()], 2)
+    seeds_note = f" (seeds {', '.join(map(str, seeds))}: mean ± sample std, n = seeds)" if len(seeds) > 1 else ""
+    header = (f"{args.model} on {args.data}{seeds_note}: baseline top-1 (%) {top1}, {base_params:,} params; "
+              f"budget {args.budget} of the unpruned latency (ORT CPU batch 1, measured interleaved, "
+              f"tolerance {args.tolerance:.0%}); fine-tuning {ft_epochs} epoch(s) lr {args.finetune_lr}")
+    print("\n" + header + "\n\n" + table)
+    md_path.write_text(header + "\n\n" + table + "\n")
+    write_json(json_path, {"args": {k: v for k, v in vars(args).items() if not k.startswith("_")}, "baseline": base,
+                           "baselines": {str(k): v for k, v in bases.items()},
+                           "baseline_params": base_params, "torch_pruning": use_tp, "rows": results,
+                           "seconds": time.time() - t_start})
+    plot(results, base, args, ft_epochs, png_path)
+    print(f"\nwrote {json_path}, {png_path}, {md_path} ({time.time() - t_start:.0f} s)")
+
+
+def run_seed(args, config, ft_epochs: int, runs: int, refine: int) -> tuple[dict, list[dict]]:
+    """One seed: its baseline (trained or cached) and every row; returns (baseline, rows)."""
     base = baseline(args)
     store = str(Path(base["onnx"]).with_suffix(f".lut-r{config.runs}-p{config.points}.sqlite"))
     model = load_model(base["onnx"])
@@ -162,7 +194,7 @@ def main() -> None:
     use_tp = torch_pruning_available() and not args.no_torch_pruning
     tp_label = (f"Torch-Pruning {_tp_version()} (L1 group magnitude, uniform, round_to 8)" if use_tp else
                 "Torch-Pruning-style (our implementation of its L1 group magnitude, uniform)")
-    rows_arg = args.rows or ("filter / l1,layer / imprinting,joint / sp-lamp,torch-pruning" if q else None)
+    rows_arg = args.rows or ("filter / l1,layer / imprinting,joint / sp-lamp,torch-pruning" if args.quick else None)
     wanted = set(s.strip() for s in rows_arg.split(",")) if rows_arg else None
     ft = TrainConfig(epochs=ft_epochs, lr=args.finetune_lr, seed=args.seed)
     work = Path(tempfile.mkdtemp(prefix="criteria-budget-"))
@@ -217,26 +249,32 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
+    return {**base, "params": base_params}, results
+
+
+def stat(values: list[float], digits: int) -> str:
+    """`mean ± sample std (n=k)` over seeds; the value alone for one seed."""
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f} (n={len(values)})"
+
+
+def table_rows(results: list[dict]) -> list[list]:
+    """One table row per method / criterion, its seeds summarised; a row that failed for a seed says so."""
     rows = []
-    for r in results:
-        if "error" in r:
-            rows.append([r["row"], "-", "-", "-", "-", "-", "error: " + r["error"][:80]])
-        else:
-            rows.append([r["row"], r["measured_ratio"], f"{100 * (1 - r['measured_ratio']):.1f}",
-                         f"{r['params']:,} ({r['params_ratio']:.2f})", r["removed_blocks"],
-                         f"{r['top1_before_ft']:.2f}", f"{r['top1_after_ft']:.2f}"])
-    table = markdown_table(["method / criterion", "measured latency ratio", "LR %", "params (of baseline)",
-                            "blocks removed", "top-1 pruned", f"top-1 after {ft_epochs} ep. FT"], rows)
-    header = (f"{args.model} on {args.data}: baseline top-1 {base['val']['top1']:.2f}%, {base_params:,} params; "
-              f"budget {args.budget} of the unpruned latency (ORT CPU batch 1, measured interleaved, "
-              f"tolerance {args.tolerance:.0%}); fine-tuning {ft_epochs} epoch(s) lr {args.finetune_lr}")
-    print("\n" + header + "\n\n" + table)
-    md_path.write_text(header + "\n\n" + table + "\n")
-    write_json(json_path, {"args": {k: v for k, v in vars(args).items() if not k.startswith("_")}, "baseline": base,
-                           "baseline_params": base_params, "torch_pruning": use_tp, "rows": results,
-                           "seconds": time.time() - t_start})
-    plot(results, base, args, ft_epochs, png_path)
-    print(f"\nwrote {json_path}, {png_path}, {md_path} ({time.time() - t_start:.0f} s)")
+    for label in dict.fromkeys(r["row"] for r in results):
+        done = [r for r in results if r["row"] == label and "error" not in r]
+        failed = [r for r in results if r["row"] == label and "error" in r]
+        if not done:
+            rows.append([label, "-", "-", "-", "-", "-", "error: " + failed[0]["error"][:80]])
+            continue
+        ratio = [r["measured_ratio"] for r in done]
+        rows.append([label, stat(ratio, 3), stat([100 * (1 - x) for x in ratio], 1),
+                     f"{statistics.mean(r['params'] for r in done):,.0f} "
+                     f"({statistics.mean(r['params_ratio'] for r in done):.2f})",
+                     stat([float(r["removed_blocks"]) for r in done], 1), stat([r["top1_before_ft"] for r in done], 2),
+                     stat([r["top1_after_ft"] for r in done], 2) + (f" ({len(failed)} failed)" if failed else "")])
+    return rows
 
 
 def plot(results, base, args, ft_epochs, png_path: Path) -> None:
