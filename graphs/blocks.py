@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import onnx
 
 from graphs.deps import module_of_node, module_of_param
+from graphs.shapes import measured_shapes
 
 UNARY_TAIL = {"Relu", "Clip", "LeakyRelu", "HardSwish", "HardSigmoid", "Sigmoid", "Tanh", "Elu", "Selu",
               "Gelu", "Identity", "Dropout", "Mish", "Softplus"}
@@ -234,33 +235,6 @@ def _residual_candidate(g: _Graph, add: onnx.NodeProto):
         else:
             return None
     return module, region, entry, exit_
-
-
-def measured_shapes(model: onnx.ModelProto, names: list[str]) -> dict[str, tuple]:
-    """Shapes of `names` from one onnxruntime run at the graph's own input size (symbolic dims 1)."""
-    import numpy as np
-    import onnxruntime as ort
-
-    probe = onnx.ModelProto.FromString(model.SerializeToString())
-    known = {o.name for o in probe.graph.output}
-    probe.graph.output.extend(onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None)
-                              for n in names if n not in known)
-    inits = {i.name for i in probe.graph.initializer}
-    feeds = {}
-    for inp in probe.graph.input:
-        if inp.name in inits:
-            continue
-        dims = [d.dim_value or 1 for d in inp.type.tensor_type.shape.dim]
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(inp.type.tensor_type.elem_type)
-        feeds[inp.name] = np.zeros(dims, dtype)
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    try:
-        session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        values = session.run(names, feeds)
-    except Exception:  # a graph that does not run keeps its unknown shapes (no blocks there)
-        return {}
-    return {n: (None, *v.shape[1:]) for n, v in zip(names, values)}
 
 
 def _layers(g: _Graph) -> list[Block]:

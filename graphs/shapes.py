@@ -33,11 +33,45 @@ def tensor_shapes(model: onnx.ModelProto) -> dict[str, tuple | None]:
     return shapes
 
 
+def measured_shapes(model: onnx.ModelProto, names: list[str]) -> dict[str, tuple]:
+    """Shapes of `names` from one onnxruntime run at the graph's own input size (symbolic dims 1)."""
+    import onnxruntime as ort
+
+    probe = onnx.ModelProto.FromString(model.SerializeToString())
+    known = {o.name for o in probe.graph.output}
+    probe.graph.output.extend(onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None)
+                              for n in names if n not in known)
+    inits = {i.name for i in probe.graph.initializer}
+    feeds = {}
+    for inp in probe.graph.input:
+        if inp.name in inits:
+            continue
+        dims = [d.dim_value or 1 for d in inp.type.tensor_type.shape.dim]
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(inp.type.tensor_type.elem_type)
+        feeds[inp.name] = np.zeros(dims, dtype)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        values = session.run(names, feeds)
+    except Exception:  # a graph that does not run keeps its unknown shapes (no blocks there)
+        return {}
+    return {n: (None, *v.shape[1:]) for n, v in zip(names, values)}
+
+
 class ConstEvaluator:
-    """Evaluates integer/shape sub-computations with numpy; `value(name)` is an array or None."""
+    """Evaluates integer/shape sub-computations with numpy; `value(name)` is an array or None.
+
+    A `Shape` whose input inference left partly unknown (beyond the batch) is read from one
+    onnxruntime run at the graph's own input size, done once for all such inputs: TF-style "same"
+    padding (timm's tf_* models) computes its pads from the spatial size, and once one of those pads
+    is computed at run time, inference loses every spatial size after it, so without the run no pad
+    of EfficientNet-Lite0 could be evaluated and its four stride-2 expansion groups stayed frozen."""
 
     def __init__(self, model: onnx.ModelProto, shapes: dict[str, tuple | None]):
+        self.model = model
         self.shapes = shapes
+        self.measured: dict[str, tuple] | None = None
         self.producer = {out: node for node in model.graph.node for out in node.output}
         self.values: dict[str, np.ndarray | None] = {
             init.name: numpy_helper.to_array(init) for init in model.graph.initializer
@@ -58,11 +92,21 @@ class ConstEvaluator:
             self.values[name] = result
         return self.values[name]
 
+    def _shape(self, name: str) -> tuple | None:
+        shape = self.shapes.get(name)
+        if shape is not None and all(d is not None for d in shape[1:]):
+            return shape
+        if self.measured is None:
+            unknown = {n.input[0] for n in self.model.graph.node if n.op_type == "Shape"
+                       and (self.shapes.get(n.input[0]) is None or None in self.shapes[n.input[0]][1:])}
+            self.measured = measured_shapes(self.model, sorted(unknown)) if unknown else {}
+        return self.measured.get(name, shape)
+
     def _evaluate(self, node: onnx.NodeProto, name: str) -> np.ndarray | None:
         op = node.op_type
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         if op == "Shape":
-            shape = self.shapes.get(node.input[0])
+            shape = self._shape(node.input[0])
             if shape is None:
                 return None
             full = np.array([SYMBOLIC_DIM if d is None else d for d in shape], dtype=np.int64)
@@ -70,17 +114,10 @@ class ConstEvaluator:
         if op == "Constant":
             return numpy_helper.to_array(attrs["value"]) if "value" in attrs else None
         args = [self.value(i) if i else None for i in node.input]
-        if any(a is None for a in args[:1]) or (op not in ("Slice", "Unsqueeze", "Squeeze") and any(a is None for a in args)):
+        if any(a is None for a in args[:1]) or (op not in ("Slice", "Unsqueeze", "Squeeze", "Clip") and any(a is None for a in args)):
             return None
-        if op in ("Add", "Sub", "Mul"):
-            return {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply}[op](args[0], args[1])
-        if op == "Div":
-            a, b = args
-            return a // b if a.dtype.kind in "iu" and b.dtype.kind in "iu" else a / b
-        if op in ("Floor", "Ceil"):
-            return getattr(np, op.lower())(args[0])
-        if op == "Cast":
-            return args[0].astype(onnx.helper.tensor_dtype_to_np_dtype(attrs["to"]))
+        if op in ARITHMETIC:
+            return _arithmetic(op, args, attrs)
         if op == "Gather":
             return np.take(args[0], args[1], axis=attrs.get("axis", 0))
         if op == "Unsqueeze":
@@ -112,3 +149,27 @@ class ConstEvaluator:
             fill = numpy_helper.to_array(attrs["value"]) if "value" in attrs else np.zeros(1, np.float32)
             return np.full(args[0], fill[0], dtype=fill.dtype)
         return None
+
+
+ARITHMETIC = ("Add", "Sub", "Mul", "Div", "Max", "Min", "Clip", "Floor", "Ceil", "Cast")
+
+
+def _arithmetic(op: str, args: list, attrs: dict) -> np.ndarray:
+    """The element-wise ops shape computations use (pads, sizes, bounds)."""
+    if op in ("Add", "Sub", "Mul"):
+        return {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply}[op](args[0], args[1])
+    if op == "Div":
+        a, b = args
+        return a // b if a.dtype.kind in "iu" and b.dtype.kind in "iu" else a / b
+    if op in ("Max", "Min"):
+        return {"Max": np.maximum, "Min": np.minimum}[op].reduce(np.broadcast_arrays(*args))
+    if op == "Clip":  # max(pad, 0) of TF-style "same" padding
+        low = args[1] if len(args) > 1 and args[1] is not None else attrs.get("min")
+        high = args[2] if len(args) > 2 and args[2] is not None else attrs.get("max")
+        out = args[0]
+        out = np.maximum(out, np.asarray(low, out.dtype)) if low is not None else out
+        return np.minimum(out, np.asarray(high, out.dtype)) if high is not None else out
+    if op in ("Floor", "Ceil"):
+        return getattr(np, op.lower())(args[0])
+    if op == "Cast":
+        return args[0].astype(onnx.helper.tensor_dtype_to_np_dtype(attrs["to"]))
