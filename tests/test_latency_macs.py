@@ -15,7 +15,7 @@ from graphs.plan import Plan
 from graphs.stats import macs_per_node
 from graphs.surgery import apply_plan
 from toolchain.export import export_onnx
-from toolchain.latency.predict import LayerMap, mac_saving
+from toolchain.latency.predict import LayerMap
 from toolchain.solve.budget import width_options
 
 MODELS = {  # grouped (regnet, resnext), depthwise (mobilenet_v2), plain (resnet18)

@@ -100,7 +100,8 @@ def _layer_saving(r_in: float, r_out: float, by_width: bool) -> float:
     MACs fall as r^2, but its time does not follow: ORT's grouped kernels at half the channels per
     group (a quarter of the MACs) ran regnet_y_800mf's convs at 0.88-1.00x
     (bench/results/grouped_alignment_sides.txt), and pricing them by MACs made regnet's predictions
-    worse (replay of bench/results/lut_regnet_precise.txt: worst 15.9% / 14.1% against 12.9% / 13.0%)."""
+    worse in an offline replay of bench/results/lut_regnet_precise.txt (worst 15.9% / 14.1% against
+    12.9% / 13.0%; a scratch variant, not kept)."""
     return 1.0 - r_out if by_width else 1.0 - r_in * r_out
 
 
