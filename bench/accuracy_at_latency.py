@@ -55,15 +55,14 @@ from toolchain.train import TrainConfig, evaluate, train  # noqa: E402
 from toolchain.zoo import build_model  # noqa: E402
 
 DATA = "fashion-mnist"
-METHODS = {  # name -> (mode, filter criterion, layer criterion)
+# Torch-Pruning rows -> their round_to: 8 as issue 12 asks; 16, onnxruntime's channel block here.
+TP_ROUND_TO = {"torch-pruning": 8, "torch-pruning-16": 16}
+METHODS = {  # name -> (mode, filter criterion, layer criterion); Torch-Pruning rows have none
     "joint": ("joint", "sp-lamp", None),
     "filter": ("filter", "l1", None),
     "layer": ("layer", "l1", "imprinting"),
-    "torch-pruning": None,
-    "torch-pruning-16": None,
+    **dict.fromkeys(TP_ROUND_TO),
 }
-# Torch-Pruning rows -> their round_to: 8 as issue 12 asks; 16, onnxruntime's channel block here.
-TP_ROUND_TO = {"torch-pruning": 8, "torch-pruning-16": 16}
 
 
 def input_shape(model: str, size: int | None) -> tuple[int, int, int, int]:
