@@ -275,7 +275,7 @@ def main() -> None:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
     header = (f"# Accuracy at equal measured latency, Fashion-MNIST\n\n{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
               f"commit {commit}, command: `python bench/accuracy_at_latency.py {' '.join(sys.argv[1:])}`\n"
-              f"setting {args.setting}: baseline {args.train_epochs} epochs, fine-tuning {args.epochs} epochs (lr 0.01, "
+              f"setting {args.setting}: baseline {args.train_epochs} epochs, fine-tuning {args.epochs} epochs (lr 0.01, x0.1 at 1/2 and 3/4 of its batches, "
               f"every method), train subset {args.train_subset or 48000}, test images {args.test_subset or 10000}; "
               f"top-1 after fine-tuning (mean ± sample std over seeds) / measured latency ratio (ORT CPU batch 1). "
               f"This invocation: {time.time() - t0:.0f} s; the rows shown took {row_seconds:.0f} s in all "

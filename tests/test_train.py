@@ -30,25 +30,55 @@ def test_training_lowers_the_loss_on_a_real_batch():
     assert after < before
 
 
-def run(epochs_by_call, checkpoint_dir):
-    """Train builtin:resnet20 on real digits (shuffled, augmented), calling train() once per entry of
-    `epochs_by_call` with the same checkpoint dir (a resumed run in a fresh process: fresh module,
-    fresh loader). Returns the final module, the checkpoint and the history."""
+def test_a_one_epoch_run_decays_its_lr_at_half_and_three_quarters_of_its_batches():
+    """The schedule counts batches: a one-epoch fine-tune ends at lr x0.01, as the CLI's help says
+    (counted in epochs it never decayed: a short fine-tune ended at its full lr)."""
+    from toolchain.train import lr_milestones
+    batches = small_loader("train", n=2) * 4  # 8 real batches
+    seen = []
+    history = train(build_model("builtin:resnet20"), batches, None, TrainConfig(epochs=1, lr=0.04, seed=0),
+                    on_epoch=lambda epoch, record: seen.append(record["lr"]))
+    assert seen == [history[0]["lr"]] and history[0]["lr"] == pytest.approx(0.04 * 0.01)
+    assert lr_milestones(TrainConfig(epochs=1), 8) == [4, 6]
+    assert lr_milestones(TrainConfig(epochs=3), 10) == [15, 22]
+    assert lr_milestones(TrainConfig(epochs=6, step_epochs=2), 10) == [20, 40]
+    assert lr_milestones(TrainConfig(epochs=1), 1) == [1]
+
+
+class Killed(Exception):
+    """Stands for the process being killed between two epochs."""
+
+
+def run(stops, checkpoint_dir, epochs=2):
+    """Train builtin:resnet20 on real digits (shuffled, augmented) for `epochs`, calling train() once per
+    entry of `stops` with the same checkpoint dir: an entry n kills the run after its epoch n, None lets
+    it finish (each call a fresh process: fresh module, fresh loader). Returns the final module, the
+    checkpoint and the history."""
     val = [b for _, b in zip(range(2), make_loader("digits", NATIVE, "val", 32, seed=0, shuffle=False))]
-    for epochs in epochs_by_call:
+
+    def killer(stop):
+        def on_epoch(epoch, record):
+            if epoch == stop:
+                raise Killed
+        return on_epoch
+
+    for stop in stops:
         torch.manual_seed(123)  # a fresh process's init; the checkpoint must override it
         module = build_model("builtin:resnet20")
         loader = make_loader("digits", NATIVE, "train", 128, seed=0, augment=True, shuffle=True)
-        history = train(module, loader, val, TrainConfig(epochs=epochs, lr=0.02, seed=0), checkpoint_dir=checkpoint_dir)
+        try:
+            history = train(module, loader, val, TrainConfig(epochs=epochs, lr=0.02, seed=0),
+                            checkpoint_dir=checkpoint_dir, on_epoch=killer(stop))
+        except Killed:
+            continue
     return module, torch.load(checkpoint_dir / "checkpoint.pt", weights_only=True), history
 
 
-
 def test_resumed_run_equals_an_uninterrupted_one(tmp_path, one_thread):
-    """Two epochs in one go vs one epoch, then a resumed run to two: same weights, optimizer state
-    (momentum buffers), scheduler and history, bit for bit."""
-    straight, state_a, history_a = run([2], tmp_path / "a")
-    resumed, state_b, history_b = run([1, 2], tmp_path / "b")
+    """Two epochs in one go vs a run killed after its first epoch and resumed: same weights, optimizer
+    state (momentum buffers), scheduler (its lr drops fall inside the second epoch) and history, bit for bit."""
+    straight, state_a, history_a = run([None], tmp_path / "a")
+    resumed, state_b, history_b = run([0, None], tmp_path / "b")
     assert [h["epoch"] for h in history_b] == [0, 1] and state_b["epoch"] == 1
     for name, value in straight.state_dict().items():
         assert torch.equal(value, resumed.state_dict()[name]), name
@@ -57,7 +87,7 @@ def test_resumed_run_equals_an_uninterrupted_one(tmp_path, one_thread):
     for key in momentum_a:
         assert torch.equal(momentum_a[key]["momentum_buffer"], momentum_b[key]["momentum_buffer"]), key
     assert state_a["scheduler"] == state_b["scheduler"]
-    assert history_a == history_b
+    assert history_a == history_b and history_a[1]["lr"] == pytest.approx(0.02 * 0.01)
 
 
 def test_finetune_dir_writes_weights_into_onnx_with_parity(resnet20_onnx, tmp_path, one_thread):

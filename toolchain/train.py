@@ -111,9 +111,8 @@ def train(module: nn.Module, train_loader: DataLoader, val_loader: DataLoader | 
     if teacher is not None:
         teacher.to(device)
     optimizer = torch.optim.SGD(module.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
-    milestones = list(range(config.step_epochs, config.epochs, config.step_epochs)) if config.step_epochs else \
-        sorted({max(1, config.epochs // 2), max(1, 3 * config.epochs // 4)})
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, lr_milestones(config, _steps_per_epoch(train_loader) or 1),
+                                                     gamma=0.1)
     history, start = [], 0
     checkpoint = Path(checkpoint_dir) / "checkpoint.pt" if checkpoint_dir else None
     if checkpoint is not None and checkpoint.is_file():
@@ -126,8 +125,7 @@ def train(module: nn.Module, train_loader: DataLoader, val_loader: DataLoader | 
         seed_epoch(train_loader, config.seed, epoch)
         if isinstance(getattr(train_loader, "sampler", None), DistributedSampler):
             train_loader.sampler.set_epoch(epoch)
-        total, seen = _train_epoch(model, train_loader, optimizer, config, epoch, device, teacher, progress)
-        scheduler.step()
+        total, seen = _train_epoch(model, train_loader, optimizer, scheduler, config, epoch, device, teacher, progress)
         record = {"epoch": epoch, "train_loss": total / max(1, seen), "lr": optimizer.param_groups[0]["lr"]}
         if val_loader is not None or score is not None:
             measured = score(module) if score is not None else evaluate(module, val_loader, device)
@@ -140,12 +138,30 @@ def train(module: nn.Module, train_loader: DataLoader, val_loader: DataLoader | 
     return history
 
 
-def _train_epoch(model, loader, optimizer, config: TrainConfig, epoch: int, device, teacher, progress):
-    """One pass over `loader`; returns (summed loss x samples, samples)."""
+def _steps_per_epoch(loader) -> int | None:
+    """Batches per epoch, or None for a loader without a length (its schedule then counts epochs)."""
+    try:
+        return max(1, len(loader))
+    except TypeError:
+        return None
+
+
+def lr_milestones(config: TrainConfig, steps_per_epoch: int) -> list[int]:
+    """The optimizer steps after which the lr drops x0.1. Counted in steps, not epochs, so a one- or
+    two-epoch fine-tune decays at 1/2 and 3/4 of its batches as documented (per epoch it never could)."""
+    total = config.epochs * steps_per_epoch
+    if config.step_epochs:
+        return list(range(config.step_epochs * steps_per_epoch, total, config.step_epochs * steps_per_epoch))
+    return sorted({max(1, total // 2), max(1, 3 * total // 4)})
+
+
+def _train_epoch(model, loader, optimizer, scheduler, config: TrainConfig, epoch: int, device, teacher, progress):
+    """One pass over `loader`, stepping the lr schedule per batch; returns (summed loss x samples, samples)."""
     model.train()
     if teacher is not None:  # each epoch: a val score may have left it in eval mode
         teacher_mode(teacher)
     total, seen = 0.0, 0
+    per_batch = _steps_per_epoch(loader) is not None
     for x, y in loader:
         x, y = x.to(device), y.to(device)
         with torch.no_grad():
@@ -156,10 +172,14 @@ def _train_epoch(model, loader, optimizer, config: TrainConfig, epoch: int, devi
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if per_batch:
+            scheduler.step()
         total += loss.item() * y.numel()
         seen += y.numel()
         if progress is not None:
             progress(epoch, seen)
+    if not per_batch:
+        scheduler.step()
     return total, seen
 
 
