@@ -132,6 +132,17 @@ def test_per_layer_model_recovers_interactions(resnet20_onnx):
     # An exact model needs no rescaling.
     assert predictor.anchor_scale == pytest.approx(1.0, abs=0.02)
     assert predictor.depth_scale == pytest.approx(1.0, abs=0.02)
+    # Each width anchor counts once: a deep anchor at a kernel cliff (regnet_y_800mf's grouped convs at
+    # half their channels per group ran barely faster) must not set the level alone, as least squares let it.
+    kept_shallow = anchor_widths(analysis, 0.75, 8)
+    savings = np.array([1.0 - truth(kept_shallow, []), 1.0 - truth(kept_half, [])])
+    measured = savings * [0.94, 0.72]
+    cliff_table = copy.copy(table)
+    cliff_table.anchors = {"uniform-0.75": Anchor(kept_shallow, [], 1.0 - measured[0]),
+                           "uniform-0.50": Anchor(kept_half, [], 1.0 - measured[1])}
+    cliff = Predictor(cliff_table, analysis, blocks)
+    assert savings.min() > 0.05 and cliff.anchor_scale == pytest.approx(0.83, abs=0.01)
+    assert savings @ measured / (savings @ savings) < 0.80  # what least squares gave
     prunable = [g for g in analysis.groups if g.prunable and g.channels > 8]
     worst_fit = worst_additive = 0.0
     for _ in range(20):

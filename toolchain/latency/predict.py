@@ -162,9 +162,7 @@ class Predictor:
         anchors = [a for a in self.table.anchors.values() if a.kept and not a.removed]
         predicted = np.array([self._parts(a.kept)[0] @ prior for a in anchors])
         measured = np.array([1.0 - a.ratio for a in anchors])
-        if not predicted.size or predicted @ predicted <= 0:
-            return 1.0
-        return float(np.clip(predicted @ measured / (predicted @ predicted), 0.1, 10.0))
+        return _mean_ratio(predicted, measured, 0.1, 10.0)
 
     def features(self, kept: dict[str, int], removed_nodes=frozenset()) -> np.ndarray:
         """The saving's features (per-layer MAC savings, then the fraction of ops removed): the
@@ -244,9 +242,10 @@ class Predictor:
 
         Single-change entries leave the model's overall level open to how the host runs a model that
         changed everywhere at once (caches, memory traffic, many ops gone) and to its state during this
-        table; the anchors measure exactly that, in the same run. Least squares, width first (its
-        anchors remove nothing), then depth on what width leaves. Bounded, so a bad anchor cannot
-        wreck the model; depth more loosely, since summed single-block savings can be far off.
+        table; the anchors measure exactly that, in the same run. Width first (its anchors remove
+        nothing), each anchor's measured/predicted ratio counting once (_mean_ratio), then depth by
+        least squares on what width leaves. Bounded, so a bad anchor cannot wreck the model; depth more
+        loosely, since summed single-block savings can be far off.
         """
         anchors = [a for a in self.table.anchors.values() if all(b in self.blocks for b in a.removed)]
         removed = [[self.blocks[b] for b in a.removed] for a in anchors]
@@ -254,7 +253,7 @@ class Predictor:
         depth = np.array([self._depth_saving(r) for r in removed])
         measured = np.array([1.0 - a.ratio for a in anchors])
         pure = depth == 0
-        w_scale = _scale(width[pure], measured[pure], 0.7, 1.3)
+        w_scale = _mean_ratio(width[pure], measured[pure], 0.7, 1.3)
         d_scale = _scale(depth[~pure], measured[~pure] - w_scale * width[~pure], 0.5, 1.5)
         return w_scale, d_scale
 
@@ -298,6 +297,21 @@ def latency_floor(table: Table) -> float:
     measured = [r for entries in table.groups.values() for r in entries.values()]
     measured += list(table.blocks.values()) + [a.ratio for a in table.anchors.values()]
     return FLOOR_SHARE * min([1.0, *(r for r in measured if r > 0)])
+
+
+def _mean_ratio(predicted: np.ndarray, measured: np.ndarray, low: float, high: float) -> float:
+    """Mean over anchors of measured/predicted saving, each clipped to [low, high]; 1 without data.
+
+    Not least squares, which weights an anchor by its predicted saving squared and so lets the deepest
+    uniform anchor set the level alone. Where that anchor hits a kernel cliff, the level is wrong for
+    every mixed plan: regnet_y_800mf's uniform-0.50 anchor (grouped convs at 8 of 16 channels per
+    group, which ORT runs barely faster) measured 0.72 of its predicted saving, uniform-0.75 0.94,
+    random mixed plans a median 0.88; least squares put its full table's worst plan 16% off, the
+    mean 10% (offline replay of bench/results/lut_regnet_rerun.txt)."""
+    usable = predicted > 1e-6
+    if not usable.any():
+        return 1.0
+    return float(np.mean(np.clip(measured[usable] / predicted[usable], low, high)))
 
 
 def _scale(predicted: np.ndarray, measured: np.ndarray, low: float, high: float) -> float:
