@@ -10,7 +10,8 @@ predicts them with tables built from a store's full grid:
   prior    the anchors only, likewise.
 Selection depends only on which entries are measured, not on their values, so `reduced` picks the
 entries the live run picked. Comparing its error with the live run's separates what the selection
-costs from what timing drift between a table and the plans costs.
+costs from what timing drift between a table and the plans costs. It also prints what sets the full
+table's width level: each width anchor's measured/predicted saving, and the scale the plans needed.
 
     python bench/lut_replay.py LOG --model torchvision:resnet18 --store S [--seed 1]
                                [--max-measurements 12] [--inject 0.01] [--log PATH|-]
@@ -91,6 +92,7 @@ def run(args, tmp: Path) -> None:
             lut_accuracy.seed_profile(full_store, store, where, sha)
             tables[mode] = lut.profile(str(path), store, replace(base, table=mode, max_measurements=args.max_measurements))
     predictors = {mode: Predictor(table, analysis, analysis.blocks) for mode, table in tables.items()}
+    needed = []  # per plan: the width scale the full table's model would need to meet its measurement
     for run_no, rows in sorted(runs.items()):
         rng = np.random.default_rng(args.seed + run_no - 1)
         measured, guesses = [], {mode: [] for mode in predictors}
@@ -99,6 +101,7 @@ def run(args, tmp: Path) -> None:
             if (len(kept), len(removed)) != (groups, removed_count):
                 raise SystemExit(f"run {run_no}: the redrawn plans differ from the log's (seed or code changed)")
             measured.append(ratio)
+            needed += [width_scale_needed(predictors["full"], kept, removed, ratio)]
             for mode, predictor in predictors.items():
                 guesses[mode].append(predictor.predict(kept, removed).corrected)
         m = np.array(measured)
@@ -106,6 +109,34 @@ def run(args, tmp: Path) -> None:
             err = np.abs(np.array(guesses[mode]) - m) / m
             print(f"{args.model} run {run_no} {mode:8s}: {table.measured:3d} measurements; error median "
                   f"{np.median(err):.1%} worst {err.max():.1%}")
+    anchor_lines(predictors["full"], tables["full"], [n for n in needed if n is not None])
+
+
+def width_saving(predictor: Predictor, kept: dict, removed: list) -> float:
+    """The narrowed layers' saving by the fitted per-layer model, before any anchor scale."""
+    return float(predictor.parts(kept, {n for b in removed for n in b.nodes})[0] @ predictor.efficiency)
+
+
+def width_scale_needed(predictor: Predictor, kept: dict, removed: list, measured: float) -> float | None:
+    """The width scale that would make the prediction meet `measured`, the depth part as fitted."""
+    width = width_saving(predictor, kept, removed)
+    if width < 0.02:
+        return None
+    depth = 1.0 - predictor.predict(kept, removed).corrected - predictor.anchor_scale * width
+    return (1.0 - measured - depth) / width
+
+
+def anchor_lines(predictor: Predictor, table, needed: list[float]) -> None:
+    """What sets the full table's width level: each width anchor's measured/predicted saving, the
+    fitted scale, and the scale the logged plans needed."""
+    for name, anchor in table.anchors.items():
+        if anchor.kept and not anchor.removed:
+            predicted = width_saving(predictor, anchor.kept, [])
+            print(f"full table anchor {name}: {len(anchor.kept)} groups narrowed, saving measured {1 - anchor.ratio:.3f}, "
+                  f"predicted {predicted:.3f} before scaling: ratio {(1 - anchor.ratio) / predicted:.2f}")
+    if needed:
+        print(f"full table width scale {predictor.anchor_scale:.2f}; the logged plans needed a median {np.median(needed):.2f} "
+              f"(range {min(needed):.2f}-{max(needed):.2f}, {len(needed)} plans)")
 
 
 def main() -> None:
