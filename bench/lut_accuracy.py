@@ -10,7 +10,10 @@ Then random Plans (mixed widths on the round_to grid and 0-2 removed blocks) are
 interleaved with the unpruned model, once, and every table predicts them: measurement count, wall
 time and the per-layer model's median/worst error per table (the full table's additive SP-LAMP
 error too). --prior-models are profiled (full grid) first, only to feed the device profile.
---repeats N does it all N times (fresh reduced/prior tables, new plans) in one log.
+--repeats N does it all N times (fresh reduced/prior tables, new plans) in one log. --keep-tables DIR
+keeps each run's reduced/prior stores, so a run that misses can be examined from the entries it
+measured (profiling a kept store again with the same mode selects the same entries and measures
+none). "mean signed" is a table's bias: negative predicts the plans faster than they measured.
 
     python bench/lut_accuracy.py [--models torchvision:resnet18,torchvision:resnet50] [--plans 20]
                                  [--prior-models M,...] [--tables full,reduced,prior] [--repeats 2]
@@ -79,6 +82,8 @@ def main() -> None:
                         help="table grid and plan widths (default: the backend's channel block, 16 on AVX-512)")
     parser.add_argument("--store", default=None, help="the full tables' store (default: a fresh temporary one)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--keep-tables", default=None, metavar="DIR",
+                        help="keep each run's reduced/prior table stores here to examine later, not in a temporary folder")
     parser.add_argument("--out", default=None, help="also write every plan, measured and predicted, to this JSON file")
     parser.add_argument("--log", default=None, help="log file (default bench/results/lut_accuracy.txt; - for none)")
     args = parser.parse_args()
@@ -168,7 +173,10 @@ def evaluate(args, spec, tables, repeat, rng, tmp, full_store, base, backend, wh
     if "full" in tables:
         built["full"] = fulls[spec]
     for mode in (t for t in tables if t != "full"):
-        store = str(Path(tmp) / f"{mode}-{repeat}-{path.stem}.sqlite")
+        store = Path(args.keep_tables or tmp) / f"{mode}-{repeat + 1}-{path.stem}.sqlite"
+        store.parent.mkdir(parents=True, exist_ok=True)
+        store.unlink(missing_ok=True)  # a kept store from an earlier run must not be reused: this run measures
+        store = str(store)
         models = seed_profile(full_store, store, where, sha)
         config = replace(base, table=mode, max_measurements=args.max_measurements, target_error=args.target_error)
         built[mode] = _timed_table(path, store, config, sha)
@@ -196,9 +204,11 @@ def evaluate(args, spec, tables, repeat, rng, tmp, full_store, base, backend, wh
     m = np.array(measured)
     lines = []
     for mode, (table, count, wall, note) in built.items():
-        err = np.abs(np.array(guesses[mode]) - m) / m
+        signed = (np.array(guesses[mode]) - m) / m
+        err = np.abs(signed)
         lines.append(f"{spec} run {repeat + 1} {mode:8s}: {count:3d} measurements, {wall:5.0f} s"
-                     f"{' (' + note + ')' if note else ''}; error median {np.median(err):.1%} worst {err.max():.1%}")
+                     f"{' (' + note + ')' if note else ''}; error median {np.median(err):.1%} worst {err.max():.1%}"
+                     f" mean signed {signed.mean():+.1%}")
     if additive:
         err = np.abs(np.array(additive) - m) / m
         lines.append(f"{spec} run {repeat + 1} full, SP-LAMP additive: error median {np.median(err):.1%} "
