@@ -90,6 +90,19 @@ def test_resumed_run_equals_an_uninterrupted_one(tmp_path, one_thread):
     assert history_a == history_b and history_a[1]["lr"] == pytest.approx(0.02 * 0.01)
 
 
+def test_extending_a_finished_run_moves_its_lr_drops(tmp_path, one_thread):
+    """A finished 1-epoch run extended to 4 epochs trains on at the 4-epoch schedule: back at the full lr,
+    x0.1 after half its batches, x0.01 after three quarters (each record's lr is its epoch's last); not
+    at the 1-epoch run's x0.01 throughout, whose drops had all passed."""
+    _, _, first = run([None], tmp_path, epochs=1)
+    _, state, extended = run([None], tmp_path, epochs=4)
+    assert first[0]["lr"] == pytest.approx(0.02 * 0.01)
+    assert [h["epoch"] for h in extended] == [0, 1, 2, 3] and extended[0] == first[0]
+    assert [h["lr"] for h in extended[1:]] == pytest.approx([0.02 * 0.1, 0.02 * 0.01, 0.02 * 0.01])
+    assert sorted(state["scheduler"]["milestones"]) == [2 * state["scheduler"]["last_epoch"] // 4,
+                                                       3 * state["scheduler"]["last_epoch"] // 4]
+
+
 def test_finetune_dir_writes_weights_into_onnx_with_parity(resnet20_onnx, tmp_path, one_thread):
     from toolchain.finetune import finetune_dir
     from toolchain.prune import prune_to_dir, uniform_plan

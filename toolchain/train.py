@@ -2,13 +2,15 @@
 
 The papers' fine-tuning defaults: SGD, lr 1e-3, momentum 0.9, weight decay, step decay. A
 checkpoint is written after every epoch (model + optimizer + scheduler, loaded back with
-weights_only=True), so an interrupted run resumes from the last finished epoch. Under torchrun
+weights_only=True), so an interrupted run resumes from the last finished epoch, and a finished one
+can be extended with more epochs (its lr drops move to the longer run's). Under torchrun
 (WORLD_SIZE > 1) the same code runs data-parallel (DDP, gloo on CPU, nccl on GPUs).
 """
 from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -111,8 +113,8 @@ def train(module: nn.Module, train_loader: DataLoader, val_loader: DataLoader | 
     if teacher is not None:
         teacher.to(device)
     optimizer = torch.optim.SGD(module.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, lr_milestones(config, _steps_per_epoch(train_loader) or 1),
-                                                     gamma=0.1)
+    milestones = lr_milestones(config, _steps_per_epoch(train_loader) or 1)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=0.1)
     history, start = [], 0
     checkpoint = Path(checkpoint_dir) / "checkpoint.pt" if checkpoint_dir else None
     if checkpoint is not None and checkpoint.is_file():
@@ -120,6 +122,7 @@ def train(module: nn.Module, train_loader: DataLoader, val_loader: DataLoader | 
         module.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        _move_milestones(scheduler, milestones)
         history, start = json.loads(state["history"]), int(state["epoch"]) + 1
     for epoch in range(start, config.epochs):
         seed_epoch(train_loader, config.seed, epoch)
@@ -144,6 +147,19 @@ def _steps_per_epoch(loader) -> int | None:
         return max(1, len(loader))
     except TypeError:
         return None
+
+
+def _move_milestones(scheduler, milestones: list[int]) -> None:
+    """Give a resumed scheduler this run's lr drops. A checkpoint of a run of another length (a
+    finished 4-epoch fine-tune extended to 8) holds that run's drops, all already passed: the extension
+    would train at lr x0.01 throughout. The lr becomes what this run's schedule has at the step reached."""
+    if sorted(scheduler.milestones.elements()) == milestones:
+        return
+    scheduler.milestones = Counter(milestones)
+    drops = sum(1 for m in milestones if m <= scheduler.last_epoch)
+    for group, base in zip(scheduler.optimizer.param_groups, scheduler.base_lrs):
+        group["lr"] = base * scheduler.gamma ** drops
+    scheduler._last_lr = [group["lr"] for group in scheduler.optimizer.param_groups]
 
 
 def lr_milestones(config: TrainConfig, steps_per_epoch: int) -> list[int]:
