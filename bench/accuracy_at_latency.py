@@ -182,8 +182,9 @@ def summary(records: list[dict], args) -> str:
         mine = [r for r in records if r["model"] == model and r["setting"] == args.setting]
         if not mine:
             continue
-        base = [r["baseline_top1"] for r in mine if r["seed"] in args.seeds]
-        lines += [f"\n### {model} (unpruned: {_stat(sorted(set(base)))})\n",
+        # One baseline per seed; keyed by seed, since two seeds' baselines can score the same.
+        base = {r["seed"]: r["baseline_top1"] for r in mine if r["seed"] in args.seeds}
+        lines += [f"\n### {model} (unpruned: {_stat([base[s] for s in sorted(base)])})\n",
                   "| method | " + " | ".join(f"budget {b}: top-1 / measured ratio" for b in args.budgets) + " |",
                   "|---|" + "---|" * len(args.budgets)]
         for method in args.methods:
