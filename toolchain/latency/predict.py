@@ -306,8 +306,9 @@ def _mean_ratio(predicted: np.ndarray, measured: np.ndarray, low: float, high: f
     uniform anchor set the level alone. Where that anchor hits a kernel cliff, the level is wrong for
     every mixed plan: regnet_y_800mf's uniform-0.50 anchor (grouped convs at 8 of 16 channels per
     group, which ORT runs barely faster) measured 0.72 of its predicted saving, uniform-0.75 0.94,
-    random mixed plans a median 0.88 (bench/results/lut_replay_regnet_anchors.txt). Replaying bench/results/lut_regnet_rerun.txt, its full table's
-    worst plan went from 16.7% / 15.9% off to 11.3% / 9.7% (bench/results/lut_replay_regnet_*.txt)."""
+    random mixed plans a median 0.88 (bench/results/lut_replay_regnet_anchors.txt). Replaying
+    bench/results/lut_regnet_rerun.txt, its full table's worst plan went from 16.7% / 15.9% off to
+    11.3% / 9.7% (bench/results/lut_replay_regnet_*.txt)."""
     usable = predicted > 1e-6
     if not usable.any():
         return 1.0
