@@ -241,11 +241,18 @@ def test_residual_group_aggregation(res):
     # a block's inner group holds only conv_a / bn_a
     inner = a.group("blocks.0.conv_a")
     np.testing.assert_allclose(filter_scores("l2", model, a)[inner.id], _rows(model.blocks[0].conv_a.weight).norm(dim=1))
-    # SP-LAMP's first factor on the stream sums the squared norms of all four writers; the second
-    # every conv_a / fc input slice reading the stream
-    v = (norms ** 2).sum(0) * (sum(b.conv_a.weight.detach().double().pow(2).sum((0, 2, 3)).numpy() for b in model.blocks)
-                               + model.fc.weight.detach().double().pow(2).sum(0).numpy())
-    np.testing.assert_allclose(filter_scores("sp-lamp", model, a)[stream.id], _lamp_by_hand(v), rtol=1e-10)
+    # SP-LAMP on the stream: each of the four writers' filters is scored as its own layer (eq. 2 with
+    # the second factor over every conv_a / fc input slice reading the stream, LAMP-normalised within
+    # that writer), and a unit sums its four layers' scores: eq. 5 sums kept scores over layers.
+    consumers = (sum(b.conv_a.weight.detach().double().pow(2).sum((0, 2, 3)).numpy() for b in model.blocks)
+                 + model.fc.weight.detach().double().pow(2).sum(0).numpy())
+    per_layer = np.stack([_lamp_by_hand(n ** 2 * consumers) for n in norms])
+    stream_scores = filter_scores("sp-lamp", model, a)[stream.id]
+    np.testing.assert_allclose(stream_scores, per_layer.sum(0), rtol=1e-10)
+    assert stream_scores.sum() > 3 * filter_scores("sp-lamp", model, a)[inner.id].sum()  # four layers vs one
+    np.testing.assert_allclose(filter_scores("sp-lamp", model, a, aggregate="max")[stream.id], per_layer.max(0), rtol=1e-10)
+    np.testing.assert_allclose(filter_scores("lamp", model, a)[stream.id],
+                               np.stack([_lamp_by_hand(n ** 2) for n in norms]).sum(0), rtol=1e-10)
 
 
 # --------------------------------------------------------------------------------------------

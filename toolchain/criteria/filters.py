@@ -15,11 +15,16 @@ Criteria (LayerPrune section 3.1, SP-LAMP section 3.1 and appendix D):
 - "bn-gamma": gamma^2 of each BatchNorm channel (LayerPrune eq. 3);
 - "halp": |g_gamma gamma + g_beta beta| per BatchNorm channel (HALP, SP-LAMP eq. 27), averaged
   over batches;
-- "lamp": LAMP eq. 1 on units: v_u = aggregated ||W_u||^2 of the unit's filters, normalised within
-  the group: sorted ascending, score(u) = v_u / sum_{v >= u} v_v (the largest unit scores 1);
-- "sp-lamp": SP-LAMP eq. 2: v_u = ||W_{l,u}||^2 x ||W^_{l+1,u}||^2 (aggregated squared norm of
-  the unit's filters times the summed squared norm of all consumer input-channel slices of the
-  unit), eq. 3 (first factor only) for units no consumer reads; then the LAMP normalisation;
+- "lamp": LAMP eq. 1 per layer: v_{l,u} = ||W_{l,u}||^2, sorted ascending within layer l,
+  score(u, l) = v_{l,u} / sum_{v >= u} v_{l,v} (each layer's largest filter scores 1);
+- "sp-lamp": SP-LAMP eq. 2 per layer: v_{l,u} = ||W_{l,u}||^2 x ||W^_{l+1,u}||^2 (the filter's
+  squared norm times the summed squared norm of every consumer input-channel slice reading unit u),
+  eq. 3 (first factor only) where no consumer reads it; then the LAMP normalisation within layer l.
+  Both then aggregate over the layers a unit couples (sum by default): SP-LAMP eq. 5 sums the kept
+  units' scores over *layers*, and a residual-stream unit keeps or removes a filter in every conv
+  writing to the stream, so it counts once per such layer. (Normalising per group instead gave a
+  stream coupling nine convs the value of one, and the joint knapsack cut stage-3 streams of
+  ResNet-56 from 64 to 16 channels.)
 - "random": seeded uniform per unit.
 
 Gradient criteria run the module in eval mode (BatchNorm running statistics are not touched) and
@@ -36,7 +41,7 @@ import torch.nn.functional as F
 
 from graphs.deps import Analysis
 from graphs.errors import InputError
-from toolchain.criteria.groups import check_aggregate, group_scores
+from toolchain.criteria.groups import channel_owners, check_aggregate, group_scores
 
 
 @dataclass
@@ -314,27 +319,35 @@ def consumer_norms(module, analysis) -> tuple[dict[int, float], set[int]]:
     return total, set(total)
 
 
-@register("lamp", "LAMP eq. 1 on the units' squared filter norms, normalised within each group", group_level=True)
+def _lamp_per_layer(analysis, values: dict[str, np.ndarray], aggregate: str) -> dict[str, np.ndarray]:
+    """LAMP-normalise each layer's per-filter values, then aggregate them per group unit."""
+    return group_scores(analysis, {name: lamp_normalise(v) for name, v in values.items()}, aggregate)
+
+
+@register("lamp", "LAMP eq. 1 on squared filter norms, normalised within each layer, summed per unit", group_level=True)
 def _lamp(module, analysis, loader=None, batches=8, aggregate="sum", seed=0):
-    v = group_scores(analysis, _squared_filter_norms(module, analysis), aggregate)
-    return {g: lamp_normalise(s) for g, s in v.items()}
+    return _lamp_per_layer(analysis, _squared_filter_norms(module, analysis), aggregate)
 
 
-def sp_lamp_values(module, analysis, aggregate="sum") -> dict[str, np.ndarray]:
-    """SP-LAMP's v_u per group unit before the normalisation (eq. 2 numerator, eq. 3 without consumer)."""
-    first = group_scores(analysis, _squared_filter_norms(module, analysis), aggregate)
+def sp_lamp_values(module, analysis) -> dict[str, np.ndarray]:
+    """SP-LAMP's v_{l,u} per layer (conv/linear weight) and filter, before the normalisation: eq. 2's
+    numerator, or eq. 3's where no consumer reads the filter's channel."""
     second, has_consumer = consumer_norms(module, analysis)
+    owners = channel_owners(analysis)
     out = {}
-    for g in analysis.groups:
-        f = first[g.id]
-        out[g.id] = np.array([f[i] * second[r] if r in has_consumer else f[i]
-                              for i, r in enumerate(np.asarray(g.classes).tolist())], dtype=np.float64)
+    for name, first in _squared_filter_norms(module, analysis).items():
+        ids = owners.get(name)
+        if ids is None or ids.size != first.size:
+            continue
+        roots = analysis.roots[ids].tolist()
+        out[name] = np.array([f * second[r] if r in has_consumer else f for f, r in zip(first.tolist(), roots)])
     return out
 
 
-@register("sp-lamp", "SP-LAMP eq. 2-3: filter x next-layer input-channel norms, LAMP-normalised", group_level=True)
+@register("sp-lamp", "SP-LAMP eq. 2-3: filter x next-layer input-channel norms, normalised within each layer, "
+          "summed per unit", group_level=True)
 def _sp_lamp(module, analysis, loader=None, batches=8, aggregate="sum", seed=0):
-    return {g: lamp_normalise(v) for g, v in sp_lamp_values(module, analysis, aggregate).items()}
+    return _lamp_per_layer(analysis, sp_lamp_values(module, analysis), aggregate)
 
 
 @register("random", "seeded uniform scores per unit", group_level=True)
