@@ -199,7 +199,30 @@ def summary(records: list[dict], args) -> str:
                 cells.append(f"{_stat([r['top1'] for r in rs])} / {_stat([r['measured_ratio'] for r in rs], 3)}"
                              + (f" ({missed} not met)" if missed else "") if rs else "-")
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        lines += paired(mine, args, base)
     return "\n".join(lines)
+
+
+def paired(mine: list[dict], args, base: dict) -> list[str]:
+    """Joint minus each other row, seed by seed. Every method of a seed prunes the same baseline, so
+    the per-seed difference leaves out the baselines' own spread, which the mean +- std above keeps."""
+    others = ["unpruned"] + [m for m in args.methods if m != "joint"]
+    if "joint" not in args.methods:
+        return []
+    top1 = {(r["method"], r["budget"], r["seed"]): r["top1"] for r in mine if "error" not in r}
+    lines = ["", "Paired by seed (joint minus the row; how many seeds joint is ahead):", "",
+             "| joint minus | " + " | ".join(f"budget {b}" for b in args.budgets) + " |",
+             "|---|" + "---|" * len(args.budgets)]
+    for other in others:
+        cells = []
+        for b in args.budgets:
+            diffs = [top1[("joint", b, s)] - (base[s] if other == "unpruned" else top1[(other, b, s)])
+                     for s in args.seeds if ("joint", b, s) in top1 and s in base
+                     and (other == "unpruned" or (other, b, s) in top1)]
+            ahead = sum(d > 0 for d in diffs)
+            cells.append(f"{_stat(diffs)}, ahead in {ahead}" if diffs else "-")
+        lines.append(f"| {other} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _stat(values: list[float], digits: int = 2) -> str:
