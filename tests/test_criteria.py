@@ -255,6 +255,40 @@ def test_residual_group_aggregation(res):
                                np.stack([_lamp_by_hand(n ** 2) for n in norms]).sum(0), rtol=1e-10)
 
 
+class Inverted(nn.Module):
+    """stem(3->4); an inverted residual: expand 1x1 (4->8), depthwise 3x3, project 1x1 (8->4), added
+    to the stem's stream; pool, fc(4->3)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, padding=1, bias=False)
+        self.expand = nn.Conv2d(4, 8, 1, bias=False)
+        self.dw = nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False)
+        self.project = nn.Conv2d(8, 4, 1, bias=False)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = x + self.project(F.relu(self.dw(F.relu(self.expand(x)))))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+def test_depthwise_joins_its_producers_layer():
+    model, a = _setup(Inverted(), seed=3)
+    scores = filter_scores("sp-lamp", model, a)
+    expand, stream = a.group("expand"), a.group("stem")
+    # The expansion unit is one layer: the depthwise filter's squared norm joins the expand filter's,
+    # times the project conv's input slice (eq. 2), normalised once.
+    first = _rows(model.expand.weight).pow(2).sum(1) + _rows(model.dw.weight).pow(2).sum(1)
+    v = first * model.project.weight.detach().double().pow(2).sum((0, 2, 3))
+    np.testing.assert_allclose(scores[expand.id], _lamp_by_hand(v.numpy()), rtol=1e-10)
+    # The stream: two layers (stem, project), each normalised on its own, summed.
+    consumers = (model.expand.weight.detach().double().pow(2).sum((0, 2, 3))
+                 + model.fc.weight.detach().double().pow(2).sum(0)).numpy()
+    per_layer = [_lamp_by_hand(_rows(c.weight).pow(2).sum(1).numpy() * consumers) for c in (model.stem, model.project)]
+    np.testing.assert_allclose(scores[stream.id], np.sum(per_layer, 0), rtol=1e-10)
+
+
 # --------------------------------------------------------------------------------------------
 # layer criteria
 

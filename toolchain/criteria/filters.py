@@ -24,7 +24,8 @@ Criteria (LayerPrune section 3.1, SP-LAMP section 3.1 and appendix D):
   units' scores over *layers*, and a residual-stream unit keeps or removes a filter in every conv
   writing to the stream, so it counts once per such layer. (Normalising per group instead gave a
   stream coupling nine convs the value of one, and the joint knapsack cut stage-3 streams of
-  ResNet-56 from 64 to 16 channels.)
+  ResNet-56 from 64 to 16 channels.) A depthwise conv is not a layer of its own here: its filter's
+  norm joins the conv that produces its input channel (toolchain/criteria/lamp.py).
 - "random": seeded uniform per unit.
 
 Gradient criteria run the module in eval mode (BatchNorm running statistics are not touched) and
@@ -42,6 +43,7 @@ import torch.nn.functional as F
 from graphs.deps import Analysis
 from graphs.errors import InputError
 from toolchain.criteria.groups import channel_owners, check_aggregate, group_scores
+from toolchain.criteria.lamp import consumer_norms, fold_depthwise, lamp_normalise
 
 
 @dataclass
@@ -172,26 +174,6 @@ def _gradient_passes(module, loader, batches, tensors: list[torch.Tensor], name:
             yield torch.autograd.grad(loss, tensors, allow_unused=True)
 
 
-def lamp_normalise(v: np.ndarray) -> np.ndarray:
-    """LAMP eq. 1 within a group: sorted ascending, score(u) = v_u / sum_{v >= u} v_v.
-
-    The largest unit scores exactly 1 (also when every v is 0); ties keep channel order (a stable
-    sort), so among equal values the later channel counts as the larger.
-    """
-    v = np.asarray(v, dtype=np.float64)
-    if v.size == 0:
-        return v.copy()
-    order = np.argsort(v, kind="stable")
-    sorted_v = v[order]
-    tail = np.cumsum(sorted_v[::-1])[::-1]  # sum over v >= u
-    with np.errstate(divide="ignore", invalid="ignore"):
-        s = np.where(tail > 0, sorted_v / np.where(tail > 0, tail, 1.0), 0.0)
-    s[-1] = 1.0
-    out = np.empty_like(s)
-    out[order] = s
-    return out
-
-
 def _filter_norms(module, analysis, p: int) -> dict[str, np.ndarray]:
     out = {}
     for name, w in _weight_tensors(module, analysis).items():
@@ -299,24 +281,9 @@ def _squared_filter_norms(module, analysis):
     return {n: v ** 2 for n, v in _filter_norms(module, analysis, 2).items()}
 
 
-def consumer_norms(module, analysis) -> tuple[dict[int, float], set[int]]:
-    """Channel root -> summed squared norm of every consumer input-channel ("in") slice reading it."""
-    params = _named_params(module)
-    buffers = dict(module.named_buffers())
-    roots = analysis.roots
-    total: dict[int, float] = {}
-    seen = set()
-    for sl in analysis.slices:
-        if sl.role != "in" or (sl.init, sl.axis) in seen:
-            continue
-        seen.add((sl.init, sl.axis))
-        w = params.get(sl.init, buffers.get(sl.init))
-        if w is None or sl.axis >= w.dim() or w.shape[sl.axis] != len(sl.ids):
-            continue
-        per = w.detach().double().transpose(0, sl.axis).reshape(w.shape[sl.axis], -1).pow(2).sum(1).cpu().numpy()
-        for r, v in zip(roots[np.asarray(sl.ids)].tolist(), per.tolist()):
-            total[r] = total.get(r, 0.0) + v
-    return total, set(total)
+def _layer_norms(module, analysis) -> dict[str, np.ndarray]:
+    """Squared filter norms per layer for the LAMP criteria (toolchain/criteria/lamp.py: depthwise folding)."""
+    return fold_depthwise(analysis, _squared_filter_norms(module, analysis))
 
 
 def _lamp_per_layer(analysis, values: dict[str, np.ndarray], aggregate: str) -> dict[str, np.ndarray]:
@@ -326,7 +293,7 @@ def _lamp_per_layer(analysis, values: dict[str, np.ndarray], aggregate: str) -> 
 
 @register("lamp", "LAMP eq. 1 on squared filter norms, normalised within each layer, summed per unit", group_level=True)
 def _lamp(module, analysis, loader=None, batches=8, aggregate="sum", seed=0):
-    return _lamp_per_layer(analysis, _squared_filter_norms(module, analysis), aggregate)
+    return _lamp_per_layer(analysis, _layer_norms(module, analysis), aggregate)
 
 
 def sp_lamp_values(module, analysis) -> dict[str, np.ndarray]:
@@ -335,7 +302,7 @@ def sp_lamp_values(module, analysis) -> dict[str, np.ndarray]:
     second, has_consumer = consumer_norms(module, analysis)
     owners = channel_owners(analysis)
     out = {}
-    for name, first in _squared_filter_norms(module, analysis).items():
+    for name, first in _layer_norms(module, analysis).items():
         ids = owners.get(name)
         if ids is None or ids.size != first.size:
             continue
