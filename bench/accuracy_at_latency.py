@@ -206,9 +206,9 @@ def summary(records: list[dict], args) -> str:
 def paired(mine: list[dict], args, base: dict) -> list[str]:
     """Joint minus each other row, seed by seed. Every method of a seed prunes the same baseline, so
     the per-seed difference leaves out the baselines' own spread, which the mean +- std above keeps."""
-    others = ["unpruned"] + [m for m in args.methods if m != "joint"]
     if "joint" not in args.methods:
         return []
+    others = ["unpruned"] + [m for m in args.methods if m != "joint"]
     top1 = {(r["method"], r["budget"], r["seed"]): r["top1"] for r in mine if "error" not in r}
     lines = ["", "Paired by seed (joint minus the row; how many seeds joint is ahead):", "",
              "| joint minus | " + " | ".join(f"budget {b}" for b in args.budgets) + " |",
