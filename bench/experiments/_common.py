@@ -8,12 +8,19 @@ import time
 import warnings
 from pathlib import Path
 
+import torch
+
 warnings.filterwarnings("ignore")
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from anywhere in the repo
 
+from safetensors.torch import save_file  # noqa: E402
+from torch.utils.data import DataLoader, Subset  # noqa: E402
+
 from toolchain.baseline import train_baseline  # noqa: E402
+from toolchain.data import dataset_info, make_loader  # noqa: E402
 from toolchain.export import export_spec  # noqa: E402
-from toolchain.train import TrainConfig  # noqa: E402
+from toolchain.train import TrainConfig, evaluate, train  # noqa: E402
+from toolchain.zoo import build_model  # noqa: E402
 
 SHAPE = (1, 3, 32, 32)
 
@@ -25,6 +32,9 @@ def add_baseline_args(parser, model="builtin:resnet56", epochs=3, quick_epochs=1
     parser.add_argument("--train-epochs", type=int, default=None,
                         help=f"baseline training epochs (default {epochs}, --quick {quick_epochs})")
     parser.add_argument("--train-lr", type=float, default=0.05)
+    parser.add_argument("--train-subset", type=int, default=0,
+                        help="train the baseline and fine-tune on the first N images of the seeded train split "
+                             "(0: all of it); validation always uses the whole val split")
     parser.add_argument("--cache", default="bench/results/experiments/cache",
                         help="trained baselines are kept here, keyed by model/data/epochs/lr")
     parser.add_argument("--quick", action="store_true", help="small scale, ~2-3 minutes")
@@ -42,7 +52,8 @@ def baseline(args, log=print) -> dict:
     """Train (or reuse) the baseline and export it; returns {"onnx", "val", "seconds"}."""
     resolve(args)
     epochs = args.train_epochs if args.train_epochs is not None else args._epochs[1 if args.quick else 0]
-    key = f"{args.model}|{args.data}|{epochs}|{args.train_lr}|{args.seed}"
+    subset = getattr(args, "train_subset", 0)
+    key = f"{args.model}|{args.data}|{epochs}|{args.train_lr}|{args.seed}" + (f"|n{subset}" if subset else "")
     tag = args.model.split(":")[-1] + f"-{args.data}-e{epochs}-" + hashlib.sha1(key.encode()).hexdigest()[:8]
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
@@ -50,13 +61,38 @@ def baseline(args, log=print) -> dict:
     if not (weights.is_file() and onnx_path.is_file() and meta.is_file()):
         log(f"training baseline {args.model} on {args.data} for {epochs} epoch(s)...")
         t0 = time.time()
-        result = train_baseline(args.model, args.data, str(weights),
-                                TrainConfig(epochs=epochs, lr=args.train_lr, batch_size=64, seed=args.seed), SHAPE)
+        config = TrainConfig(epochs=epochs, lr=args.train_lr, batch_size=64, seed=args.seed)
+        if subset:
+            result = _train_on_subset(args, config, weights)
+        else:
+            result = train_baseline(args.model, args.data, str(weights), config, SHAPE)
         export_spec(args.model, str(onnx_path), SHAPE, checkpoint=str(weights), num_classes=result["num_classes"])
         meta.write_text(json.dumps({"key": key, "val": result["val"], "seconds": time.time() - t0}, indent=2))
     info = json.loads(meta.read_text())
     log(f"baseline {args.model}: val top-1 {info['val']['top1']:.2f}% ({onnx_path})")
     return {"onnx": str(onnx_path), "val": info["val"], "epochs": epochs}
+
+
+def train_loader(args, batch_size: int) -> DataLoader:
+    """The augmented, shuffled train loader; with --train-subset, its first N images (the train split's
+    indices are already a seeded shuffle, so the first N are a fair sample)."""
+    loader = make_loader(args.data, SHAPE, "train", batch_size, seed=args.seed, augment=True, shuffle=True)
+    subset = getattr(args, "train_subset", 0)
+    if not subset or subset >= len(loader.dataset):
+        return loader
+    return DataLoader(Subset(loader.dataset, range(subset)), batch_size=batch_size, shuffle=True,
+                      generator=torch.Generator().manual_seed(int(args.seed)))
+
+
+def _train_on_subset(args, config: TrainConfig, weights: Path) -> dict:
+    """toolchain.baseline.train_baseline, on train_loader's subset."""
+    num_classes = dataset_info(args.data, seed=args.seed)["num_classes"]
+    module = build_model(args.model, num_classes=num_classes)
+    val_loader = make_loader(args.data, SHAPE, "val", 256, seed=args.seed)
+    train(module, train_loader(args, config.batch_size), val_loader, config)
+    module = module.cpu().eval()
+    save_file({k: v.detach().contiguous() for k, v in module.state_dict().items()}, str(weights))
+    return {"num_classes": num_classes, "val": evaluate(module, val_loader)}
 
 
 def markdown_table(headers: list[str], rows: list[list]) -> str:

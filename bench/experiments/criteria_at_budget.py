@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import SHAPE, add_baseline_args, baseline, markdown_table, out_paths, write_json  # noqa: E402
+from _common import SHAPE, add_baseline_args, baseline, markdown_table, out_paths, train_loader, write_json  # noqa: E402
 
 import torch  # noqa: E402
 
@@ -38,7 +38,6 @@ from graphs.onnx_io import load_model  # noqa: E402
 from toolchain.refine import BudgetRequest, measure_against, prune_to_budget  # noqa: E402
 from toolchain.data import make_loader  # noqa: E402
 from toolchain.export import export_onnx  # noqa: E402
-from toolchain.finetune import finetune_dir  # noqa: E402
 from toolchain.latency.config import ProfileConfig  # noqa: E402
 from toolchain.prune import prune_to_dir, uniform_plan  # noqa: E402
 from toolchain.torch_source import torch_module_for  # noqa: E402
@@ -170,7 +169,8 @@ def main() -> None:
     seeds_note = f" (seeds {', '.join(map(str, seeds))}: mean ± sample std, n = seeds)" if len(seeds) > 1 else ""
     header = (f"{args.model} on {args.data}{seeds_note}: baseline top-1 (%) {top1}, {base_params:,} params; "
               f"budget {args.budget} of the unpruned latency (ORT CPU batch 1, measured interleaved, "
-              f"tolerance {args.tolerance:.0%}); fine-tuning {ft_epochs} epoch(s) lr {args.finetune_lr}")
+              f"tolerance {args.tolerance:.0%}); fine-tuning {ft_epochs} epoch(s) lr {args.finetune_lr}"
+              + (f"; baseline and fine-tuning on the first {args.train_subset:,} train images" if args.train_subset else ""))
     print("\n" + header + "\n\n" + table)
     md_path.write_text(header + "\n\n" + table + "\n")
     write_json(json_path, {"args": {k: v for k, v in vars(args).items() if not k.startswith("_")}, "baseline": base,
@@ -210,19 +210,9 @@ def run_seed(args, config, ft_epochs: int, runs: int, refine: int) -> tuple[dict
                 if mode == "torch-pruning":
                     best = tp_row(base["onnx"], module, analysis, args.budget, args, config, work, use_tp, runs)
                     measured, extra = best["measured"], {"uniform_ratio": best["ratio"], "tries": best["tries"]}
-                    if use_tp:
-                        pruned = best["module"]
-                        before = evaluate(pruned, val_loader, torch.device("cpu"))["top1"]
-                        params = n_params(pruned)
-                        train(pruned, make_loader(args.data, SHAPE, "train", ft.batch_size, seed=args.seed, augment=True,
-                                                  shuffle=True), val_loader, ft)
-                        after = evaluate(pruned.cpu(), val_loader, torch.device("cpu"))["top1"]
-                        removed = 0
-                    else:
-                        out_dir = best["dir"]
-                        params = n_params(load_pruned_module(out_dir))
-                        tuned = finetune_dir(out_dir, args.data, ft)
-                        before, after, removed = tuned["before"]["top1"], tuned["after"]["top1"], 0
+                    pruned = best["module"] if use_tp else load_pruned_module(best["dir"])
+                    params, removed = n_params(pruned), 0
+                    before, after = finetune(pruned, args, ft, val_loader)
                 else:
                     request = BudgetRequest(budget=args.budget, mode=mode, criterion=crit, layer_criterion=layer_crit,
                                             loader=loader, batches=args.batches, round_to=args.round_to,
@@ -230,11 +220,10 @@ def run_seed(args, config, ft_epochs: int, runs: int, refine: int) -> tuple[dict
                                             log=lambda m: print("   " + m, flush=True))
                     summary = prune_to_budget(base["onnx"], str(out_dir), request, store, config)
                     measured = summary["latency"]["measured"]
-                    params = n_params(load_pruned_module(out_dir))
-                    removed = len(summary["removed"])
+                    pruned = load_pruned_module(out_dir)
+                    params, removed = n_params(pruned), len(summary["removed"])
                     extra = {"met": summary["latency"]["met"], "predicted": summary["latency"]["predicted"]}
-                    tuned = finetune_dir(out_dir, args.data, ft)
-                    before, after = tuned["before"]["top1"], tuned["after"]["top1"]
+                    before, after = finetune(pruned, args, ft, val_loader)
                 rec = {"row": label, "mode": mode, "criterion": layer_crit or crit, "measured_ratio": measured,
                        "params": params, "params_ratio": params / base_params, "removed_blocks": removed,
                        "top1_before_ft": before, "top1_after_ft": after, "seconds": time.time() - t0, **extra}
@@ -250,6 +239,13 @@ def run_seed(args, config, ft_epochs: int, runs: int, refine: int) -> tuple[dict
         shutil.rmtree(work, ignore_errors=True)
 
     return {**base, "params": base_params}, results
+
+
+def finetune(module: torch.nn.Module, args, ft: TrainConfig, val_loader) -> tuple[float, float]:
+    """Every row's fine-tuning, the same for all: val top-1 before and after (--train-subset applies)."""
+    before = evaluate(module, val_loader, torch.device("cpu"))["top1"]
+    train(module, train_loader(args, ft.batch_size), val_loader, ft)
+    return before, evaluate(module.cpu(), val_loader, torch.device("cpu"))["top1"]
 
 
 def stat(values: list[float], digits: int) -> str:
