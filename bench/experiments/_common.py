@@ -84,6 +84,14 @@ def train_loader(args, batch_size: int) -> DataLoader:
                       generator=torch.Generator().manual_seed(int(args.seed)))
 
 
+def finetune(module: torch.nn.Module, args, config: TrainConfig) -> tuple[float, float]:
+    """Every script's fine-tuning, the same for all rows: val top-1 before and after (--train-subset applies)."""
+    val_loader = make_loader(args.data, SHAPE, "val", 256, seed=args.seed)
+    before = evaluate(module, val_loader, torch.device("cpu"))["top1"]
+    train(module, train_loader(args, config.batch_size), val_loader, config)
+    return before, evaluate(module.cpu(), val_loader, torch.device("cpu"))["top1"]
+
+
 def _train_on_subset(args, config: TrainConfig, weights: Path) -> dict:
     """toolchain.baseline.train_baseline, on train_loader's subset."""
     num_classes = dataset_info(args.data, seed=args.seed)["num_classes"]

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import SHAPE, add_baseline_args, baseline, markdown_table, out_paths, train_loader, write_json  # noqa: E402
+from _common import SHAPE, add_baseline_args, baseline, finetune, markdown_table, out_paths, write_json  # noqa: E402
 
 import torch  # noqa: E402
 
@@ -41,7 +41,7 @@ from toolchain.export import export_onnx  # noqa: E402
 from toolchain.latency.config import ProfileConfig  # noqa: E402
 from toolchain.prune import prune_to_dir, uniform_plan  # noqa: E402
 from toolchain.torch_source import torch_module_for  # noqa: E402
-from toolchain.train import TrainConfig, evaluate, train  # noqa: E402
+from toolchain.train import TrainConfig  # noqa: E402
 from toolchain.pruned_dir import load_pruned_module  # noqa: E402
 
 ROWS = [  # (label, mode, filter criterion, layer criterion)
@@ -189,7 +189,6 @@ def run_seed(args, config, ft_epochs: int, runs: int, refine: int) -> tuple[dict
     analysis = analyze(model)
     module, _ = torch_module_for(model)
     loader = make_loader(args.data, SHAPE, "train", 64, seed=args.seed, shuffle=False)  # same batches every scoring
-    val_loader = make_loader(args.data, SHAPE, "val", 256, seed=args.seed)
     base_params = n_params(module)
     use_tp = torch_pruning_available() and not args.no_torch_pruning
     tp_label = (f"Torch-Pruning {_tp_version()} (L1 group magnitude, uniform, round_to 8)" if use_tp else
@@ -212,7 +211,7 @@ def run_seed(args, config, ft_epochs: int, runs: int, refine: int) -> tuple[dict
                     measured, extra = best["measured"], {"uniform_ratio": best["ratio"], "tries": best["tries"]}
                     pruned = best["module"] if use_tp else load_pruned_module(best["dir"])
                     params, removed = n_params(pruned), 0
-                    before, after = finetune(pruned, args, ft, val_loader)
+                    before, after = finetune(pruned, args, ft)
                 else:
                     request = BudgetRequest(budget=args.budget, mode=mode, criterion=crit, layer_criterion=layer_crit,
                                             loader=loader, batches=args.batches, round_to=args.round_to,
@@ -223,7 +222,7 @@ def run_seed(args, config, ft_epochs: int, runs: int, refine: int) -> tuple[dict
                     pruned = load_pruned_module(out_dir)
                     params, removed = n_params(pruned), len(summary["removed"])
                     extra = {"met": summary["latency"]["met"], "predicted": summary["latency"]["predicted"]}
-                    before, after = finetune(pruned, args, ft, val_loader)
+                    before, after = finetune(pruned, args, ft)
                 rec = {"row": label, "mode": mode, "criterion": layer_crit or crit, "measured_ratio": measured,
                        "params": params, "params_ratio": params / base_params, "removed_blocks": removed,
                        "top1_before_ft": before, "top1_after_ft": after, "seconds": time.time() - t0, **extra}
@@ -239,13 +238,6 @@ def run_seed(args, config, ft_epochs: int, runs: int, refine: int) -> tuple[dict
         shutil.rmtree(work, ignore_errors=True)
 
     return {**base, "params": base_params}, results
-
-
-def finetune(module: torch.nn.Module, args, ft: TrainConfig, val_loader) -> tuple[float, float]:
-    """Every row's fine-tuning, the same for all: val top-1 before and after (--train-subset applies)."""
-    before = evaluate(module, val_loader, torch.device("cpu"))["top1"]
-    train(module, train_loader(args, ft.batch_size), val_loader, ft)
-    return before, evaluate(module.cpu(), val_loader, torch.device("cpu"))["top1"]
 
 
 def stat(values: list[float], digits: int) -> str:

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import SHAPE, add_baseline_args, baseline, markdown_table, out_paths, write_json  # noqa: E402
+from _common import SHAPE, add_baseline_args, baseline, finetune, markdown_table, out_paths, write_json  # noqa: E402
 
 import numpy as np  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
@@ -36,7 +36,6 @@ from graphs.onnx_io import load_model  # noqa: E402
 from graphs.plan import Plan  # noqa: E402
 from toolchain.criteria import filter_scores, layer_scores  # noqa: E402
 from toolchain.data import make_loader  # noqa: E402
-from toolchain.finetune import finetune_dir  # noqa: E402
 from toolchain.prune import prune_to_dir  # noqa: E402
 from toolchain.torch_source import torch_module_for  # noqa: E402
 from toolchain.train import TrainConfig  # noqa: E402
@@ -172,8 +171,8 @@ def main() -> None:
                     if tag == "iterative" and r.get("same_set"):
                         r["iterative_top1"], r["iterative_top1_before"] = r["one_shot_top1"], r["one_shot_top1_before"]
                         continue
-                    tuned = finetune_dir(d, args.data, TrainConfig(epochs=ft_epochs, lr=args.finetune_lr, seed=args.seed))
-                    r[f"{tag}_top1_before"], r[f"{tag}_top1"] = tuned["before"]["top1"], tuned["after"]["top1"]
+                    r[f"{tag}_top1_before"], r[f"{tag}_top1"] = finetune(
+                        load_pruned_module(d), args, TrainConfig(epochs=ft_epochs, lr=args.finetune_lr, seed=args.seed))
             print(f"  {r['kind']} {r['criterion']} {r['setting']}: spearman {r['spearman']:.3f}, top-1 one-shot "
                   f"{r.get('one_shot_top1', float('nan')):.2f}, iterative {r.get('iterative_top1', float('nan')):.2f}", flush=True)
     finally:

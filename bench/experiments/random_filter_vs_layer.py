@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import add_baseline_args, baseline, markdown_table, out_paths, write_json  # noqa: E402
+from _common import add_baseline_args, baseline, finetune, markdown_table, out_paths, write_json  # noqa: E402
 
 import numpy as np  # noqa: E402
 from graphs.alignment import round_count  # noqa: E402
@@ -35,7 +35,7 @@ from graphs.deps import analyze  # noqa: E402
 from graphs.onnx_io import load_model  # noqa: E402
 from graphs.plan import Plan  # noqa: E402
 from toolchain.refine import measure_against  # noqa: E402
-from toolchain.finetune import finetune_dir  # noqa: E402
+from toolchain.pruned_dir import load_pruned_module  # noqa: E402
 from toolchain.latency.config import ProfileConfig  # noqa: E402
 from toolchain.prune import prune_to_dir  # noqa: E402
 from toolchain.torch_source import torch_module_for  # noqa: E402
@@ -117,9 +117,9 @@ def main() -> None:
         if args.finetune_epochs > 0:
             for kind in ("filter", "layer"):
                 for rec in spread([r for r in records if r["kind"] == kind], ft_count):
-                    result = finetune_dir(rec["dir"], args.data, TrainConfig(epochs=args.finetune_epochs,
-                                                                             lr=args.finetune_lr, seed=args.seed))
-                    rec["top1_before"], rec["top1_after"] = result["before"]["top1"], result["after"]["top1"]
+                    rec["top1_before"], rec["top1_after"] = finetune(
+                        load_pruned_module(rec["dir"]), args,
+                        TrainConfig(epochs=args.finetune_epochs, lr=args.finetune_lr, seed=args.seed))
                     print(f"  fine-tuned {kind} {rec['index']}: LR {100 * rec['latency_reduction']:.1f}%, "
                           f"top-1 {rec['top1_before']:.2f} -> {rec['top1_after']:.2f}", flush=True)
     finally:
