@@ -256,7 +256,9 @@ def profile_command(
     """Build latency tables on the real backend (resumable SQLite store).
 
     Whole-network latency with each group narrowed to k channels (coupled layers together, SP-LAMP
-    eq. 7) and with each removable block gone, as ratios to the unpruned model timed interleaved with it."""
+    eq. 7) and with each removable block gone, as ratios to the unpruned model timed interleaved with it.
+    Profile on an otherwise idle machine: a timing during which other processes kept more than a quarter
+    of the CPU busy is taken again after a pause, and if the load lasts, a warning names how many were."""
     from toolchain.latency.config import ProfileConfig, check_table_mode
     from toolchain.latency.lut import profile
 
@@ -277,6 +279,8 @@ def profile_command(
                             ray_address=ray, ray_resource=ray_resource)
     finally:
         progress.stop()
+    if table.load_warning:  # on stderr: --json output stays one parseable document
+        err.print(f"[yellow]warning:[/yellow] {table.load_warning}")
     if as_json:
         print_json(_table_summary(table, store, config))
         return

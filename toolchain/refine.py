@@ -23,6 +23,7 @@ from graphs.errors import InputError
 from graphs.onnx_io import load_model, model_metadata
 from toolchain.latency.backends import get_backend
 from toolchain.latency.config import ProfileConfig, resolve_round_to
+from toolchain.latency.host_load import LoadGuard, busy_note
 from toolchain.latency.lut import profile
 from toolchain.latency.measure import interleaved_ratio
 from toolchain.onnx_only import initializer_module
@@ -95,12 +96,13 @@ def measure_against(reference_onnx: str, candidate_dir: str, config: ProfileConf
     reference = backend.prepare(reference_onnx, batch=config.batch)
     candidate = backend.prepare(candidate_dir, batch=config.batch)  # a prune directory: ONNX or torch module
     try:
-        result = interleaved_ratio(candidate, reference, warmup=config.warmup, runs=runs, pause_s=config.pause_s)
+        result, busy = LoadGuard().measure(lambda: interleaved_ratio(candidate, reference, warmup=config.warmup,
+                                                                     runs=runs, pause_s=config.pause_s))
     finally:
         candidate.close()
         reference.close()
     return {"ratio": result.ratio, "ratio_se": float(result.ratio_se), "reference_ms": result.reference.median,
-            "pruned_ms": result.candidate.median}
+            "pruned_ms": result.candidate.median, "host_busy": busy}
 
 
 def meets_budget(measured: dict, budget: float) -> bool:
@@ -243,6 +245,8 @@ def _run_stage(onnx_path, stage, stage_budget, stage_dir: Path, state: _Stage, r
     blocks = [b for b in analysis.blocks if not (state.onnx_only and b.kind == "layer")]
     request.log(f"stage {stage}/{request.stages}: profiling {Path(state.current).name}")
     table = profile(state.current, store, config, progress=progress)
+    if table.load_warning:
+        request.log("  warning: " + table.load_warning)
     if state.onnx_only:
         module = initializer_module(model)
     else:
@@ -273,7 +277,8 @@ def _run_stage(onnx_path, stage, stage_budget, stage_dir: Path, state: _Stage, r
                "params": summary["params"]["after"], **measured}
         attempts.append(Attempt(decision, measured, summary["params"]["after"], row))
         request.log(f"  target {target:.3f} of the stage input: predicted {row['predicted']:.3f}, measured "
-                    f"{measured['ratio']:.3f} +- {measured['ratio_se']:.3f} of the original (budget {stage_budget:.3f})")
+                    f"{measured['ratio']:.3f} +- {measured['ratio_se']:.3f} of the original (budget {stage_budget:.3f})"
+                    + busy_note(measured["host_busy"]))
         tried.append((target, measured["ratio"]))
         close = measured["ratio"] >= stage_budget * (1.0 - request.tolerance)
         if (meets_budget(measured, stage_budget) and close) or attempt == request.refine:

@@ -25,6 +25,7 @@ from toolchain.latency.config import ProfileConfig, check_table_mode, resolve_ro
 from toolchain.latency.device_profile import device_prior, device_where, learn
 from toolchain.latency.estimate import fill_estimates
 from toolchain.latency.grid import Candidate, candidate_source, candidates
+from toolchain.latency.host_load import LoadGuard
 from toolchain.latency.measure import interleaved_ratio
 from toolchain.latency.predict import Predictor
 from toolchain.latency.store import Key, Store
@@ -104,6 +105,7 @@ def profile(onnx_path: str, store_path: str, config: ProfileConfig, progress=Non
 
 def _profile_into(store_path, base, sha, analysis, backend, reference, device, todo, config, progress, fresh,
                   ray_address, ray_resource) -> Table:
+    guard = LoadGuard()  # re-times entries another process disturbed (host_load.py)
     with Store(store_path) as store:
         store.bind(sha, config.backend, config.precision, config.batch, device["device"],
                    f"{device['runtime']} {device['runtime_version']}", device, fresh=fresh)
@@ -118,8 +120,9 @@ def _profile_into(store_path, base, sha, analysis, backend, reference, device, t
                     precise=lambda c: precise_entry(c, config))
                 return
             for c in entries:
-                values = measure_pair(backend, reference, candidate_source(base, analysis, c), config,
-                                      precise=precise_entry(c, config))
+                source = candidate_source(base, analysis, c)
+                values, _ = guard.measure(lambda: measure_pair(backend, reference, source, config,
+                                                               precise=precise_entry(c, config)))
                 _record(store, sha, c, device, config, values, progress)
 
         stored = lambda c: store.get(entry_key(sha, c, device, config)) is not None  # noqa: E731
@@ -132,7 +135,9 @@ def _profile_into(store_path, base, sha, analysis, backend, reference, device, t
         table, predictor = read_table(store, sha, analysis, device, config)
         learn(store, device_where(device, config), sha, analysis, predictor,
               entries=sum(len(v) for v in table.groups.values()) + len(table.blocks))
-        return fill_estimates(table, analysis, config, predictor)
+        table = fill_estimates(table, analysis, config, predictor)
+        table.load_warning = guard.warning()
+        return table
 
 
 def read_table(store: Store, sha: str, analysis, device: dict, config: ProfileConfig) -> tuple[Table, Predictor]:

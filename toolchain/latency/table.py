@@ -30,6 +30,8 @@ class Table:
     # fit's prior for a model whose own entries do not pin every layer (device_profile.py).
     prior: dict[str, float] = field(default_factory=dict)
     prior_spread: dict[str, float] = field(default_factory=dict)
+    # Set by the profile run that measured entries: some were timed while other processes kept the CPU busy.
+    load_warning: str | None = None
 
     @property
     def measured(self) -> int:
