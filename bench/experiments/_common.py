@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from anywher
 from safetensors.torch import save_file  # noqa: E402
 from torch.utils.data import DataLoader, Subset  # noqa: E402
 
+from graphs.atomic import atomic_file  # noqa: E402
 from toolchain.baseline import train_baseline  # noqa: E402
 from toolchain.data import dataset_info, make_loader  # noqa: E402
 from toolchain.export import export_spec  # noqa: E402
@@ -99,7 +100,8 @@ def _train_on_subset(args, config: TrainConfig, weights: Path) -> dict:
     val_loader = make_loader(args.data, SHAPE, "val", 256, seed=args.seed)
     train(module, train_loader(args, config.batch_size), val_loader, config)
     module = module.cpu().eval()
-    save_file({k: v.detach().contiguous() for k, v in module.state_dict().items()}, str(weights))
+    with atomic_file(weights) as tmp:  # a kill leaves no half-written baseline in the cache
+        save_file({k: v.detach().contiguous() for k, v in module.state_dict().items()}, str(tmp))
     return {"num_classes": num_classes, "val": evaluate(module, val_loader)}
 
 
