@@ -110,3 +110,19 @@ def test_profile_reports_busy_timings(resnet20_onnx, tmp_path, monkeypatch):
                                       "--points", "1", "--runs", "3", "--blocks-only", "--json"])
     assert result.exit_code == 0, result.output
     assert "warning:" in result.stderr and "idle machine" in result.stderr
+
+
+@linux_only
+def test_prune_budget_logs_busy_profile_and_records_each_plans_load(resnet20_onnx, tmp_path, monkeypatch):
+    import toolchain.latency.lut as lut
+    from toolchain.refine import BudgetRequest, prune_to_budget
+
+    monkeypatch.setattr(lut, "LoadGuard", Strict)
+    lines = []
+    request = BudgetRequest(budget=0.8, criterion="l1", refine=0, measure_runs=5, log=lines.append)
+    config = ProfileConfig(warmup=1, runs=3, target_se=None)
+    history = prune_to_budget(str(resnet20_onnx), str(tmp_path / "o"), request, str(tmp_path / "lut.sqlite"),
+                              config)["latency"]["history"]
+    assert any(line.startswith("  warning: ") and "latency timings ran while other processes" in line
+               for line in lines), lines
+    assert all(0.0 <= row["host_busy"] <= 1.0 for row in history), history
