@@ -22,14 +22,14 @@ from __future__ import annotations
 import argparse
 import copy
 import shutil
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import SHAPE, add_baseline_args, baseline, finetune, markdown_table, out_paths, write_json  # noqa: E402
+from _common import SHAPE, add_baseline_args, baseline, finetune  # noqa: E402
+from _criteria_report import finetune_epochs, merge, write_report  # noqa: E402
 
 import torch  # noqa: E402
 
@@ -143,16 +143,21 @@ def main() -> None:
                         help="comma-separated seeds: a baseline and every row per seed, the table in mean +- sample std "
                              "(default: --seed alone)")
     parser.add_argument("--out", default="bench/results/experiments/criteria_at_budget.json")
+    parser.add_argument("--merge", default=None, metavar="A.json,B.json",
+                        help="run nothing: one report at --out from earlier runs of the same experiment (e.g. "
+                             "--rows filter,joint and --rows layer,torch-pruning on the same cached baselines)")
     args = parser.parse_args()
+    if args.merge:
+        merge(args.merge.split(","), args.out)
+        return
     seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else [args.seed]
     q = args.quick
-    ft_epochs = args.finetune_epochs if args.finetune_epochs is not None else (1 if q else 3)
+    ft_epochs = finetune_epochs(args)
     args.bisect_steps = args.bisect_steps or (4 if q else 7)
     runs = args.measure_runs or (30 if q else 60)
     refine = args.refine if args.refine is not None else (2 if q else 4)
     config = ProfileConfig(runs=args.profile_runs or (10 if q else 25), points=args.profile_points or (2 if q else 4),
                            round_to=args.round_to)
-    json_path, png_path, md_path = out_paths(args.out)
     t_start = time.time()
 
     bases, results = {}, []
@@ -160,25 +165,7 @@ def main() -> None:
         args.seed = seed
         bases[seed], rows = run_seed(args, config, ft_epochs, runs, refine)
         results += [{**r, "seed": seed} for r in rows]
-    base = bases[seeds[0]]
-    base_params = base["params"]
-    use_tp = torch_pruning_available() and not args.no_torch_pruning
-    table = markdown_table(["method / criterion", "measured latency ratio", "LR %", "params (of baseline)",
-                            "blocks removed", "top-1 pruned", f"top-1 after {ft_epochs} ep. FT"], table_rows(results))
-    top1 = stat([b["val"]["top1"] for b in bases.values()], 2)
-    seeds_note = f" (seeds {', '.join(map(str, seeds))}: mean ± sample std, n = seeds)" if len(seeds) > 1 else ""
-    header = (f"{args.model} on {args.data}{seeds_note}: baseline top-1 (%) {top1}, {base_params:,} params; "
-              f"budget {args.budget} of the unpruned latency (ORT CPU batch 1, measured interleaved, "
-              f"tolerance {args.tolerance:.0%}); fine-tuning {ft_epochs} epoch(s) lr {args.finetune_lr}"
-              + (f"; baseline and fine-tuning on the first {args.train_subset:,} train images" if args.train_subset else ""))
-    print("\n" + header + "\n\n" + table)
-    md_path.write_text(header + "\n\n" + table + "\n")
-    write_json(json_path, {"args": {k: v for k, v in vars(args).items() if not k.startswith("_")}, "baseline": base,
-                           "baselines": {str(k): v for k, v in bases.items()},
-                           "baseline_params": base_params, "torch_pruning": use_tp, "rows": results,
-                           "seconds": time.time() - t_start})
-    plot(results, base, args, ft_epochs, png_path)
-    print(f"\nwrote {json_path}, {png_path}, {md_path} ({time.time() - t_start:.0f} s)")
+    write_report(args, bases, results, time.time() - t_start)
 
 
 def run_seed(args, config, ft_epochs: int, runs: int, refine: int) -> tuple[dict, list[dict]]:
@@ -238,57 +225,6 @@ def run_seed(args, config, ft_epochs: int, runs: int, refine: int) -> tuple[dict
         shutil.rmtree(work, ignore_errors=True)
 
     return {**base, "params": base_params}, results
-
-
-def stat(values: list[float], digits: int) -> str:
-    """`mean ± sample std (n=k)` over seeds; the value alone for one seed."""
-    if len(values) == 1:
-        return f"{values[0]:.{digits}f}"
-    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f} (n={len(values)})"
-
-
-def table_rows(results: list[dict]) -> list[list]:
-    """One table row per method / criterion, its seeds summarised; a row that failed for a seed says so."""
-    rows = []
-    for label in dict.fromkeys(r["row"] for r in results):
-        done = [r for r in results if r["row"] == label and "error" not in r]
-        failed = [r for r in results if r["row"] == label and "error" in r]
-        if not done:
-            rows.append([label, "-", "-", "-", "-", "-", "error: " + failed[0]["error"][:80]])
-            continue
-        ratio = [r["measured_ratio"] for r in done]
-        rows.append([label, stat(ratio, 3), stat([100 * (1 - x) for x in ratio], 1),
-                     f"{statistics.mean(r['params'] for r in done):,.0f} "
-                     f"({statistics.mean(r['params_ratio'] for r in done):.2f})",
-                     stat([float(r["removed_blocks"]) for r in done], 1), stat([r["top1_before_ft"] for r in done], 2),
-                     stat([r["top1_after_ft"] for r in done], 2) + (f" ({len(failed)} failed)" if failed else "")])
-    return rows
-
-
-def plot(results, base, args, ft_epochs, png_path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    colours = {"filter": "tab:blue", "layer": "tab:orange", "joint": "tab:green", "torch-pruning": "tab:red"}
-    fig, ax = plt.subplots(figsize=(7.5, 5))
-    for r in results:
-        if "error" in r:
-            continue
-        ax.scatter(r["measured_ratio"], r["top1_after_ft"], c=colours[r["mode"]], s=40)
-        ax.annotate(r["row"].split(" (")[0], (r["measured_ratio"], r["top1_after_ft"]), fontsize=7,
-                    xytext=(3, 3), textcoords="offset points")
-    for mode, c in colours.items():
-        ax.scatter([], [], c=c, label=mode)
-    ax.axvline(args.budget, color="grey", ls="--", lw=1, label=f"budget {args.budget}")
-    ax.axhline(base["val"]["top1"], color="black", ls=":", lw=1, label="baseline top-1")
-    ax.set_xlabel("measured latency ratio (ORT CPU, batch 1)")
-    ax.set_ylabel(f"top-1 after {ft_epochs} epoch(s) fine-tuning (%)")
-    ax.set_title(f"criteria at a fixed latency budget, {args.model.split(':')[-1]} / {args.data}")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(png_path, dpi=120)
 
 
 if __name__ == "__main__":
