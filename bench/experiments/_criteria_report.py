@@ -101,14 +101,14 @@ def merge(paths: list[str], out: str) -> None:
     keys = ("model", "data", "budget", "finetune_epochs", "finetune_lr", "train_subset", "train_epochs", "quick")
     first = runs[0]["args"]
     for p, run in zip(paths[1:], runs[1:]):
-        differ = [k for k in keys if run["args"].get(k) != first.get(k)]
+        differ = [k for k in keys if (run["args"].get(k) or None) != (first.get(k) or None)]  # older runs: no subset key
         onnx = {s: b["onnx"] for s, b in run["baselines"].items()}
         if differ or any(runs[0]["baselines"].get(s, {}).get("onnx") not in (None, f) for s, f in onnx.items()):
             _fail(f"{p} is not the same experiment as {paths[0]} (it differs in {', '.join(differ) or 'its baselines'})")
     bases, rows = {}, {}
-    for run in runs:
+    for path, run in zip(paths, runs):
         bases.update({int(s): {**b, "params": run["baseline_params"]} for s, b in run["baselines"].items()})
-        rows.update({(r["row"], r["seed"]): r for r in run["rows"]})
+        rows.update({(r["row"], r["seed"]): {**r, "merged_from": Path(path).name} for r in run["rows"]})
     args = argparse.Namespace(**{**first, "out": out})
     write_report(args, bases, list(rows.values()), sum(run["seconds"] for run in runs))
 
