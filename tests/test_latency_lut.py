@@ -154,10 +154,18 @@ def test_per_layer_model_recovers_interactions(resnet20_onnx):
     assert worst_fit < 0.02 < worst_additive
 
 
-def test_ray_local_fan_out(resnet20_onnx, tmp_path):
+def test_ray_local_fan_out(resnet20_onnx, tmp_path, monkeypatch):
     pytest.importorskip("ray")
     import ray
 
+    import toolchain.latency.lut as lut
+    from toolchain.latency import host_load
+
+    class EveryShareBusy(host_load.LoadGuard):  # counts each worker's timing that reported its load
+        def __init__(self):
+            super().__init__(limit=-1.0)
+
+    monkeypatch.setattr(lut, "LoadGuard", EveryShareBusy)
     store = tmp_path / "lut.sqlite"
     config = ProfileConfig(groups=False, runs=2, warmup=0)
     try:
@@ -168,6 +176,17 @@ def test_ray_local_fan_out(resnet20_onnx, tmp_path):
     assert set(table.blocks) == {b.id for b in removable_blocks(analysis.model, analysis.shapes)}
     assert len(rows(store)) == len(table.blocks) + len(table.anchors)  # + the depth anchors
     assert set(table.anchors) == {"depth-0.50", "depth-1.00"}
+    if host_load._cpu_seconds() is not None:  # every worker's timing carried its machine's load to the driver
+        assert (table.load_warning or "").startswith(f"{len(rows(store))} of {len(rows(store))} latency timings")
+
+
+def test_ray_answer_from_another_version_is_refused():
+    from graphs.errors import InputError
+    from toolchain.latency.distributed import _answer
+
+    assert _answer(({"ratio": 0.5}, {"device": "cpu"}, 0.1)) == ({"ratio": 0.5}, {"device": "cpu"}, 0.1)
+    with pytest.raises(InputError, match="same compress version"):
+        _answer(({"ratio": 0.5}, {"device": "cpu"}))  # a worker still on the two-field answer
 
 
 def test_isolated_layer_tables_for_comparison(resnet20_onnx):

@@ -8,6 +8,9 @@ used more than BUSY_LIMIT of the machine is taken again after a pause, and the q
 A host that stays busy gets no more retries (PATIENCE) and a warning instead: the user is told to
 re-run on an idle machine, rather than paying with time for a load that will not go away.
 
+Timings a Ray worker takes (distributed.py) read the worker machine's load the same way; they are not
+re-timed (the worker holds the device only for its task), but they count towards the same warning.
+
 Linux only (/proc/stat); elsewhere nothing is checked.
 """
 from __future__ import annotations
@@ -96,6 +99,13 @@ class LoadGuard:
         self.busy += 1
         self.busiest = max(self.busiest, best[1] or 0.0)
         return best
+
+    def note(self, share: float | None) -> None:
+        """Counts a timing taken elsewhere (a Ray worker's), with the share it read there."""
+        self.timed += 1
+        if share is not None and share > self.limit:
+            self.busy += 1
+            self.busiest = max(self.busiest, share)
 
     def warning(self) -> str | None:
         """One line for the user when some timings stayed busy, else None."""

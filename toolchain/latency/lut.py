@@ -114,10 +114,13 @@ def _profile_into(store_path, base, sha, analysis, backend, reference, device, t
             if ray_address:
                 from toolchain.latency import distributed
 
+                def record_remote(c: Candidate, values: dict, share: float | None) -> None:
+                    guard.note(share)  # not re-timed, but counted towards the warning
+                    _record(store, sha, c, device, config, values, progress)
+
                 distributed.measure_on_ray(
                     ray_address, ray_resource, base, entries, lambda c: candidate_source(base, analysis, c), config,
-                    device, lambda c, values: _record(store, sha, c, device, config, values, progress),
-                    precise=lambda c: precise_entry(c, config))
+                    device, record_remote, precise=lambda c: precise_entry(c, config))
                 return
             for c in entries:
                 source = candidate_source(base, analysis, c)
