@@ -5,7 +5,8 @@ interleaved against the unpruned model):
 - a baseline is trained (seeded) on Fashion-MNIST's train split (or its first --train-subset images) and
   exported; pretrained:* models start from their ImageNet weights (a new 10-class head);
 - compress joint (sp-lamp), compress filter (l1) and compress layer (imprinting) prune it with
-  `toolchain.refine.prune_to_budget`;
+  `toolchain.refine.prune_to_budget`; `joint-taylor` is joint with Taylor scores (LayerPrune eq. 2),
+  whose first-order loss estimates price narrowing and block removal in one currency;
 - Torch-Pruning 1.6 (MetaPruner, GroupMagnitudeImportance(p=1): L1 group magnitude, one ratio for every
   layer, round_to 8, classifier kept): the ratio is bisected until the pruned model's *measured* latency
   meets the same budget (least pruning that does); `torch-pruning-16` is the same with round_to 16, the
@@ -59,6 +60,9 @@ DATA = "fashion-mnist"
 TP_ROUND_TO = {"torch-pruning": 8, "torch-pruning-16": 16}
 METHODS = {  # name -> (mode, filter criterion, layer criterion); Torch-Pruning rows have none
     "joint": ("joint", "sp-lamp", None),
+    # The same knapsack valued in a loss currency: Taylor scores (first-order loss change) price a
+    # narrowed layer and a removed block alike, where LAMP's ranking scores price removal far above it.
+    "joint-taylor": ("joint", "taylor", None),
     "filter": ("filter", "l1", None),
     "layer": ("layer", "l1", "imprinting"),
     **dict.fromkeys(TP_ROUND_TO),
@@ -204,20 +208,21 @@ def summary(records: list[dict], args) -> str:
 
 
 def paired(mine: list[dict], args, base: dict) -> list[str]:
-    """Joint minus each other row, seed by seed. Every method of a seed prunes the same baseline, so
-    the per-seed difference leaves out the baselines' own spread, which the mean +- std above keeps."""
-    if "joint" not in args.methods:
+    """The first joint method minus each other row, seed by seed. Every method of a seed prunes the same
+    baseline, so the per-seed difference leaves out the baselines' own spread, which the mean +- std keeps."""
+    ref = next((m for m in args.methods if m.startswith("joint")), None)
+    if ref is None:
         return []
-    others = ["unpruned"] + [m for m in args.methods if m != "joint"]
+    others = ["unpruned"] + [m for m in args.methods if m != ref]
     top1 = {(r["method"], r["budget"], r["seed"]): r["top1"] for r in mine if "error" not in r}
-    lines = ["", "Paired by seed (joint minus the row; how many seeds joint is ahead):", "",
-             "| joint minus | " + " | ".join(f"budget {b}" for b in args.budgets) + " |",
+    lines = ["", f"Paired by seed ({ref} minus the row; how many seeds {ref} is ahead):", "",
+             f"| {ref} minus | " + " | ".join(f"budget {b}" for b in args.budgets) + " |",
              "|---|" + "---|" * len(args.budgets)]
     for other in others:
         cells = []
         for b in args.budgets:
-            diffs = [top1[("joint", b, s)] - (base[s] if other == "unpruned" else top1[(other, b, s)])
-                     for s in args.seeds if ("joint", b, s) in top1 and s in base
+            diffs = [top1[(ref, b, s)] - (base[s] if other == "unpruned" else top1[(other, b, s)])
+                     for s in args.seeds if (ref, b, s) in top1 and s in base
                      and (other == "unpruned" or (other, b, s) in top1)]
             ahead = sum(d > 0 for d in diffs)
             cells.append(f"{_stat(diffs)}, ahead in {ahead}" if diffs else "-")

@@ -54,6 +54,8 @@ ROWS = [  # (label, mode, filter criterion, layer criterion)
     ("layer / imprinting", "layer", "l1", "imprinting"),
     ("layer / ensemble", "layer", "l1", "ensemble:mean:l2,mean:bn-gamma,imprinting"),
     ("joint / sp-lamp", "joint", "sp-lamp", None),
+    # Taylor's first-order loss estimates price a narrowed layer and a removed block in one currency.
+    ("joint / taylor", "joint", "taylor", None),
 ]
 
 
