@@ -7,6 +7,8 @@ interleaved against the unpruned model):
 - compress joint (sp-lamp), compress filter (l1) and compress layer (imprinting) prune it with
   `toolchain.refine.prune_to_budget`; `joint-taylor` is joint with Taylor scores (LayerPrune eq. 2),
   whose first-order loss estimates price narrowing and block removal in one currency;
+- `unpruned-ft` is the baseline fine-tuned like every row, not pruned (once per seed, reported at every
+  budget): the reference with the same training as the pruned rows;
 - Torch-Pruning 1.6 (MetaPruner, GroupMagnitudeImportance(p=1): L1 group magnitude, one ratio for every
   layer, round_to 8, classifier kept): the ratio is bisected until the pruned model's *measured* latency
   meets the same budget (least pruning that does); `torch-pruning-16` is the same with round_to 16, the
@@ -63,6 +65,9 @@ METHODS = {  # name -> (mode, filter criterion, layer criterion); Torch-Pruning 
     # The same knapsack valued in a loss currency: Taylor scores (first-order loss change) price a
     # narrowed layer and a removed block alike, where LAMP's ranking scores price removal far above it.
     "joint-taylor": ("joint", "taylor", None),
+    # Not pruned, fine-tuned like every row: the pruned rows train for --epochs more than the baseline
+    # did, so an under-trained baseline flatters them; this is the reference with the same training.
+    "unpruned-ft": None,
     "filter": ("filter", "l1", None),
     "layer": ("layer", "l1", "imprinting"),
     **dict.fromkeys(TP_ROUND_TO),
@@ -146,6 +151,20 @@ def torch_pruning_row(args, base: dict, budget: float, work: Path, round_to: int
     return best[0], {"met": True, **best[1], "tries": tries}
 
 
+def unpruned_row(base: dict) -> tuple[torch.nn.Module, dict]:
+    from toolchain.torch_source import torch_module_for
+    from graphs.onnx_io import load_model
+
+    module, _ = torch_module_for(load_model(base["onnx"]))
+    return module, {"ratio": 1.0, "met": None}
+
+
+def same_training_elsewhere(records: list[dict], model: str, seed: int, setting: str) -> dict | None:
+    """unpruned-ft does not depend on the budget: a seed's row for one budget stands for every budget."""
+    return next((r for r in records if (r["model"], r["method"], r["seed"], r["setting"])
+                 == (model, "unpruned-ft", seed, setting) and "error" not in r), None)
+
+
 def compress_row(args, base: dict, method: str, budget: float, seed: int, work: Path) -> tuple[torch.nn.Module, dict]:
     mode, criterion, layer_criterion = METHODS[method]
     request = BudgetRequest(budget=budget, mode=mode, criterion=criterion, layer_criterion=layer_criterion,
@@ -164,6 +183,8 @@ def run_one(args, model: str, method: str, budget: float, seed: int, work: Path)
     with tempfile.TemporaryDirectory(dir=work) as tmp:
         if method in TP_ROUND_TO:
             pruned, info = torch_pruning_row(args, base, budget, Path(tmp), TP_ROUND_TO[method])
+        elif method == "unpruned-ft":
+            pruned, info = unpruned_row(base)
         else:
             try:
                 pruned, info = compress_row(args, base, method, budget, seed, Path(tmp))
@@ -288,7 +309,9 @@ def main() -> None:
                     if (model, method, budget, seed, args.setting) in done or args.report_only:
                         continue
                     print(f"[{model} / {method} / budget {budget} / seed {seed}]", flush=True)
-                    rec = run_one(args, model, method, budget, seed, work)
+                    same = same_training_elsewhere(records, model, seed, args.setting) if method == "unpruned-ft" else None
+                    rec = ({**same, "budget": budget, "same_as_budget": same["budget"], "seconds": 0.0} if same
+                           else run_one(args, model, method, budget, seed, work))
                     if "error" in rec:
                         print(f"    refused: {rec['error']}", flush=True)
                     else:

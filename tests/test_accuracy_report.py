@@ -42,3 +42,12 @@ def test_joint_is_the_reference_when_both_run():
     text = bench.summary(records, _args(["joint", "joint-taylor"]))
     assert "| joint minus | budget 0.7 |" in text
     assert "| joint-taylor | 0.00 ± 0.71 (n=2), ahead in 1 |" in text  # +0.5, -0.5
+
+
+def test_unpruned_ft_is_trained_once_per_seed():
+    bench = _bench()
+    done = {**_rec("unpruned-ft", 1, 79.0, 78.0), "measured_ratio": 1.0}
+    records = [_rec("joint", 1, 77.0, 78.0), done]
+    assert bench.same_training_elsewhere(records, "builtin:resnet56", 1, "s") is done
+    assert bench.same_training_elsewhere(records, "builtin:resnet56", 0, "s") is None  # another seed: trains
+    assert bench.same_training_elsewhere(records, "builtin:resnet56", 1, "other") is None  # other settings: trains
