@@ -129,11 +129,11 @@ def _cache_usable(cache_file: Path) -> bool:
         return False
 
 
-def _quantize_static(ort_q, pre: Path, q: Path, calib_method, extra: dict, cache_file: Path) -> None:
+def _quantize_static(ort_q, pre: Path, q: Path, calib_method, extra: dict, cache_file: Path, reduce_range: bool) -> None:
     try:  # ranges come from the cache file only: quantize_static gets no data reader
         with contextlib.redirect_stdout(io.StringIO()):
             ort_q.quantize_static(
-                str(pre), str(q), None, quant_format=ort_q.QuantFormat.QDQ, per_channel=True,
+                str(pre), str(q), None, quant_format=ort_q.QuantFormat.QDQ, per_channel=True, reduce_range=reduce_range,
                 activation_type=ort_q.QuantType.QInt8, weight_type=ort_q.QuantType.QInt8,
                 calibrate_method=calib_method, extra_options=extra, calibration_cache_path=str(cache_file))
     except Exception as e:  # noqa: BLE001
@@ -143,12 +143,15 @@ def _quantize_static(ort_q, pre: Path, q: Path, calib_method, extra: dict, cache
 
 def quantize_qdq(model: str | os.PathLike, out: str | os.PathLike, data: np.ndarray, data_digest: str, *,
                  input_name: str = "input", method: str = "minmax", cache_dir: str | os.PathLike | None = None,
-                 batch_size: int = 32, pre_process: bool = True, for_tensorrt: bool = False) -> dict:
+                 batch_size: int = 32, pre_process: bool = True, for_tensorrt: bool = False,
+                 reduce_range: bool = False) -> dict:
     """Quantize ONNX `model` to a QDQ ONNX at `out` (written atomically); returns what was done.
 
     `data` are the calibration tensors (n,C,H,W) and `data_digest` their digest
     (calib.readers.digest_array). The returned dict says whether the calibration cache was hit
-    (`calibrated` False: no calibration ran, the ranges came from `cache_file`).
+    (`calibrated` False: no calibration ran, the ranges came from `cache_file`). `reduce_range` quantizes
+    weights to 7 bits, for x86 CPUs without VNNI, whose int8 dot products saturate at full range
+    (toolchain.latency.cpu.int8_dot_saturates).
     """
     import onnxruntime.quantization as ort_q
 
@@ -172,11 +175,12 @@ def quantize_qdq(model: str | os.PathLike, out: str | os.PathLike, data: np.ndar
         if not hit:
             _calibrate(ort_q, pre, reader, method, calib_method, cache_file, Path(tmp))
         q = Path(tmp) / "q.onnx"
-        _quantize_static(ort_q, pre, q, calib_method, extra, cache_file)
+        _quantize_static(ort_q, pre, q, calib_method, extra, cache_file, reduce_range)
         _fix_ir(q)
         write_bytes(out, q.read_bytes())
     return {"method": method, "format": "QDQ", "activations": "int8 symmetric (zero-point 0)",
-            "weights": "int8 symmetric per-channel (zero-point 0)", "preprocessed": did_pre,
+            "weights": ("int8 symmetric per-channel (zero-point 0)" if not reduce_range else
+                        "int8 symmetric per-channel (zero-point 0), 7-bit range: this CPU's int8 dot products saturate"), "preprocessed": did_pre,
             "cache_file": str(cache_file), "cache_hit": hit, "calibrated": not hit,
             "bias": "float (TensorRT)" if for_tensorrt else "int32",
             "batches_read": 0 if reader is None else reader.batches_read, "samples": int(len(data))}

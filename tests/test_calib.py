@@ -218,3 +218,14 @@ def _sha(path):
     import hashlib
 
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_int8_saturation_is_read_from_the_cpu_flags(monkeypatch):
+    """x86 without VNNI saturates 8-bit dot products (7-bit weights then); VNNI or another ISA does not."""
+    from toolchain.latency import cpu
+
+    for machine, flags, saturates in [("x86_64", "fpu sse avx2 fma", True), ("x86_64", "avx2 avx512f avx512_vnni", False),
+                                      ("x86_64", "avx2 avx_vnni", False), ("aarch64", "fp asimd asimddp", False)]:
+        monkeypatch.setattr(cpu, "_cpuinfo", lambda field, flags=flags: flags if field == "flags" else "")
+        monkeypatch.setattr(cpu.platform, "machine", lambda machine=machine: machine)
+        assert cpu.int8_dot_saturates() is saturates, (machine, flags)

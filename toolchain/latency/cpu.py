@@ -31,6 +31,15 @@ def cpu_channel_block() -> int:
     return 16 if "avx512f" in _cpuinfo("flags").split() else 8
 
 
+def int8_dot_saturates() -> bool:
+    """True on an x86 CPU without VNNI: its 8-bit dot products (VPMADDUBSW on AVX2 / AVX-512) add
+    pairs of u8 x s8 products into int16 and saturate, so full-range int8 weights give wrong convs (a
+    QDQ resnet20 here: logits at ~0.6x the float ones on an AVX2 EPYC). 7-bit weights cannot overflow."""
+    flags = set(_cpuinfo("flags").split())
+    x86 = platform.machine().lower() in ("x86_64", "amd64", "i686", "x86")
+    return x86 and not flags & {"avx512_vnni", "avx_vnni", "amx_int8"}
+
+
 def usable_cpus() -> int:
     """Cores this process may run on: its affinity mask (taskset, a container's cpuset), not the host's
     count. A run pinned to one core with two threads per session time-slices against itself."""

@@ -15,7 +15,7 @@ import numpy as np
 
 from graphs.errors import InputError
 from toolchain.latency.backends.base import PRECISIONS, Artifact, RunnerBase, require, seeded_inputs
-from toolchain.latency.cpu import cpu_channel_block, cpu_name, usable_cpus
+from toolchain.latency.cpu import cpu_channel_block, cpu_name, int8_dot_saturates, usable_cpus
 from toolchain.latency.backends.source import OnnxSource, as_source, onnx_at_precision
 
 _PROVIDERS = {
@@ -205,7 +205,7 @@ class OrtBackend:
 
             done = quantize_qdq(onnx_path, workdir / "qdq.onnx", calibration.data, calibration.digest,
                                 input_name=calibration.input_name, method=calibration.method,
-                                cache_dir=calibration.cache_dir)
+                                cache_dir=calibration.cache_dir, reduce_range=int8_dot_saturates())
             data = (workdir / "qdq.onnx").read_bytes()
         return Artifact(data, "onnx", info, OnnxSource(data), done)
 
