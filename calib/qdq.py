@@ -178,9 +178,10 @@ def quantize_qdq(model: str | os.PathLike, out: str | os.PathLike, data: np.ndar
         _quantize_static(ort_q, pre, q, calib_method, extra, cache_file, reduce_range)
         _fix_ir(q)
         write_bytes(out, q.read_bytes())
+    weights = "int8 symmetric per-channel (zero-point 0)" + (
+        ", 7-bit range: this CPU's int8 dot products saturate" if reduce_range else "")
     return {"method": method, "format": "QDQ", "activations": "int8 symmetric (zero-point 0)",
-            "weights": ("int8 symmetric per-channel (zero-point 0)" if not reduce_range else
-                        "int8 symmetric per-channel (zero-point 0), 7-bit range: this CPU's int8 dot products saturate"), "preprocessed": did_pre,
+            "weights": weights, "preprocessed": did_pre,
             "cache_file": str(cache_file), "cache_hit": hit, "calibrated": not hit,
             "bias": "float (TensorRT)" if for_tensorrt else "int32",
             "batches_read": 0 if reader is None else reader.batches_read, "samples": int(len(data))}
