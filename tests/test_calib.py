@@ -229,3 +229,20 @@ def test_int8_saturation_is_read_from_the_cpu_flags(monkeypatch):
         monkeypatch.setattr(cpu, "_cpuinfo", lambda field, flags=flags: flags if field == "flags" else "")
         monkeypatch.setattr(cpu.platform, "machine", lambda machine=machine: machine)
         assert cpu.int8_dot_saturates() is saturates, (machine, flags)
+
+
+def test_reduce_range_quantizes_weights_to_7_bits(pruned_dir, tmp_path):
+    """For CPUs whose int8 dot products saturate: weights within +-64 instead of +-127, and it is said."""
+    x = load_calibration("mnist5k", SHAPE, 16)
+
+    def weight_peak(path):
+        m = onnx.load(str(path))
+        inits = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
+        return max(int(np.abs(inits[n.input[0]].astype(np.int32)).max()) for n in m.graph.node
+                   if n.op_type == "DequantizeLinear" and n.input[0] in inits and inits[n.input[0]].dtype == np.int8)
+
+    full = qdq.quantize_qdq(pruned_dir / "model.onnx", tmp_path / "full.onnx", x, digest_array(x), cache_dir=tmp_path / "c")
+    seven = qdq.quantize_qdq(pruned_dir / "model.onnx", tmp_path / "seven.onnx", x, digest_array(x),
+                             cache_dir=tmp_path / "c", reduce_range=True)
+    assert weight_peak(tmp_path / "full.onnx") == 127 and weight_peak(tmp_path / "seven.onnx") <= 64
+    assert "7-bit" in seven["weights"] and "7-bit" not in full["weights"]
