@@ -33,8 +33,9 @@ def cpu_channel_block() -> int:
 
 def int8_dot_saturates() -> bool:
     """True on an x86 CPU without VNNI: its 8-bit dot products (VPMADDUBSW on AVX2 / AVX-512) add
-    pairs of u8 x s8 products into int16 and saturate, so full-range int8 weights give wrong convs (a
-    QDQ resnet20 here: logits at ~0.6x the float ones on an AVX2 EPYC). 7-bit weights cannot overflow."""
+    pairs of u8 x s8 products into int16 and saturate, so full-range int8 weights give wrong convs
+    (bench/int8_saturation.py: a QDQ resnet20's logits at 0.79x the float ones on an AVX2 EPYC, 1.01x
+    with 7-bit weights, which cannot overflow)."""
     flags = set(_cpuinfo("flags").split())
     x86 = platform.machine().lower() in ("x86_64", "amd64", "i686", "x86")
     return x86 and not flags & {"avx512_vnni", "avx_vnni", "amx_int8"}
