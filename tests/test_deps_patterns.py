@@ -384,3 +384,30 @@ def test_every_producer_keeps_a_channel():
     with pytest.raises(InputError, match="keeps no channel of"):
         others = sorted(set(range(g.channels)) - units_of[weakest])
         apply_plan(model, Plan(channels={g.id: {"keep": others}}))
+
+
+class DeepResidualStream(nn.Module):
+    """One 16-wide stream that ten producers write (the stem and nine blocks), as in resnet56's stages."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.blocks = nn.ModuleList(nn.Conv2d(16, 16, 3, padding=1) for _ in range(9))
+        self.head = nn.Conv2d(16, 4, 1)
+
+    def forward(self, x):
+        x = self.stem(x)
+        for block in self.blocks:
+            x = x + block(x)
+        return self.head(x)
+
+
+def test_a_residual_stream_keeps_exactly_k_units_whatever_its_producer_count():
+    """k=8 of a 16-wide stream with 10 producers keeps 8, not 10: every producer writes every unit,
+    so any 8 keep each of them alive, and 10 is off the CPU's channel block (a 1.23x slower model)."""
+    model = export(DeepResidualStream().eval())
+    g = next(g for g in analyze(model).groups if len(g.producers) == 10)
+    scores = np.random.default_rng(0).random(g.channels)
+    assert g.choose(scores, 8).tolist() == sorted(np.argsort(-scores)[:8].tolist())
+    pruned, _ = apply_plan(model, Plan(channels={g.id: {"count": 8}}))
+    assert [list(i.dims) for i in pruned.graph.initializer if i.name == "stem.weight"] == [[8, 3, 3, 3]]
