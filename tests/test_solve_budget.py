@@ -7,14 +7,16 @@ import itertools
 
 import numpy as np
 import pytest
+import torch
 
 from graphs.blocks import removable_blocks
 from graphs.deps import analyze
 from graphs.errors import InputError
 from graphs.onnx_io import load_model
+from deps_helpers import export
 from toolchain.latency.table import Table
-from toolchain.latency.predict import LayerMap, mac_saving
-from toolchain.solve.budget import solve_filter, solve_joint, solve_layer, width_options
+from toolchain.latency.predict import LayerMap, Predictor, mac_saving
+from toolchain.solve.budget import _decision, solve_filter, solve_joint, solve_layer, width_options
 from toolchain.solve.knapsack import RESOLUTION
 
 
@@ -204,3 +206,35 @@ def test_joint_handles_a_block_with_no_prunable_group_inside(setup):
                          analysis.layouts)
     d = solve_joint(sub, table, blocks, scores, 0.6, round_to=8)
     assert d.predicted.corrected <= 0.6 + 5e-3 and d.plan.remove  # (its prediction rounds to the knapsack units)
+
+
+
+class ConcatIntoStream(torch.nn.Module):
+    """A 6-wide stream that the stem writes whole and a concat of two branches (2 + 4 units) adds into."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, 6, 3, padding=1)
+        self.left, self.right = torch.nn.Conv2d(6, 2, 3, padding=1), torch.nn.Conv2d(6, 4, 3, padding=1)
+        self.head = torch.nn.Conv2d(6, 3, 1)
+
+    def forward(self, x):
+        x = self.stem(x)
+        return self.head(x + torch.cat([self.left(x), self.right(x)], 1))
+
+
+def test_a_decision_predicts_the_widths_its_plan_keeps():
+    """The prediction, which the refinement trusts, must be of the model that gets built. Asked to keep
+    1 unit of a stream whose two concat branches must each keep one, the plan keeps 2 (Group.choose), and
+    the decision says 2 and predicts 2: a decision predicting the asked width predicts a faster model."""
+    analysis = analyze(export(ConcatIntoStream()))
+    group = next(g for g in analysis.groups if len(g.producers) == 3)
+    layers = LayerMap.build(analysis)
+    table = Table(base_ms=1.0, widths={g.id: g.channels for g in analysis.groups})
+    table.groups[group.id] = {k: 1.0 - mac_saving(layers, {group.id: k / group.channels}) for k in range(1, 6)}
+    predictor = Predictor(table, analysis, [])
+    scores = {group.id: np.array([1.0, 2.0, 6.0, 5.0, 4.0, 3.0])}  # the best unit is the right branch's
+    d = _decision(predictor, scores, {group.id: 1}, [], 1, 0.9, 0.0, {})
+    assert d.plan.channels[group.id]["keep"] == [1, 2] and d.kept == {group.id: 2}
+    assert d.predicted.corrected == pytest.approx(predictor.predict({group.id: 2}, []).corrected)
+    assert d.predicted.corrected > predictor.predict({group.id: 1}, []).corrected

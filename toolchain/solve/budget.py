@@ -72,20 +72,19 @@ def _unreachable(budget: float, smallest: float, mode: str) -> Unreachable:
     return Unreachable(budget, smallest, mode)
 
 
-def _plan(analysis: Analysis, scores: dict, kept: dict[str, int], removed: list[Block], round_to: int,
-          provenance: dict) -> Plan:
-    channels = {gid: {"keep": analysis.group(gid).choose(scores[gid], k).tolist()} for gid, k in kept.items()
-                if k < analysis.group(gid).channels}
-    return Plan(channels=channels, remove=[b.id for b in removed], round_to=round_to, provenance=provenance)
-
-
 def _decision(predictor: Predictor, scores, kept, removed, round_to, budget, smallest, provenance) -> Decision:
+    """The plan keeping each group's best units. Predicted from the widths the plan really keeps:
+    a group whose producers could not all keep a unit within k keeps more (Group.choose)."""
     analysis = predictor.analysis
-    kept = {g: k for g, k in kept.items() if k < analysis.group(g).channels}
+    keep = {gid: analysis.group(gid).choose(scores[gid], k).tolist() for gid, k in kept.items()
+            if k < analysis.group(gid).channels}
+    kept = {gid: len(units) for gid, units in keep.items()}
     prediction = predictor.predict(kept, removed)
     provenance = {**provenance, "budget": budget, "predicted_latency_ratio": round(prediction.corrected, 4),
                   "predicted_additive_ratio": round(prediction.additive, 4)}
-    return Decision(_plan(analysis, scores, kept, removed, round_to, provenance), kept, removed, prediction, smallest)
+    plan = Plan(channels={gid: {"keep": units} for gid, units in keep.items()}, remove=[b.id for b in removed],
+                round_to=round_to, provenance=provenance)
+    return Decision(plan, kept, removed, prediction, smallest)
 
 
 def solve_filter(analysis: Analysis, table: Table, scores: dict[str, np.ndarray], budget: float,
