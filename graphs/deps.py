@@ -73,7 +73,7 @@ class Group:
         every unit, so it keeps k however many blocks add into it (keeping at least one unit per
         producer made resnet56's 10-producer streams 10 wide when 8 were asked, off the CPU's
         8-channel block: ORT wraps each conv in layout reorders, and the model ran at 1.1-1.2x the
-        unpruned one's latency where 8 wide ran at 0.9x; bench/stream_width.py)."""
+        unpruned one's latency where 8 wide ran at 0.9x; bench/channel_alignment.py)."""
         order = [int(i) for i in np.argsort(-np.asarray(scores), kind="stable")]
         kept = order[:k]
         for _, units in self.producers:

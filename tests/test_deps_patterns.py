@@ -404,7 +404,7 @@ class DeepResidualStream(nn.Module):
 
 def test_a_residual_stream_keeps_exactly_k_units_whatever_its_producer_count():
     """k=8 of a 16-wide stream with 10 producers keeps 8, not 10: every producer writes every unit,
-    so any 8 keep each of them alive, and 10 is off the CPU's channel block (bench/stream_width.py)."""
+    so any 8 keep each of them alive, and 10 is off the CPU's channel block (bench/channel_alignment.py)."""
     model = export(DeepResidualStream().eval())
     g = next(g for g in analyze(model).groups if len(g.producers) == 10)
     scores = np.random.default_rng(0).random(g.channels)
