@@ -72,7 +72,7 @@ class Group:
         Exactly k where k units can cover every producer: a residual stream's producers all write
         every unit, so it keeps k however many blocks add into it (keeping at least one unit per
         producer made resnet56's 10-producer streams 10 wide when 8 were asked, off the CPU's
-        8-channel block: ORT wraps each conv in layout reorders, and the model ran at 1.1-1.2x the
+        8-channel block: ORT wraps each conv in layout reorders, and the model ran at about 1.2x the
         unpruned one's latency where 8 wide ran at 0.9x; bench/channel_alignment.py)."""
         order = [int(i) for i in np.argsort(-np.asarray(scores), kind="stable")]
         kept = order[:k]
