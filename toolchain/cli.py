@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from graphs.errors import InputError
-from toolchain.cli_app import Normalize, OnnxFile, PrunedDir, TableProgress, app, command, err, out, parse_shape, print_json
+from toolchain.cli_app import RECHECK_HELP, Normalize, OnnxFile, PrunedDir, TableProgress, app, command, err, out, parse_shape, print_json
 
 
 @command
@@ -98,6 +98,7 @@ def prune(
     table: str = typer.Option("reduced", "--table", help="with --budget: what to measure: full (every group at --points widths, every block, the anchors); reduced (the 4 anchors, then the entries the per-layer model is least sure of, one at a time, until the predicted error of mixed plans is <= --target-error or --max-measurements is reached; about a quarter of full; the default: the budget is met by measuring the pruned model, the table only guides the solver); prior (the anchors only: the rest is predicted from the device profile that every table measured on this device/backend adds to)"),
     max_measurements: Optional[int] = typer.Option(None, "--max-measurements", help="with --table reduced|prior: measure at most N entries of this model, anchors included (default: a quarter of the full grid)"),
     target_error: float = typer.Option(0.05, "--target-error", help="with --table reduced: stop when the predicted relative error of mixed plans (2 standard deviations, 90th percentile) is <= E"),
+    recheck_after: float = typer.Option(6.0, "--recheck-after", help="with --budget: " + RECHECK_HELP),
     as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
 ) -> None:
     """Prune to a Plan, a uniform ratio or a measured latency budget.
@@ -112,14 +113,15 @@ def prune(
     from graphs.deps import analyze
     from graphs.onnx_io import load_model
     from graphs.plan import load_plan
+    from toolchain.latency.config import recheck_seconds
     from toolchain.prune import prune_to_dir, uniform_plan
 
     _check_prune_request(plan, ratio, budget, round_to)
     if budget is not None:
+        table_mode = dict(table=table, max_measurements=max_measurements, target_error=target_error,
+                          recheck_after_s=recheck_seconds(recheck_after))
         summary = _prune_budget(model, output, budget, criterion, mode, solver, layer_criterion, stages, data,
-                                batches, backend, store, runs, round_to, provider, precision,
-                                dict(table=table, max_measurements=max_measurements, target_error=target_error),
-                                normalize)
+                                batches, backend, store, runs, round_to, provider, precision, table_mode, normalize)
         return print_json(summary) if as_json else _print_budget_summary(summary, output)
     if plan is not None:
         the_plan = load_plan(plan)
@@ -249,6 +251,7 @@ def profile_command(
     blocks_only: bool = typer.Option(False, "--blocks-only", help="only the removable-block entries"),
     groups_only: bool = typer.Option(False, "--groups-only", help="only the group-width entries"),
     fresh: bool = typer.Option(False, help="drop this model's stored rows for this backend/precision/batch first"),
+    recheck_after: float = typer.Option(6.0, "--recheck-after", help=RECHECK_HELP),
     ray: Optional[str] = typer.Option(None, "--ray", help="Ray address ('local' starts one) to spread measurements over"),
     ray_resource: Optional[str] = typer.Option(None, "--ray-resource", help="Ray resource naming the target device"),
     as_json: bool = typer.Option(False, "--json", help="print the table summary as JSON"),
@@ -259,7 +262,7 @@ def profile_command(
     eq. 7) and with each removable block gone, as ratios to the unpruned model timed interleaved with it.
     Profile on an otherwise idle machine: a timing during which other processes kept more than a quarter
     of the CPU busy is taken again after a pause, and if the load lasts, a warning names how many were."""
-    from toolchain.latency.config import ProfileConfig, check_table_mode
+    from toolchain.latency.config import ProfileConfig, check_table_mode, recheck_seconds
     from toolchain.latency.lut import profile
 
     if blocks_only and groups_only:
@@ -271,7 +274,7 @@ def profile_command(
     config = ProfileConfig(backend=backend, precision=precision, batch=batch, round_to=round_to, points=points,
                            runs=runs, warmup=warmup, pause_s=pause, groups=not blocks_only, blocks=not groups_only,
                            provider=provider, table=table, max_measurements=max_measurements,
-                           target_error=target_error)
+                           target_error=target_error, recheck_after_s=recheck_seconds(recheck_after))
     check_table_mode(config)
     progress = TableProgress()
     try:
@@ -279,8 +282,9 @@ def profile_command(
                             ray_address=ray, ray_resource=ray_resource)
     finally:
         progress.stop()
-    if table.load_warning:  # on stderr: --json output stays one parseable document
-        err.print(f"[yellow]warning:[/yellow] {table.load_warning}")
+    for warning in (table.load_warning, table.drift_warning):  # on stderr: --json output stays one document
+        if warning:
+            err.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
     if as_json:
         print_json(_table_summary(table, store, config))
         return
@@ -293,7 +297,9 @@ def _table_summary(table, store: Path, config) -> dict:
             "blocks": table.blocks, "anchors": {name: a.ratio for name, a in table.anchors.items()},
             "table": config.table, "measured_entries": table.measured,
             "estimated_groups": {g: {str(k): r for k, r in sorted(v.items())} for g, v in table.estimated_groups.items()},
-            "estimated_blocks": table.estimated_blocks}
+            "estimated_blocks": table.estimated_blocks,
+            "rechecked": [{"anchor": d.item, "stored": d.stored, "now": d.now, "stored_hours_ago": d.age_s / 3600}
+                          for d in table.drifts]}
 
 
 def _print_table(table, model: Path, backend: str, config) -> None:

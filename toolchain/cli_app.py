@@ -27,6 +27,9 @@ Normalize = Annotated[str, typer.Option(
     "spec's own: built-in sets the mean/std of their train split, CIFAR the papers' constants, image folders "
     "ImageNet's), none (pixels in [0,1], e.g. YOLO), dataset, imagenet, inception (mean and std 0.5: "
     "TensorFlow-trained weights such as EfficientNet-Lite), cifar10, cifar100")]
+RECHECK_HELP = ("re-time the stored anchors of a table measured more than H hours ago before it is used: the host's "
+                "timing drifts, and the anchors set the whole table's level (4 entries, not the grid); warns when "
+                "one moved > 5%. 0: always; inf: never")
 DEBUG = {"on": os.environ.get("COMPRESS_DEBUG") == "1"}
 
 

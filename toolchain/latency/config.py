@@ -2,6 +2,7 @@
 the channel block the widths are aligned to."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 from graphs.errors import InputError
@@ -46,6 +47,10 @@ class ProfileConfig:
     table: str = "full"
     max_measurements: int | None = None
     target_error: float = 0.05
+    # Stored anchors older than this are re-timed before the table is used (recheck.py): the host's
+    # timing drifts over hours, and the anchors set the per-layer model's level. 0: always; None: never.
+    # Not part of the key: a re-timed anchor replaces its row.
+    recheck_after_s: float | None = 6 * 3600.0
 
     @property
     def protocol(self) -> str:
@@ -68,6 +73,13 @@ def check_table_mode(config: ProfileConfig) -> None:
         raise InputError(f"--max-measurements must be >= 1, got {config.max_measurements}")
     if not 0 < config.target_error < 1:
         raise InputError(f"--target-error must be between 0 and 1, got {config.target_error}")
+    if config.recheck_after_s is not None and not config.recheck_after_s >= 0:
+        raise InputError(f"--recheck-after must be >= 0 hours (inf: never), got {config.recheck_after_s / 3600:g}")
+
+
+def recheck_seconds(hours: float) -> float | None:
+    """--recheck-after H in seconds; inf (never re-time) is None. A negative H is left for the check."""
+    return None if math.isinf(hours) and hours > 0 else hours * 3600.0
 
 
 def resolve_round_to(config: ProfileConfig, backend=None) -> ProfileConfig:

@@ -28,6 +28,7 @@ from toolchain.latency.grid import Candidate, candidate_source, candidates
 from toolchain.latency.host_load import LoadGuard
 from toolchain.latency.measure import interleaved_ratio
 from toolchain.latency.predict import Predictor
+from toolchain.latency.recheck import AnchorDrift, drift_warning, retime, stale_anchors
 from toolchain.latency.store import Key, Store
 from toolchain.latency.table import Table, load_table
 
@@ -110,7 +111,7 @@ def _profile_into(store_path, base, sha, analysis, backend, reference, device, t
         store.bind(sha, config.backend, config.precision, config.batch, device["device"],
                    f"{device['runtime']} {device['runtime_version']}", device, fresh=fresh)
 
-        def measure(entries: list[Candidate]) -> None:
+        def measure(entries: list[Candidate], progress=progress) -> None:
             if ray_address:
                 from toolchain.latency import distributed
 
@@ -128,7 +129,9 @@ def _profile_into(store_path, base, sha, analysis, backend, reference, device, t
                                                                precise=precise_entry(c, config)))
                 _record(store, sha, c, device, config, values, progress)
 
-        stored = lambda c: store.get(entry_key(sha, c, device, config)) is not None  # noqa: E731
+        stored_row = lambda c: store.get(entry_key(sha, c, device, config))  # noqa: E731
+        stored = lambda c: stored_row(c) is not None  # noqa: E731
+        drifts = _recheck(todo, stored_row, measure, config, progress)
         if config.table == "full":
             if progress is not None:
                 progress.start(len(todo), sum(map(stored, todo)))
@@ -140,7 +143,18 @@ def _profile_into(store_path, base, sha, analysis, backend, reference, device, t
               entries=sum(len(v) for v in table.groups.values()) + len(table.blocks))
         table = fill_estimates(table, analysis, config, predictor)
         table.load_warning = guard.warning()
+        table.drifts, table.drift_warning = drifts, drift_warning(drifts)
         return table
+
+
+def _recheck(todo: list[Candidate], stored_row, measure, config: ProfileConfig, progress) -> list[AnchorDrift]:
+    """Re-time the stored anchors older than config.recheck_after_s (recheck.py), before anything else."""
+    stale = stale_anchors([c for c in todo if c.kind == "anchor"], stored_row, config.recheck_after_s)
+    if not stale:
+        return []
+    if progress is not None:
+        progress.start(len(stale), 0)
+    return retime(stale, stored_row, measure)
 
 
 def read_table(store: Store, sha: str, analysis, device: dict, config: ProfileConfig) -> tuple[Table, Predictor]:

@@ -32,6 +32,10 @@ class Table:
     prior_spread: dict[str, float] = field(default_factory=dict)
     # Set by the profile run that measured entries: some were timed while other processes kept the CPU busy.
     load_warning: str | None = None
+    # Set by the profile run that re-timed stale anchors (recheck.py): how far each moved, and one line
+    # when any moved by more than timing noise.
+    drifts: list = field(default_factory=list)
+    drift_warning: str | None = None
 
     @property
     def measured(self) -> int:
