@@ -4,7 +4,7 @@ A budget is a ceiling, met by the *measured* latency (DESIGN.md): after pruning,
 interleaved with the unpruned one, and the plan meets budget B when the measured ratio is <= B plus
 one standard error of that measurement. A plan that misses, or that lands more than `tolerance`
 below B (pruned more than asked), is re-solved with a moved target (at most `refine` times); among
-the plans that meet the budget the least pruned (solved for the loosest target) is kept. Multi-stage
+the plans that meet the budget the least pruned (most parameters kept) is kept. Multi-stage
 schedules (SP-LAMP section 3.3) prune in k steps of equal latency reduction, re-profiling and
 re-scoring the current model each time, with a hook between stages (`finetune_between_stages`).
 """
@@ -114,20 +114,16 @@ def meets_budget(measured: dict, budget: float) -> bool:
 class Attempt:
     decision: Decision
     measured: dict  # ratio (of the original model's latency), ratio_se, reference_ms, pruned_ms
-    params: int  # parameters kept: among met plans solved for one target, the most wins
+    params: int  # parameters kept: the least pruned plan keeps the most
     row: dict  # its history row
 
 
 def choose_attempt(attempts: list[Attempt], budget: float) -> Attempt:
-    """The least-pruned attempt that meets the budget, else the fastest one. "Least pruned" is the
-    solver's own measure: the plan solved for the loosest target keeps the most importance (the
-    knapsack's objective grows with its latency allowance); then the most parameters, then the slower.
-    Not the measured ratio first: it carries its noise. Not parameters first: a joint plan that removes
-    a block and keeps more channels holds more parameters and is faster, and on ResNet-20 (AVX2, three
-    seeds at budget 0.5) that rule kept plans measured at 0.451-0.458 over met ones at 0.478-0.496."""
+    """The least-pruned attempt (most parameters kept, then the slower) that meets the budget, else the
+    fastest one. Parameters, not the measured ratio, rank "least pruned": a ratio carries its noise."""
     meeting = [a for a in attempts if meets_budget(a.measured, budget)]
     if meeting:
-        return max(meeting, key=lambda a: (a.row.get("target", 0.0), a.params, a.measured["ratio"]))
+        return max(meeting, key=lambda a: (a.params, a.measured["ratio"]))
     return min(attempts, key=lambda a: a.measured["ratio"])
 
 
