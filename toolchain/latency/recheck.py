@@ -1,8 +1,8 @@
 """Re-timing a stored table's anchors before it is used again.
 
 A table is a set of ratios to the unpruned model, but the ratios themselves move as the host drifts
-(frequency, cache neighbours, a runtime's thread placement): on the 2-core CI machine a table profiled
-a day earlier fitted its width scale to 0.76 where a fresh one fitted 0.99, and `uniform-0.50` measured
+(frequency, cache neighbours, a runtime's thread placement): on the 2-core AVX2 machine a table profiled
+in an earlier session fitted its width scale to 0.76 where a fresh one fitted 0.99, and `uniform-0.50` measured
 0.526 then and 0.478 later. The per-layer model (predict.py) takes its two scales from the anchors, so
 re-timing only the anchors (4 entries, not the whole grid) brings an old table's level back to today's
 host; the single entries keep their relative shape. Anchors older than `ProfileConfig.recheck_after_s`
