@@ -111,7 +111,7 @@ def _profile_into(store_path, base, sha, analysis, backend, reference, device, t
         store.bind(sha, config.backend, config.precision, config.batch, device["device"],
                    f"{device['runtime']} {device['runtime_version']}", device, fresh=fresh)
 
-        def measure(entries: list[Candidate], progress=progress) -> None:
+        def measure(entries: list[Candidate]) -> None:
             if ray_address:
                 from toolchain.latency import distributed
 

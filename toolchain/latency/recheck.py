@@ -32,11 +32,11 @@ class AnchorDrift:
         return self.now / self.stored - 1.0
 
 
-def stale_anchors(anchors: list, stored_row, recheck_after_s: float | None, now: float | None = None) -> list:
+def stale_anchors(anchors: list, stored_row, recheck_after_s: float | None) -> list:
     """The anchor candidates whose stored row is older than `recheck_after_s` (None: never re-timed)."""
     if recheck_after_s is None:
         return []
-    now = time.time() if now is None else now
+    now = time.time()
     rows = [(c, stored_row(c)) for c in anchors]
     return [c for c, row in rows if row is not None and now - row["created_at"] >= recheck_after_s]
 
