@@ -173,8 +173,11 @@ def compress_row(args, base: dict, method: str, budget: float, seed: int, work: 
     out = work / f"{method}-{budget}"
     summary = prune_to_budget(base["onnx"], str(out), request, base["store"], args.profile)
     lat = summary["latency"]
+    # What was cut, so a row that collapses can be read afterwards (the pruned directory is temporary).
+    narrowed = {g["id"]: [g["after"], g["before"]] for g in summary["groups"] if g["after"] != g["before"]}
     return load_pruned_module(out), {"ratio": lat["measured"], "met": lat.get("met"), "predicted": lat.get("predicted"),
-                                     "removed_blocks": len(summary["removed"])}
+                                     "removed_blocks": len(summary["removed"]), "narrowed": narrowed,
+                                     "removed": [b["id"] for b in summary["removed"]]}
 
 
 def run_one(args, model: str, method: str, budget: float, seed: int, work: Path) -> dict:
