@@ -6,7 +6,8 @@ interleaved against the unpruned model):
   exported; pretrained:* models start from their ImageNet weights (a new 10-class head);
 - compress joint (sp-lamp), compress filter (l1) and compress layer (imprinting) prune it with
   `toolchain.refine.prune_to_budget`; `joint-taylor` is joint with Taylor scores (LayerPrune eq. 2),
-  whose first-order loss estimates price narrowing and block removal in one currency;
+  whose first-order loss estimates price narrowing and block removal in one currency, and
+  `joint-taylor-lamp` ranks those estimates within each layer as sp-lamp does (criterion taylor-lamp);
 - `unpruned-ft` is the baseline fine-tuned like every row, not pruned (once per seed, reported at every
   budget): the reference with the same training as the pruned rows;
 - Torch-Pruning 1.6 (MetaPruner, GroupMagnitudeImportance(p=1): L1 group magnitude, one ratio for every
@@ -65,6 +66,8 @@ METHODS = {  # name -> (mode, filter criterion, layer criterion); Torch-Pruning 
     # The same knapsack valued in a loss currency: Taylor scores (first-order loss change) price a
     # narrowed layer and a removed block alike, where LAMP's ranking scores price removal far above it.
     "joint-taylor": ("joint", "taylor", None),
+    # Taylor ranked within each layer as LAMP (raw Taylor's scale shrinks with depth: Lite0's head went).
+    "joint-taylor-lamp": ("joint", "taylor-lamp", None),
     # Not pruned, fine-tuned like every row: the pruned rows train for --epochs more than the baseline
     # did, so an under-trained baseline flatters them; this is the reference with the same training.
     "unpruned-ft": None,

@@ -26,6 +26,9 @@ Criteria (LayerPrune section 3.1, SP-LAMP section 3.1 and appendix D):
   stream coupling nine convs the value of one, and the joint knapsack cut stage-3 streams of
   ResNet-56 from 64 to 16 channels.) A depthwise conv is not a layer of its own here: its filter's
   norm joins the conv that produces its input channel (toolchain/criteria/lamp.py).
+- "taylor-lamp": the squared Taylor score (Molchanov's sum_s (g_s w_s)^2) in place of the squared
+  norm, then folded and LAMP-normalised per layer and summed per unit like sp-lamp: raw Taylor
+  scores are not comparable across layers (they shrink with depth and width);
 - "random": seeded uniform per unit.
 
 Gradient criteria run the module in eval mode (BatchNorm running statistics are not touched) and
@@ -315,6 +318,16 @@ def sp_lamp_values(module, analysis) -> dict[str, np.ndarray]:
           "summed per unit", group_level=True)
 def _sp_lamp(module, analysis, loader=None, batches=8, aggregate="sum", seed=0):
     return _lamp_per_layer(analysis, sp_lamp_values(module, analysis), aggregate)
+
+
+@register("taylor-lamp", "Taylor on weights squared (sum_s (g_s w_s)^2), normalised within each layer as LAMP, "
+          "summed per unit", needs_data=True, group_level=True)
+def _taylor_lamp(module, analysis, loader=None, batches=8, aggregate="sum", seed=0):
+    # Raw Taylor scores shrink with depth and width (Lite0: a stem unit 0.84, a conv_head unit 0.001),
+    # so a knapsack summing them across layers cut Lite0's 1280-wide head to 16 channels. Ranked within
+    # each layer, as SP-LAMP is, the data-driven loss estimate keeps its order and loses the scale.
+    squared = {n: v ** 2 for n, v in _taylor(module, analysis, loader, batches).items()}
+    return _lamp_per_layer(analysis, fold_depthwise(analysis, squared), aggregate)
 
 
 @register("random", "seeded uniform scores per unit", group_level=True)
