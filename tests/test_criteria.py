@@ -105,7 +105,7 @@ def _rows(w):
 
 def test_registry_names():
     assert known_filter_criteria() == ["l1", "l2", "taylor", "taylor-fm", "bn-gamma", "halp", "lamp", "sp-lamp",
-                                       "random"]
+                                       "taylor-lamp", "random"]
 
 
 def test_l1_l2(plain):
@@ -287,6 +287,25 @@ def test_depthwise_joins_its_producers_layer():
                  + model.fc.weight.detach().double().pow(2).sum(0)).numpy()
     per_layer = [_lamp_by_hand(_rows(c.weight).pow(2).sum(1).numpy() * consumers) for c in (model.stem, model.project)]
     np.testing.assert_allclose(scores[stream.id], np.sum(per_layer, 0), rtol=1e-10)
+
+
+def test_taylor_lamp_ranks_taylor_within_each_layer():
+    model, a = _setup(Inverted(), seed=3)
+    loader = _loader()
+    scores = filter_scores("taylor-lamp", model, a, loader, batches=2)
+    convs = {"stem": model.stem, "expand": model.expand, "dw": model.dw, "project": model.project}
+    per_batch = _grads(model, list(loader)[:2], [c.weight for c in convs.values()])
+    # Molchanov's squared estimate sum_s (g_s w_s)^2 per filter, averaged over the batches
+    sq = {k: sum(_rows(g[i] * c.weight.detach().double()).pow(2).sum(1) for g in per_batch).numpy() / 2
+          for i, (k, c) in enumerate(convs.items())}
+    # the depthwise filter joins the expansion's layer; the stream sums its two writers' layers
+    np.testing.assert_allclose(scores[a.group("expand").id], _lamp_by_hand(sq["expand"] + sq["dw"]), rtol=1e-6)
+    np.testing.assert_allclose(scores[a.group("stem").id],
+                               _lamp_by_hand(sq["stem"]) + _lamp_by_hand(sq["project"]), rtol=1e-6)
+    # whatever a layer's raw scale, its most important filter scores 1: the knapsack compares ranks
+    assert scores[a.group("expand").id].max() == 1.0
+    with pytest.raises(InputError, match="needs data"):
+        filter_scores("taylor-lamp", model, a)
 
 
 # --------------------------------------------------------------------------------------------
