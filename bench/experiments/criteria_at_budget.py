@@ -6,7 +6,7 @@ exported. Every row prunes it to the same budget (latency ratio vs the unpruned 
 batch 1, measured interleaved) with `toolchain.refine.prune_to_budget`:
 - filter mode: criteria l1, taylor, bn-gamma, sp-lamp (group-knapsack solver on the latency table);
 - layer mode: mean:l2, mean:bn-gamma, imprinting, ensemble:mean:l2,mean:bn-gamma,imprinting;
-- joint mode: sp-lamp;
+- joint mode: sp-lamp, taylor, taylor-lamp;
 - Torch-Pruning: the real `torch_pruning` package (MetaPruner, GroupMagnitudeImportance(p=1):
   L1 group magnitude, uniform ratio per layer, round_to 8, classifier ignored) when it is
   installed, otherwise our implementation of it (`toolchain.prune.uniform_plan`, L1, round_to 8),
@@ -56,6 +56,8 @@ ROWS = [  # (label, mode, filter criterion, layer criterion)
     ("joint / sp-lamp", "joint", "sp-lamp", None),
     # Taylor's first-order loss estimates price a narrowed layer and a removed block in one currency.
     ("joint / taylor", "joint", "taylor", None),
+    # The same estimates ranked within each layer (raw Taylor's scale shrinks with depth and width).
+    ("joint / taylor-lamp", "joint", "taylor-lamp", None),
 ]
 
 
