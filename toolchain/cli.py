@@ -282,7 +282,7 @@ def profile_command(
                             ray_address=ray, ray_resource=ray_resource)
     finally:
         progress.stop()
-    for warning in (table.load_warning, table.drift_warning):  # on stderr: --json output stays one document
+    for warning in (table.load_warning, table.drift_warning, table.control_warning):  # on stderr: --json output stays one document
         if warning:
             err.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
     if as_json:
@@ -299,7 +299,10 @@ def _table_summary(table, store: Path, config) -> dict:
             "estimated_groups": {g: {str(k): r for k, r in sorted(v.items())} for g, v in table.estimated_groups.items()},
             "estimated_blocks": table.estimated_blocks,
             "rechecked": [{"anchor": d.item, "stored": d.stored, "now": d.now, "stored_hours_ago": d.age_s / 3600}
-                          for d in table.drifts]}
+                          for d in table.drifts],
+            # this run's control entry (toolchain/latency/control.py); null when it measured nothing
+            "control": None if table.control is None else {"ratio": table.control.ratio, "se": table.control.se,
+                                                            "applied": table.control.applied}}
 
 
 def _print_table(table, model: Path, backend: str, config) -> None:

@@ -245,7 +245,7 @@ def _run_stage(onnx_path, stage, stage_budget, stage_dir: Path, state: _Stage, r
     blocks = [b for b in analysis.blocks if not (state.onnx_only and b.kind == "layer")]
     request.log(f"stage {stage}/{request.stages}: profiling {Path(state.current).name}")
     table = profile(state.current, store, config, progress=progress)
-    for warning in (table.load_warning, table.drift_warning):
+    for warning in (table.load_warning, table.drift_warning, table.control_warning):
         if warning:
             request.log("  warning: " + warning)
     if state.onnx_only:

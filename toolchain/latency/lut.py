@@ -22,6 +22,7 @@ from graphs.onnx_io import load_model, model_sha256
 from toolchain.latency import active
 from toolchain.latency.backends import OnnxSource, get_backend
 from toolchain.latency.config import ProfileConfig, check_table_mode, resolve_round_to
+from toolchain.latency.control import Control, time_control
 from toolchain.latency.device_profile import device_prior, device_where, learn
 from toolchain.latency.estimate import fill_estimates
 from toolchain.latency.grid import Candidate, candidate_source, candidates
@@ -111,23 +112,27 @@ def _profile_into(store_path, base, sha, analysis, backend, reference, device, t
         store.bind(sha, config.backend, config.precision, config.batch, device["device"],
                    f"{device['runtime']} {device['runtime_version']}", device, fresh=fresh)
 
+        control: list[Control] = []  # this session's control entry (control.py), timed before its first entry
+
         def measure(entries: list[Candidate]) -> None:
-            if ray_address:
+            if ray_address:  # each worker has its own reference session: no control entry there
                 from toolchain.latency import distributed
 
                 def record_remote(c: Candidate, values: dict, share: float | None) -> None:
                     guard.note(share)  # not re-timed, but counted towards the warning
-                    _record(store, sha, c, device, config, values, progress)
+                    _record(store, sha, c, device, config, control[0].correct(values), progress)
 
                 distributed.measure_on_ray(
                     ray_address, ray_resource, base, entries, lambda c: candidate_source(base, analysis, c), config,
                     device, record_remote, precise=lambda c: precise_entry(c, config))
                 return
+            if entries and not control:
+                control.append(guard.measure(lambda: time_control(backend, reference, base, analysis, config))[0])
             for c in entries:
                 source = candidate_source(base, analysis, c)
                 values, _ = guard.measure(lambda: measure_pair(backend, reference, source, config,
                                                                precise=precise_entry(c, config)))
-                _record(store, sha, c, device, config, values, progress)
+                _record(store, sha, c, device, config, control[0].correct(values), progress)
 
         stored_row = lambda c: store.get(entry_key(sha, c, device, config))  # noqa: E731
         stored = lambda c: stored_row(c) is not None  # noqa: E731
@@ -144,6 +149,8 @@ def _profile_into(store_path, base, sha, analysis, backend, reference, device, t
         table = fill_estimates(table, analysis, config, predictor)
         table.load_warning = guard.warning()
         table.drifts, table.drift_warning = drifts, drift_warning(drifts)
+        if control:
+            table.control, table.control_warning = control[0], control[0].warning()
         return table
 
 

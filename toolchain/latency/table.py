@@ -36,6 +36,10 @@ class Table:
     # when any moved by more than timing noise.
     drifts: list = field(default_factory=list)
     drift_warning: str | None = None
+    # Set by the profile run that measured entries: its control entry (control.py), and one line when
+    # the entries were divided by it.
+    control: object | None = None
+    control_warning: str | None = None
 
     @property
     def measured(self) -> int:

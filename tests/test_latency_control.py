@@ -1,0 +1,65 @@
+"""The control entry (toolchain/latency/control.py): each profiling session times an unchanged copy of
+the model against its reference and divides its entries by that ratio when it is off 1.0 by more than
+timing noise. Real measurements on resnet20; one test replaces the control's reading to see where a
+session's correction lands."""
+import json
+import sqlite3
+
+from typer.testing import CliRunner
+
+from toolchain.cli import app
+from toolchain.latency import lut
+from toolchain.latency.config import ProfileConfig
+from toolchain.latency.control import CONTROL_SIGMAS, Control
+from toolchain.latency.lut import profile
+
+FAST = dict(points=1, runs=3, warmup=1, round_to=8)
+
+
+def entries(store) -> dict:
+    with sqlite3.connect(store) as db:
+        return {r[:3]: r[3] for r in db.execute("SELECT kind, item, k, ratio FROM measurements")}
+
+
+def test_an_offset_past_noise_is_divided_out_and_said():
+    off = Control(0.967, 0.004)
+    assert off.applied and off.correct({"ratio": 0.952, "median_ms": 3.1}) == {"ratio": 0.952 / 0.967,
+                                                                               "median_ms": 3.1}
+    assert "0.967 +- 0.004" in off.warning() and "\n" not in off.warning()
+    within = Control(1.0 - 0.9 * CONTROL_SIGMAS * 0.004, 0.004)  # inside the noise: left alone
+    assert not within.applied and within.correct({"ratio": 0.9}) == {"ratio": 0.9} and within.warning() is None
+
+
+def test_a_profiling_session_times_its_control_once(resnet20_onnx, tmp_path):
+    store = tmp_path / "lut.sqlite"
+    table = profile(str(resnet20_onnx), str(store), ProfileConfig(**FAST))
+    assert table.control is not None
+    # a real reading of an unchanged copy: near 1 on any host this suite runs on, and told apart from
+    # 1 only when its own standard error says so
+    assert 0.8 < table.control.ratio < 1.25 and table.control.se > 0
+    assert table.control.applied == (abs(table.control.ratio - 1) > CONTROL_SIGMAS * table.control.se)
+    assert ("control", "identity", -1) not in entries(store)  # a session's check, not a table entry
+    again = profile(str(resnet20_onnx), str(store), ProfileConfig(**FAST))
+    assert again.control is None and again.control_warning is None  # nothing measured, nothing to correct
+
+
+def test_the_sessions_entries_carry_its_correction(resnet20_onnx, tmp_path, monkeypatch):
+    # A control that read 0.2 (the copy five times faster than the reference) divides every entry this
+    # session stores by 0.2. The entries themselves are real timings, watched on their way to the store.
+    monkeypatch.setattr(lut, "time_control", lambda *args: Control(0.2, 0.001))
+    timed, measure_pair = [], lut.measure_pair
+
+    def watched(*args, **kwargs):
+        values = measure_pair(*args, **kwargs)
+        timed.append(values["ratio"])
+        return values
+
+    monkeypatch.setattr(lut, "measure_pair", watched)
+    store = tmp_path / "lut.sqlite"
+    result = CliRunner().invoke(app, ["profile", str(resnet20_onnx), "--store", str(store), "--round-to", "8",
+                                      "--points", "1", "--runs", "3", "--warmup", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    stored = entries(store)
+    assert stored and all(any(abs(0.2 * ratio - t) < 1e-9 for t in timed) for ratio in stored.values())
+    assert json.loads(result.stdout)["control"] == {"ratio": 0.2, "se": 0.001, "applied": True}
+    assert "unchanged copy of the model timed 0.200" in result.stderr

@@ -1,0 +1,58 @@
+"""The control entry: an unchanged copy of the model, timed against the reference like any table
+entry, must read 1.0.
+
+Seen on the 2-core VM the accuracy bench runs on: tables profiled in a process that had just trained
+a model read every entry a few percent low (pretrained Lite0, seed 1: the median entry 0.967 of a
+table of the same model profiled minutes later in a fresh process; no cause found). The per-layer
+model sums some 25 group savings, so that uniform offset moved plan predictions by 30-70% (a plan
+predicted at 0.184 measured 0.489), while the same table with every entry divided by 0.967 predicted
+the three plans within 4% (`bench/results/table_offset_replay.txt`). So each profiling session that
+measures anything first times the identity plan, to a quarter of an entry's standard error; when it
+is off 1.0 by more than CONTROL_SIGMAS of its standard errors, every entry that session measures is
+divided by it, and the table says so. Entries stored by earlier sessions were corrected by theirs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from graphs.plan import Plan
+from toolchain.latency.backends.source import PlanSource
+from toolchain.latency.config import ProfileConfig
+from toolchain.latency.measure import interleaved_ratio
+
+# Timed this many times longer than an entry, and extended to this many times smaller an error: an
+# offset error of e moves a many-group plan's prediction by roughly ten times e.
+CONTROL_RUNS = 8
+CONTROL_PRECISION = 4
+CONTROL_SIGMAS = 2.0
+
+
+@dataclass(frozen=True)
+class Control:
+    ratio: float  # the unchanged model's time / the reference's, median over interleaved pairs
+    se: float     # its robust standard error
+
+    @property
+    def applied(self) -> bool:
+        """Whether the offset is told from timing noise, and so divided out of this session's entries."""
+        return abs(self.ratio - 1.0) > CONTROL_SIGMAS * self.se
+
+    def correct(self, values: dict) -> dict:
+        return {**values, "ratio": values["ratio"] / self.ratio} if self.applied else values
+
+    def warning(self) -> str | None:
+        if not self.applied:
+            return None
+        return (f"an unchanged copy of the model timed {self.ratio:.3f} +- {self.se:.3f} of the reference: "
+                f"this session's entries were divided by it (a process that trained a model, or a busy host, "
+                f"can do this; profiling in a fresh process avoids it)")
+
+
+def time_control(backend, reference_runner, base, analysis, config: ProfileConfig) -> Control:
+    """Time the identity plan (surgery applied, nothing removed) against the session's reference."""
+    target_se = config.target_se / CONTROL_PRECISION if config.target_se else None
+    with backend.prepare(PlanSource(base, Plan(), analysis), batch=config.batch) as runner:
+        result = interleaved_ratio(runner, reference_runner, warmup=config.warmup, runs=CONTROL_RUNS * config.runs,
+                                   pause_s=config.pause_s, target_se=target_se,
+                                   max_runs=3 * CONTROL_RUNS * config.runs, only_if_reachable=True)
+    return Control(float(result.ratio), float(result.ratio_se))
