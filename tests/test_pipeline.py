@@ -55,6 +55,8 @@ def test_pipeline_runs_and_rerun_skips(tmp_path):
     assert first.exit_code == 0, first.output
     results = json.loads(first.stdout)
     assert set(results) == {"export", "profile", "prune", "finetune"}
+    control = results["profile"]["control"]  # the profiling session's check of its reference
+    assert control["ratio"] > 0 and control["applied"] == (control["warning"] is not None)
     assert (out / "pruned" / "model.onnx").is_file() and (out / "pruned" / "train.json").is_file()
     assert json.loads((out / "pruned" / "scores.json").read_text())["criteria"]["mean:l2"]
     again = runner.invoke(app, ["pipeline", str(recipe)])
