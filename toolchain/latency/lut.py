@@ -120,7 +120,7 @@ def _profile_into(store_path, base, sha, analysis, backend, reference, device, t
 
                 def record_remote(c: Candidate, values: dict, share: float | None) -> None:
                     guard.note(share)  # not re-timed, but counted towards the warning
-                    _record(store, sha, c, device, config, control[0].correct(values), progress)
+                    _record(store, sha, c, device, config, values, progress)
 
                 distributed.measure_on_ray(
                     ray_address, ray_resource, base, entries, lambda c: candidate_source(base, analysis, c), config,
