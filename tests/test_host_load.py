@@ -40,12 +40,19 @@ def test_other_processes_are_seen():
 
 @linux_only
 def test_own_threads_do_not_count():
-    before = _idle_share()
-    load = OtherLoad()
-    t = time.time()
-    while time.time() - t < 1.0:  # this process keeps a core busy: not "other processes"
-        pass
-    assert load.share() < before + 0.2, (before, load.share())
+    # Up to three tries: on a VM a second of steal time counts as other processes (by design), and one
+    # such second failed CI once (0.31). Counting this process's own busy core fails every try (~0.5).
+    tries = []
+    for _ in range(3):
+        before = _idle_share()
+        load = OtherLoad()
+        t = time.time()
+        while time.time() - t < 1.0:  # this process keeps a core busy: not "other processes"
+            pass
+        tries.append((before, load.share()))
+        if tries[-1][1] < before + 0.2:
+            break
+    assert tries[-1][1] < tries[-1][0] + 0.2, tries
 
 
 class FakeLoad:
