@@ -301,8 +301,7 @@ def _table_summary(table, store: Path, config) -> dict:
             "rechecked": [{"anchor": d.item, "stored": d.stored, "now": d.now, "stored_hours_ago": d.age_s / 3600}
                           for d in table.drifts],
             # this run's control entry (toolchain/latency/control.py); null when it measured nothing
-            "control": None if table.control is None else {"ratio": table.control.ratio, "se": table.control.se,
-                                                            "applied": table.control.applied}}
+            "control": None if table.control is None else table.control.as_dict()}
 
 
 def _print_table(table, model: Path, backend: str, config) -> None:

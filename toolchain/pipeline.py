@@ -143,8 +143,7 @@ def _profile(onnx_path: Path, store: Path, config, table_json: Path, progress) -
     write_json(data, table_json)
     control = table.control  # this session's check of the reference (toolchain/latency/control.py)
     return {"base_ms": table.base_ms, "entries": sum(len(v) for v in table.groups.values()) + len(table.blocks),
-            "control": None if control is None else {"ratio": control.ratio, "se": control.se,
-                                                     "applied": control.applied, "warning": control.warning()}}
+            "control": None if control is None else {**control.as_dict(), "warning": control.warning()}}
 
 
 def _prune(recipe: Recipe, onnx_path: Path, pruned: Path, store: Path, config, shape, out: Path, progress, log) -> dict:

@@ -37,6 +37,9 @@ class Control:
         """Whether the offset is told from timing noise, and so divided out of this session's entries."""
         return abs(self.ratio - 1.0) > CONTROL_SIGMAS * self.se
 
+    def as_dict(self) -> dict:
+        return {"ratio": self.ratio, "se": self.se, "applied": self.applied}
+
     def correct(self, values: dict) -> dict:
         return {**values, "ratio": values["ratio"] / self.ratio} if self.applied else values
 
