@@ -1,0 +1,61 @@
+"""bench/accuracy_at_latency.py's Torch-Pruning baseline searches only ratios at which Torch-Pruning prunes.
+
+Past some uniform ratio Torch-Pruning 1.6 leaves whole the groups whose rounded width would reach zero, so
+a larger ratio gives a *bigger* model. Timed and read as "too slow", such a ratio sent the bisection ever
+higher, into ratios that prune nothing, and Torch-Pruning's fastest real plan was never looked for.
+"""
+import argparse
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from toolchain.export import export_spec
+from toolchain.latency.config import ProfileConfig
+
+pytest.importorskip("torch_pruning")
+ROOT = Path(__file__).resolve().parents[1]
+SHAPE = (1, 3, 32, 32)
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("accuracy_at_latency", ROOT / "bench" / "accuracy_at_latency.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def resnet20(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tp") / "resnet20.onnx"
+    export_spec("builtin:resnet20", str(path), SHAPE, num_classes=10)
+    return str(path)
+
+
+def test_torch_pruning_grows_back_past_its_cliff(resnet20):
+    """The behaviour the search guards against, on the model the bench runs."""
+    from graphs.onnx_io import load_model
+    from toolchain.torch_source import torch_module_for
+
+    bench = _bench()
+    module, _ = torch_module_for(load_model(resnet20))
+    params = {r: sum(p.numel() for p in bench.tp_prune(module, SHAPE, r, 8).parameters()) for r in (0.0, 0.75, 0.92)}
+    assert params[0.75] < params[0.0] / 4
+    assert params[0.92] == params[0.0]  # every group left whole: "pruned" at 0.92 is the unpruned model
+
+
+def test_search_times_no_ratio_past_the_cliff(resnet20, tmp_path):
+    bench = _bench()
+    args = argparse.Namespace(bisect_steps=5, measure_runs=5, profile=ProfileConfig(backend="ort"))
+    # A budget nothing meets: the search keeps asking for more pruning, up to the cliff and not past it.
+    pruned, info = bench.torch_pruning_row(args, {"onnx": resnet20, "shape": SHAPE}, 0.01, tmp_path, 8)
+    tries = info["tries"]
+    timed = [t for t in tries if "measured" in t]
+    assert any(t.get("past_cliff") for t in tries)
+    smallest = min(t["params"] for t in timed)
+    first_cliff = min(t["ratio"] for t in tries if t.get("past_cliff"))
+    assert all(t["ratio"] < first_cliff for t in timed)  # searched below the cliff once it was found
+    assert info["met"] is False
+    assert sum(p.numel() for p in pruned.parameters()) == next(t["params"] for t in timed
+                                                                 if t["ratio"] == info["uniform_ratio"])
+    assert sum(p.numel() for p in pruned.parameters()) < 2 * smallest
