@@ -63,3 +63,19 @@ def test_the_sessions_entries_carry_its_correction(resnet20_onnx, tmp_path, monk
     assert stored and all(any(abs(0.2 * ratio - t) < 1e-9 for t in timed) for ratio in stored.values())
     assert json.loads(result.stdout)["control"] == {"ratio": 0.2, "se": 0.001, "applied": True}
     assert "unchanged copy of the model timed 0.200" in result.stderr
+
+
+def test_prune_to_a_budget_says_what_its_control_read(resnet20_onnx, tmp_path):
+    # Within noise or not, a run that profiled says its control's reading once; one that reused a stored
+    # table timed none and says nothing of it.
+    from toolchain.refine import BudgetRequest, prune_to_budget
+
+    store, config = str(tmp_path / "lut.sqlite"), ProfileConfig(warmup=1, runs=3, target_se=None, points=1)
+    for run, expected in ((1, 1), (2, 0)):
+        lines = []
+        request = BudgetRequest(budget=0.6, criterion="l1", refine=0, measure_runs=10, log=lines.append)
+        prune_to_budget(str(resnet20_onnx), str(tmp_path / f"out{run}"), request, store, config)
+        said = [line for line in lines if "an unchanged copy" in line]
+        assert len(said) == expected, lines
+        if expected:
+            assert said[0].startswith(("  control: an unchanged copy timed ", "  warning: an unchanged copy"))
