@@ -28,6 +28,11 @@ def test_an_offset_past_noise_is_divided_out_and_said():
     assert "0.967 +- 0.004" in off.warning() and "\n" not in off.warning()
     within = Control(1.0 - 0.9 * CONTROL_SIGMAS * 0.004, 0.004)  # inside the noise: left alone
     assert not within.applied and within.correct({"ratio": 0.9}) == {"ratio": 0.9} and within.warning() is None
+    held = Control(0.967, 0.004, end=Control(0.975, 0.004))  # 0.008 apart, within 2 x 0.0057: the offset held
+    assert held.steady and held.applied and held.correct({"ratio": 0.9})["ratio"] == 0.9 / 0.967
+    passing = Control(0.964, 0.002, end=Control(0.987, 0.004))  # the 2026-12-03 bench's seed 1, and a plausible end
+    assert not passing.steady and not passing.applied and passing.correct({"ratio": 0.9}) == {"ratio": 0.9}
+    assert "0.964 +- 0.002" in passing.warning() and "0.987 +- 0.004" in passing.warning()
 
 
 def test_a_profiling_session_times_its_control_once(resnet20_onnx, tmp_path):
@@ -61,7 +66,8 @@ def test_the_sessions_entries_carry_its_correction(resnet20_onnx, tmp_path, monk
     assert result.exit_code == 0, result.output
     stored = entries(store)
     assert stored and all(any(abs(0.2 * ratio - t) < 1e-9 for t in timed) for ratio in stored.values())
-    assert json.loads(result.stdout)["control"] == {"ratio": 0.2, "se": 0.001, "applied": True}
+    assert json.loads(result.stdout)["control"] == {"ratio": 0.2, "se": 0.001, "end": {"ratio": 0.2, "se": 0.001},
+                                                    "steady": True, "applied": True}
     assert "unchanged copy of the model timed 0.200" in result.stderr
 
 
@@ -79,3 +85,24 @@ def test_prune_to_a_budget_says_what_its_control_read(resnet20_onnx, tmp_path):
         assert len(said) == expected, lines
         if expected:
             assert said[0].startswith(("  control: an unchanged copy timed ", "  warning: an unchanged copy"))
+
+
+def test_an_offset_that_did_not_hold_leaves_the_entries_as_timed(resnet20_onnx, tmp_path, monkeypatch):
+    # The check before the entries reads 0.2 and the one after them 1.0: the host drifted, so the entries
+    # (real timings, watched on their way to the store) are stored as timed, and the table says why.
+    # (A reading the load guard re-times is asked again: before any entry it is 0.2, after them 1.0.)
+    timed, measure_pair = [], lut.measure_pair
+    monkeypatch.setattr(lut, "time_control", lambda *args: Control(1.0 if timed else 0.2, 0.001))
+
+    def watched(*args, **kwargs):
+        values = measure_pair(*args, **kwargs)
+        timed.append(values["ratio"])
+        return values
+
+    monkeypatch.setattr(lut, "measure_pair", watched)
+    store = tmp_path / "lut.sqlite"
+    table = profile(str(resnet20_onnx), str(store), ProfileConfig(**FAST))
+    stored = entries(store)
+    assert stored and all(any(abs(ratio - t) < 1e-9 for t in timed) for ratio in stored.values())
+    assert table.control.end.ratio == 1.0 and not table.control.steady and not table.control.applied
+    assert "drifted" in table.control_warning

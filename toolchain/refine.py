@@ -248,9 +248,11 @@ def _run_stage(onnx_path, stage, stage_budget, stage_dir: Path, state: _Stage, r
     for warning in (table.load_warning, table.drift_warning, table.control_warning):
         if warning:
             request.log("  warning: " + warning)
-    if table.control is not None and not table.control.applied:  # said once, so a log shows it was checked
+    if table.control is not None and table.control_warning is None:  # said once, so a log shows it was checked
+        end = table.control.end
         request.log(f"  control: an unchanged copy timed {table.control.ratio:.3f} +- {table.control.se:.3f} "
-                    f"of the reference (no offset told from noise)")
+                    f"of the reference" + (f", {end.ratio:.3f} +- {end.se:.3f} after the entries" if end else "")
+                    + " (no offset told from noise)")
     if state.onnx_only:
         module = initializer_module(model)
     else:

@@ -15,6 +15,7 @@ table adds its model to that profile.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 from graphs.deps import analyze
 from graphs.errors import InputError
@@ -113,6 +114,7 @@ def _profile_into(store_path, base, sha, analysis, backend, reference, device, t
                    f"{device['runtime']} {device['runtime_version']}", device, fresh=fresh)
 
         control: list[Control] = []  # this session's control entry (control.py), timed before its first entry
+        timed: list[tuple] = []  # (key, values as timed) of each entry this session stored, for the end check
 
         def measure(entries: list[Candidate]) -> None:
             if ray_address:  # each worker has its own reference session: no control entry there
@@ -132,6 +134,7 @@ def _profile_into(store_path, base, sha, analysis, backend, reference, device, t
                 source = candidate_source(base, analysis, c)
                 values, _ = guard.measure(lambda: measure_pair(backend, reference, source, config,
                                                                precise=precise_entry(c, config)))
+                timed.append((entry_key(sha, c, device, config), values))
                 _record(store, sha, c, device, config, control[0].correct(values), progress)
 
         stored_row = lambda c: store.get(entry_key(sha, c, device, config))  # noqa: E731
@@ -143,6 +146,13 @@ def _profile_into(store_path, base, sha, analysis, backend, reference, device, t
             measure([c for c in todo if not stored(c)])
         else:
             measure_reduced(store, sha, analysis, device, config, todo, stored, measure, progress)
+        if control:  # timed again: an offset is divided out only if it held through the session
+            start = control[0]
+            control[0] = replace(start, end=guard.measure(
+                lambda: time_control(backend, reference, base, analysis, config))[0])
+            if start.applied and not control[0].applied:
+                for key, values in timed:
+                    store.put(key, values)
         table, predictor = read_table(store, sha, analysis, device, config)
         learn(store, device_where(device, config), sha, analysis, predictor,
               entries=sum(len(v) for v in table.groups.values()) + len(table.blocks))
