@@ -236,6 +236,18 @@ def _run_stages(onnx_path, out_dir, request, store, config, progress, workspace:
     return summary
 
 
+def _log_table_checks(request: BudgetRequest, table) -> None:
+    """The profile's warnings, and its control entry's reading when it took one (so a log shows it was checked)."""
+    for warning in (table.load_warning, table.drift_warning, table.control_warning):
+        if warning:
+            request.log("  warning: " + warning)
+    if table.control is not None and table.control_warning is None:
+        end = table.control.end
+        request.log(f"  control: an unchanged copy timed {table.control.ratio:.3f} +- {table.control.se:.3f} "
+                    f"of the reference" + (f", {end.ratio:.3f} +- {end.se:.3f} after the entries" if end else "")
+                    + " (no offset told from noise)")
+
+
 def _run_stage(onnx_path, stage, stage_budget, stage_dir: Path, state: _Stage, request, store, config, progress):
     """Solve, prune, measure and re-solve one stage; returns (chosen attempt, its summary, history rows)."""
     model = load_model(state.current)
@@ -245,14 +257,7 @@ def _run_stage(onnx_path, stage, stage_budget, stage_dir: Path, state: _Stage, r
     blocks = [b for b in analysis.blocks if not (state.onnx_only and b.kind == "layer")]
     request.log(f"stage {stage}/{request.stages}: profiling {Path(state.current).name}")
     table = profile(state.current, store, config, progress=progress)
-    for warning in (table.load_warning, table.drift_warning, table.control_warning):
-        if warning:
-            request.log("  warning: " + warning)
-    if table.control is not None and table.control_warning is None:  # said once, so a log shows it was checked
-        end = table.control.end
-        request.log(f"  control: an unchanged copy timed {table.control.ratio:.3f} +- {table.control.se:.3f} "
-                    f"of the reference" + (f", {end.ratio:.3f} +- {end.se:.3f} after the entries" if end else "")
-                    + " (no offset told from noise)")
+    _log_table_checks(request, table)
     if state.onnx_only:
         module = initializer_module(model)
     else:
