@@ -16,7 +16,6 @@ Writes bench/results/control_after_training.txt by default. Run it alone: it is 
 from __future__ import annotations
 
 import argparse
-import sqlite3
 import statistics
 import sys
 import tempfile
@@ -27,15 +26,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from accuracy_at_latency import loader  # noqa: E402
 from benchlog import logged  # noqa: E402
+from table_offset_replay import entries  # noqa: E402
 from toolchain.latency.config import ProfileConfig  # noqa: E402
 from toolchain.latency.lut import profile  # noqa: E402
 from toolchain.train import TrainConfig, train  # noqa: E402
 from toolchain.zoo import build_model  # noqa: E402
-
-
-def entries(store: str) -> dict:
-    with sqlite3.connect(store) as db:
-        return {r[:3]: r[3] for r in db.execute("SELECT kind, item, k, ratio FROM measurements")}
 
 
 def run(args) -> None:

@@ -41,12 +41,15 @@ def divided_copy(store: Path, factor: float, tmp: Path) -> Path:
     return out
 
 
+def entries(store) -> dict:
+    """A latency store's entries: (kind, item, k) -> ratio, as stored."""
+    with sqlite3.connect(store) as db:
+        return {r[:3]: r[3] for r in db.execute("SELECT kind, item, k, ratio FROM measurements")}
+
+
 def median_offset(store: Path, other: Path) -> float:
     """Median of store's entries minus other's, over the entries both hold."""
-    def rows(path):
-        with sqlite3.connect(path) as db:
-            return {r[:3]: r[3] for r in db.execute("SELECT kind, item, k, ratio FROM measurements")}
-    a, b = rows(store), rows(other)
+    a, b = entries(store), entries(other)
     diffs = sorted(a[k] - b[k] for k in set(a) & set(b))
     return diffs[len(diffs) // 2] if diffs else float("nan")
 
