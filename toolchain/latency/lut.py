@@ -114,7 +114,7 @@ def _profile_into(store_path, base, sha, analysis, backend, reference, device, t
                    f"{device['runtime']} {device['runtime_version']}", device, fresh=fresh)
 
         control: list[Control] = []  # this session's control entry (control.py), timed before its first entry
-        timed: list[tuple] = []  # (key, values as timed) of each entry this session stored, for the end check
+        timed: list[tuple] = []  # (candidate, key, values as timed) of each entry this session stored
 
         def measure(entries: list[Candidate]) -> None:
             if ray_address:  # each worker has its own reference session: no control entry there
@@ -134,7 +134,7 @@ def _profile_into(store_path, base, sha, analysis, backend, reference, device, t
                 source = candidate_source(base, analysis, c)
                 values, _ = guard.measure(lambda: measure_pair(backend, reference, source, config,
                                                                precise=precise_entry(c, config)))
-                timed.append((entry_key(sha, c, device, config), values))
+                timed.append((c, entry_key(sha, c, device, config), values))
                 _record(store, sha, c, device, config, control[0].correct(values), progress)
 
         stored_row = lambda c: store.get(entry_key(sha, c, device, config))  # noqa: E731
@@ -147,12 +147,9 @@ def _profile_into(store_path, base, sha, analysis, backend, reference, device, t
         else:
             measure_reduced(store, sha, analysis, device, config, todo, stored, measure, progress)
         if control:  # timed again: an offset is divided out only if it held through the session
-            start = control[0]
-            control[0] = replace(start, end=guard.measure(
+            control[0] = replace(control[0], end=guard.measure(
                 lambda: time_control(backend, reference, base, analysis, config))[0])
-            if start.applied and not control[0].applied:
-                for key, values in timed:
-                    store.put(key, values)
+            drifts = _undo_offset(store, control[0], timed, drifts)
         table, predictor = read_table(store, sha, analysis, device, config)
         learn(store, device_where(device, config), sha, analysis, predictor,
               entries=sum(len(v) for v in table.groups.values()) + len(table.blocks))
@@ -162,6 +159,17 @@ def _profile_into(store_path, base, sha, analysis, backend, reference, device, t
         if control:
             table.control, table.control_warning = control[0], control[0].warning()
         return table
+
+
+def _undo_offset(store: Store, control: Control, timed: list[tuple], drifts: list[AnchorDrift]) -> list[AnchorDrift]:
+    """When the offset divided out at the start did not hold to the end, store the session's entries as
+    timed; re-timed anchors then report what is stored now. Returns the drifts as they stand."""
+    if control.applied or not replace(control, end=None).applied:
+        return drifts
+    for _, key, values in timed:
+        store.put(key, values)
+    as_timed = {c.item: values["ratio"] for c, _, values in timed if c.kind == "anchor"}
+    return [replace(d, now=as_timed.get(d.item, d.now)) for d in drifts]
 
 
 def _recheck(todo: list[Candidate], stored_row, measure, config: ProfileConfig, progress) -> list[AnchorDrift]:
