@@ -17,6 +17,11 @@ in the 2-core bench run of 2026-12-03 (`bench/results/table_control_replay.txt`)
 were not offset (as timed, they predicted its plans within 2-10%; divided, they were 6-64% off). So an
 offset is divided out only when both readings agree within their noise; when they do not, the
 session's entries are stored as timed and the table says the host drifted.
+
+Training is not the only history that does it: every second stage of the 2-stage Lite0 bench rows (a process
+that had profiled, pruned and measured stage 1, and trained earlier seeds) read 0.940-0.971, and a `compress
+prune --stages 2` process that trained nothing read 0.962 at stage 2, while a fresh process profiling that
+stage-1 model (pruned again with `--budget 0.675`) read 0.989 and 0.998 (`bench/results/control_second_stage.txt`).
 """
 from __future__ import annotations
 
@@ -67,8 +72,8 @@ class Control:
         if not self.applied:
             return None
         return (f"an unchanged copy of the model timed {self.ratio:.3f} +- {self.se:.3f} of the reference: "
-                f"this session's entries were divided by it (a process that trained a model, or a busy host, "
-                f"can do this; profiling in a fresh process avoids it)")
+                f"this session's entries were divided by it (earlier work in this process, such as training or an "
+                f"earlier pruning stage, or a busy host can do this; profiling in a fresh process avoids it)")
 
 
 def time_control(backend, reference_runner, base, analysis, config: ProfileConfig) -> Control:
