@@ -19,8 +19,8 @@ offset is divided out only when both readings agree within their noise; when the
 session's entries are stored as timed and the table says the host drifted.
 
 Training is not the only history that does it. In the 2-stage Lite0 bench rows (a process that had profiled,
-pruned and measured stage 1, and trained earlier seeds) ten of eleven second stages read 0.940-0.971 (the
-eleventh 0.989, then 0.961 after its entries); a `compress prune --stages 2` process that trained nothing read
+pruned and measured stage 1, and trained earlier seeds) twelve of thirteen second stages read 0.940-0.971
+(the other 0.989, then 0.961 after its entries); a `compress prune --stages 2` process that trained nothing read
 0.962 at stage 2; a fresh process profiling that stage-1 model (pruned again with `--budget 0.675`) read 0.989
 and 0.998 (`bench/results/control_second_stage.txt`).
 """
