@@ -23,3 +23,20 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def watched_entries(monkeypatch) -> list[float]:
+    """The ratio of every latency-table entry a profiling session times, as timed: real measurements,
+    watched on their way to the store (toolchain/latency/lut.py's measure_pair)."""
+    from toolchain.latency import lut
+
+    timed, measure_pair = [], lut.measure_pair
+
+    def watched(*args, **kwargs):
+        values = measure_pair(*args, **kwargs)
+        timed.append(values["ratio"])
+        return values
+
+    monkeypatch.setattr(lut, "measure_pair", watched)
+    return timed

@@ -21,19 +21,6 @@ def entries(store) -> dict:
         return {r[:3]: r[3] for r in db.execute("SELECT kind, item, k, ratio FROM measurements")}
 
 
-def watch_entries(monkeypatch) -> list[float]:
-    """The ratio of every entry the session times, as timed (real measurements, watched on their way)."""
-    timed, measure_pair = [], lut.measure_pair
-
-    def watched(*args, **kwargs):
-        values = measure_pair(*args, **kwargs)
-        timed.append(values["ratio"])
-        return values
-
-    monkeypatch.setattr(lut, "measure_pair", watched)
-    return timed
-
-
 def test_an_offset_past_noise_is_divided_out_and_said():
     off = Control(0.967, 0.004)
     assert off.applied and off.correct({"ratio": 0.952, "median_ms": 3.1}) == {"ratio": 0.952 / 0.967,
@@ -61,11 +48,11 @@ def test_a_profiling_session_times_its_control_once(resnet20_onnx, tmp_path):
     assert again.control is None and again.control_warning is None  # nothing measured, nothing to correct
 
 
-def test_the_sessions_entries_carry_its_correction(resnet20_onnx, tmp_path, monkeypatch):
+def test_the_sessions_entries_carry_its_correction(resnet20_onnx, tmp_path, monkeypatch, watched_entries):
     # A control that read 0.2 (the copy five times faster than the reference) divides every entry this
     # session stores by 0.2. The entries themselves are real timings, watched on their way to the store.
     monkeypatch.setattr(lut, "time_control", lambda *args: Control(0.2, 0.001))
-    timed = watch_entries(monkeypatch)
+    timed = watched_entries
     store = tmp_path / "lut.sqlite"
     result = CliRunner().invoke(app, ["profile", str(resnet20_onnx), "--store", str(store), "--round-to", "8",
                                       "--points", "1", "--runs", "3", "--warmup", "1", "--json"])
@@ -93,11 +80,11 @@ def test_prune_to_a_budget_says_what_its_control_read(resnet20_onnx, tmp_path):
             assert said[0].startswith(("  control: an unchanged copy timed ", "  warning: an unchanged copy"))
 
 
-def test_an_offset_that_did_not_hold_leaves_the_entries_as_timed(resnet20_onnx, tmp_path, monkeypatch):
+def test_an_offset_that_did_not_hold_leaves_the_entries_as_timed(resnet20_onnx, tmp_path, monkeypatch, watched_entries):
     # The check before the entries reads 0.2 and the one after them 1.0: the host drifted, so the entries
     # (real timings, watched on their way to the store) are stored as timed, and the table says why.
     # (A reading the load guard re-times is asked again: before any entry it is 0.2, after them 1.0.)
-    timed = watch_entries(monkeypatch)
+    timed = watched_entries
     monkeypatch.setattr(lut, "time_control", lambda *args: Control(1.0 if timed else 0.2, 0.001))
     store = tmp_path / "lut.sqlite"
     table = profile(str(resnet20_onnx), str(store), ProfileConfig(**FAST))

@@ -79,15 +79,14 @@ def test_old_anchors_are_retimed_young_ones_and_entries_kept(resnet20_onnx, stor
     assert other_rows(store) == entries  # only anchors: the single entries keep their rows
 
 
-def test_retimed_anchors_report_what_is_stored_when_the_offset_did_not_hold(resnet20_onnx, store, monkeypatch):
+def test_retimed_anchors_report_what_is_stored_when_the_offset_did_not_hold(resnet20_onnx, store, monkeypatch,
+                                                                             watched_entries):
     # The session's control reads 0.2 before its entries and 1.0 after them: the host drifted, so the
     # re-timed anchor goes back to the store as timed, and its drift must report that figure, not the
     # corrected one it was first stored at (seen in CI, where the real control read ~1.05 and then ~1.0).
     spoil(store, "uniform-0.50", age_h=7, ratio=5.0)
     # (A reading the load guard re-times is asked again: before any entry it is 0.2, after them 1.0.)
-    timed, measure_pair = [], lut.measure_pair
-    monkeypatch.setattr(lut, "measure_pair", lambda *args, **kwargs: timed.append(1) or measure_pair(*args, **kwargs))
-    monkeypatch.setattr(lut, "time_control", lambda *args: Control(1.0 if timed else 0.2, 0.001))
+    monkeypatch.setattr(lut, "time_control", lambda *args: Control(1.0 if watched_entries else 0.2, 0.001))
     table = profile(str(resnet20_onnx), str(store), ProfileConfig(**FAST))
     assert not table.control.applied and not table.control.steady
     half = next(d for d in table.drifts if d.item == "uniform-0.50")

@@ -53,9 +53,14 @@ class Control:
         return self.end is None or abs(self.ratio - self.end.ratio) <= CONTROL_SIGMAS * math.hypot(self.se, self.end.se)
 
     @property
+    def offset_seen(self) -> bool:
+        """Whether the first reading is told from timing noise (its entries were divided by it as they were stored)."""
+        return abs(self.ratio - 1.0) > CONTROL_SIGMAS * self.se
+
+    @property
     def applied(self) -> bool:
         """Whether the offset is told from timing noise and held through the session, and so divided out."""
-        return self.steady and abs(self.ratio - 1.0) > CONTROL_SIGMAS * self.se
+        return self.steady and self.offset_seen
 
     def as_dict(self) -> dict:
         end = None if self.end is None else {"ratio": self.end.ratio, "se": self.end.se}

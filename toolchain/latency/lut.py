@@ -164,7 +164,7 @@ def _profile_into(store_path, base, sha, analysis, backend, reference, device, t
 def _undo_offset(store: Store, control: Control, timed: list[tuple], drifts: list[AnchorDrift]) -> list[AnchorDrift]:
     """When the offset divided out at the start did not hold to the end, store the session's entries as
     timed; re-timed anchors then report what is stored now. Returns the drifts as they stand."""
-    if control.applied or not replace(control, end=None).applied:
+    if control.applied or not control.offset_seen:
         return drifts
     for _, key, values in timed:
         store.put(key, values)
