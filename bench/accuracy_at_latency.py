@@ -16,8 +16,9 @@ interleaved against the unpruned model):
   layer, round_to 8, classifier kept): the ratio is bisected until the pruned model's *measured* latency
   meets the same budget (least pruning that does); `torch-pruning-16` is the same with round_to 16, the
   channel block compress uses on this CPU, to tell Torch-Pruning's criterion from its channel grid;
-- every pruned model gets the same fine-tuning (--epochs, lr 0.01, same data), then top-1 on the published
-  10,000-image test set.
+- every pruned model gets the same fine-tuning (--epochs, lr 0.01, same data; with --distill every row,
+  unpruned-ft included, distils from its unpruned baseline as `compress finetune --distill` does), then
+  top-1 on the published 10,000-image test set.
 Each (model, method, budget, seed) result is appended to a JSONL file and skipped when it is already there
 (same settings), so an interrupted run resumes. The summary (mean, sample std, n) goes to a markdown log.
 
@@ -220,8 +221,9 @@ def run_one(args, model: str, method: str, budget: float, seed: int, work: Path)
                         "error": str(exc), "baseline_top1": base["top1"], "seconds": time.time() - t0}
     tests = test_loader(args, base["shape"])
     before = evaluate(pruned, tests, torch.device("cpu"))["top1"]
+    teacher = unpruned_row(base)[0] if args.distill else None  # a copy of its own: unpruned-ft trains `pruned`
     train(pruned, loader(base["shape"], "train", seed, args.train_subset, 128, True), None,
-          TrainConfig(epochs=args.epochs, lr=0.01, batch_size=128, seed=seed))
+          TrainConfig(epochs=args.epochs, lr=0.01, batch_size=128, seed=seed, distill=args.distill), teacher=teacher)
     after = evaluate(pruned.cpu(), tests, torch.device("cpu"))["top1"]
     return {"model": model, "method": method, "budget": budget, "seed": seed, "setting": args.setting,
             "measured_ratio": info.pop("ratio"), "params": sum(p.numel() for p in pruned.parameters()),
@@ -305,6 +307,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--work", default="runs/accuracy_at_latency", help="baselines, latency tables (reused)")
     p.add_argument("--jsonl", default="bench/results/accuracy_at_latency.jsonl")
     p.add_argument("--log", default="bench/results/accuracy_at_latency.md")
+    p.add_argument("--distill", action="store_true",
+                   help="fine-tune every row with soft targets from its unpruned baseline (T 4, weight 0.7), as "
+                        "`compress finetune --distill` and the recipes do")
     p.add_argument("--report-only", action="store_true",
                    help="write the summary of the rows already in --jsonl (for these models/seeds/budgets), run nothing")
     args = p.parse_args()
@@ -317,7 +322,7 @@ def parse_args() -> argparse.Namespace:
     args.seeds = [int(s) for s in args.seeds.split(",")]
     args.base_setting = f"te{args.train_epochs}-n{args.train_subset}-s{args.size}"
     args.setting = f"te{args.train_epochs}-ft{args.epochs}-n{args.train_subset}-t{args.test_subset}-s{args.size}" + (
-        f"-r{args.round_to}" if args.round_to else "")
+        f"-r{args.round_to}" if args.round_to else "") + ("-kd" if args.distill else "")
     args.profile = ProfileConfig(backend="ort", round_to=args.round_to, runs=args.profile_runs, points=4)
     return args
 
@@ -355,7 +360,7 @@ def main() -> None:
     header = (f"# Accuracy at equal measured latency, Fashion-MNIST\n\n{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
               f"commit {commit}, command: `python bench/accuracy_at_latency.py {' '.join(sys.argv[1:])}`\n"
               f"setting {args.setting}: baseline {args.train_epochs} epochs, fine-tuning {args.epochs} epochs (lr 0.01, x0.1 at 1/2 and 3/4 of its batches, "
-              f"every method), train subset {args.train_subset or 48000}, test images {args.test_subset or 10000}; "
+              f"{'distilled from the unpruned baseline, ' if args.distill else ''}every method), train subset {args.train_subset or 48000}, test images {args.test_subset or 10000}; "
               f"top-1 after fine-tuning (mean ± sample std over seeds) / measured latency ratio (ORT CPU batch 1). "
               f"This invocation: {time.time() - t0:.0f} s; the rows shown took {row_seconds:.0f} s in all "
               f"(each row's own time, its baseline training included where it trained one).\n")
