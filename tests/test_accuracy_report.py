@@ -51,3 +51,19 @@ def test_unpruned_ft_is_trained_once_per_seed():
     assert bench.same_training_elsewhere(records, "builtin:resnet56", 1, "s") is done
     assert bench.same_training_elsewhere(records, "builtin:resnet56", 0, "s") is None  # another seed: trains
     assert bench.same_training_elsewhere(records, "builtin:resnet56", 1, "other") is None  # other settings: trains
+
+
+def test_distilled_rows_keep_a_setting_of_their_own(monkeypatch):
+    """Rows resume by setting: a distilled fine-tune must never be read back as a plain one (or its
+    unpruned-ft row reused for the other), while both prune the same baselines."""
+    bench = _bench()
+    argv = ["accuracy_at_latency.py", "--models", "builtin:resnet20", "--epochs", "2", "--train-epochs", "3"]
+    monkeypatch.setattr("sys.argv", argv)
+    plain = bench.parse_args()
+    monkeypatch.setattr("sys.argv", argv + ["--distill"])
+    distilled = bench.parse_args()
+    assert distilled.distill and not plain.distill
+    assert distilled.setting != plain.setting
+    assert distilled.base_setting == plain.base_setting
+    records = [{**_rec("unpruned-ft", 0, 79.0, 78.0), "setting": plain.setting}]
+    assert bench.same_training_elsewhere(records, "builtin:resnet56", 0, distilled.setting) is None
