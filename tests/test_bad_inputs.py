@@ -104,6 +104,11 @@ def onnx_cases():
     yield "prune", "-o symlink", ["prune", "{R20}", "--ratio", "0.5", "-o", "{T}/link"]
     yield "profile", "--store symlink", ["profile", "{R20}", "--store", "{T}/slink.sqlite"]
     yield "export", "-o symlink", ["export", "builtin:resnet20", "-o", "{T}/flink.onnx"]
+    # a width floor out of range, without a budget to bound, or with layer mode (no widths to bound)
+    for label, extra in [("--max-prune-ratio 1.5", ["--budget", "0.5", "--max-prune-ratio", "1.5"]),
+                         ("--max-prune-ratio without --budget", ["--ratio", "0.5", "--max-prune-ratio", "0.5"]),
+                         ("--max-prune-ratio --mode layer", ["--budget", "0.5", "--mode", "layer", "--max-prune-ratio", "0.5"])]:
+        yield "prune", label, ["prune", "{R20}", *extra, "--store", "{T}/s.sqlite", "-o", "{T}/out"]
 
 
 CASES = [pytest.param(cmd, args, id=f"{cmd}[{label}]") for cmd, label, args in onnx_cases()]

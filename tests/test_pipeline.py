@@ -31,6 +31,7 @@ def write(tmp_path, text, **fmt):
     ("prune: {budget: 0.5, mdoe: joint}\n", "prune.mdoe: extra inputs are not permitted"),
     ("prune: {budget: 2}\n", "prune.budget: input should be less than or equal to 1"),
     ("prune: {budget: 0.5, mode: sideways}\n", "prune.mode"),
+    ("prune: {budget: 0.5, max_prune_ratio: 0}\n", "prune.max_prune_ratio: input should be greater than 0"),
     ("finetune: {epochs: many}\n", "finetune.epochs"),
     ("colour: blue\n", "colour: extra inputs are not permitted"),
 ])
@@ -76,7 +77,8 @@ def test_recipe_stages_fine_tune_between_stages(tmp_path, monkeypatch, stages):
     import toolchain.refine
     from toolchain.pipeline import _prune
 
-    recipe = load_recipe(write(tmp_path, BASE.replace("criterion: l1,", f"criterion: l1, stages: {stages},"),
+    floor = "max_prune_ratio: 0.75," if stages == 2 else ""
+    recipe = load_recipe(write(tmp_path, BASE.replace("criterion: l1,", f"criterion: l1, stages: {stages}, {floor}"),
                                out=tmp_path / "o"))
     seen = {}
 
@@ -93,6 +95,7 @@ def test_recipe_stages_fine_tune_between_stages(tmp_path, monkeypatch, stages):
                tmp_path, None, lambda m: None)
     request = seen["request"]
     assert request.stages == stages
+    assert request.max_prune == (0.75 if stages == 2 else 1.0)  # the recipe's width floor reaches the solver
     if stages == 1:
         assert request.between_stages is None
     else:

@@ -149,3 +149,30 @@ def test_budget_just_below_the_predicted_floor_is_decided_by_measurement(resnet2
                                          f"{near.budget + 0.05:.3f}") as exc:
         prune_to_budget(str(resnet20_onnx), str(tmp_path / "missed"), near, store, CONFIG)
     assert not isinstance(exc.value, Unreachable) and missed and not (tmp_path / "missed").exists()
+
+
+def test_width_floor_counts_from_the_unpruned_widths_in_every_stage(resnet20_onnx, tmp_path, store, monkeypatch):
+    """--max-prune-ratio bounds the whole schedule: stage 2's solver must count each group's floor from
+    the unpruned model's width, not from the narrower one stage 1 left."""
+    import math
+
+    from graphs.deps import analyze
+    from graphs.onnx_io import load_model
+
+    real, floors = refine.solve_joint, []
+
+    def solve_joint(analysis, *args):
+        floors.append(({g.id: g.channels for g in analysis.groups}, args[-1]))
+        return real(analysis, *args)
+    monkeypatch.setattr(refine, "solve_joint", solve_joint)
+    scripted(monkeypatch, lambda i, m: (m["ratio"], 0.005))
+    request = BudgetRequest(budget=0.3, criterion="l1", stages=2, refine=0, measure_runs=10, max_prune=0.5)
+    out = tmp_path / "o"
+    prune_to_budget(str(resnet20_onnx), str(out), request, store, CONFIG)
+    origin = {g.id: g.channels for g in analyze(load_model(resnet20_onnx)).groups}
+    (first, floor1), (second, floor2) = floors[0], floors[-1]
+    assert first == origin and second != origin  # stage 2 solves on the pruned model
+    assert floor1.max_prune == floor2.max_prune == 0.5 and floor2.origin == origin
+    final = {g.id: g.channels for g in analyze(load_model(out / "model.onnx")).groups}
+    for gid, width in final.items():
+        assert width >= min(origin.get(gid, width), math.ceil(origin.get(gid, width) / 2)), (gid, width)

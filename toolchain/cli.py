@@ -87,6 +87,7 @@ def prune(
     solver: str = typer.Option("group-knapsack", help="filter mode: group-knapsack (SP-LAMP) or halp (0-1 knapsack)"),
     layer_criterion: Optional[str] = typer.Option(None, help="layer mode: mean:<criterion> (default), imprinting, ensemble:a,b"),
     stages: int = typer.Option(1, help="prune in K stages of equal latency reduction (SP-LAMP 3.3)"),
+    max_prune_ratio: float = typer.Option(1.0, "--max-prune-ratio", help="with --budget, filter and joint modes: no channel group loses more than this fraction of its width (Torch-Pruning's max_pruning_ratio; 0.75 keeps at least a quarter of every layer). Default 1.0: down to one channel block; whole blocks may still be removed"),
     data: Optional[str] = typer.Option(None, help="data for data-dependent criteria: mnist5k, digits, imagefolder:PATH, cifar10:PATH, npz:PATH"),
     batches: int = typer.Option(8, help="batches of --data the criterion may use"),
     normalize: Normalize = "auto",
@@ -110,19 +111,27 @@ def prune(
     is a ceiling: met when the measured ratio is <= B + one standard error of that measurement; a plan
     that misses it is re-solved tighter, and the least-pruned plan that meets it is kept. With --stages K
     and --data, the model is fine-tuned for an epoch between stages."""
-    from graphs.deps import analyze
-    from graphs.onnx_io import load_model
-    from graphs.plan import load_plan
     from toolchain.latency.config import recheck_seconds
-    from toolchain.prune import prune_to_dir, uniform_plan
 
-    _check_prune_request(plan, ratio, budget, round_to)
+    _check_prune_request(plan, ratio, budget, round_to, max_prune_ratio)
     if budget is not None:
         table_mode = dict(table=table, max_measurements=max_measurements, target_error=target_error,
                           recheck_after_s=recheck_seconds(recheck_after))
         summary = _prune_budget(model, output, budget, criterion, mode, solver, layer_criterion, stages, data,
-                                batches, backend, store, runs, round_to, provider, precision, table_mode, normalize)
+                                batches, backend, store, runs, round_to, provider, precision, table_mode, normalize,
+                                max_prune_ratio)
         return print_json(summary) if as_json else _print_budget_summary(summary, output)
+    summary = _prune_to_plan(model, output, plan, ratio, round_to, spec, seed)
+    return print_json(summary) if as_json else _print_prune_summary(summary, output)
+
+
+def _prune_to_plan(model, output, plan, ratio, round_to, spec, seed) -> dict:
+    """`prune --plan P` or `--ratio R` (a uniform L1 plan): no table, no measurement."""
+    from graphs.deps import analyze
+    from graphs.onnx_io import load_model
+    from graphs.plan import load_plan
+    from toolchain.prune import prune_to_dir, uniform_plan
+
     if plan is not None:
         the_plan = load_plan(plan)
         if round_to is not None and round_to > 1:
@@ -131,16 +140,17 @@ def prune(
     if plan is None:
         the_plan = uniform_plan(analysis, ratio, round_to or 1)
     with err.status("pruning..."):
-        summary = prune_to_dir(str(model), str(output), the_plan, spec=spec, seed=seed, analysis=analysis)
-    return print_json(summary) if as_json else _print_prune_summary(summary, output)
+        return prune_to_dir(str(model), str(output), the_plan, spec=spec, seed=seed, analysis=analysis)
 
 
-def _check_prune_request(plan, ratio, budget, round_to) -> None:
+def _check_prune_request(plan, ratio, budget, round_to, max_prune_ratio) -> None:
     chosen = [name for name, value in (("--plan", plan), ("--ratio", ratio), ("--budget", budget)) if value is not None]
     if len(chosen) != 1:
         raise InputError("give exactly one of --plan, --ratio or --budget")
     if round_to is not None and round_to < 1:
         raise InputError(f"--round-to must be >= 1, got {round_to}")
+    if max_prune_ratio != 1.0 and budget is None:
+        raise InputError("--max-prune-ratio bounds the budget solver: it needs --budget (a --ratio is already uniform)")
 
 
 def _print_budget_summary(summary: dict, output: Path) -> None:
@@ -162,14 +172,15 @@ def _print_prune_summary(summary: dict, output: Path) -> None:
 
 def _prune_budget(model, output, budget, criterion, mode, solver, layer_criterion, stages, data, batches, backend,
                   store, runs, round_to, provider=None, precision="fp32", table_mode: dict | None = None,
-                  normalize: str = "auto") -> dict:
+                  normalize: str = "auto", max_prune_ratio: float = 1.0) -> dict:
     from graphs.onnx_io import load_model
     from toolchain.latency.config import ProfileConfig, check_table_mode
     from toolchain.refine import BudgetRequest, finetune_between_stages, prune_to_budget
     from toolchain.data_transforms import check_normalize
-    from toolchain.solve.budget import check_budget
+    from toolchain.solve.budget import check_budget, check_max_prune
 
     check_budget(budget)  # before --data is loaded
+    check_max_prune(max_prune_ratio)
     check_normalize(normalize)
     config = ProfileConfig(backend=backend, round_to=round_to, runs=runs, provider=provider, precision=precision,
                            **(table_mode or {}))
@@ -187,7 +198,7 @@ def _prune_budget(model, output, budget, criterion, mode, solver, layer_criterio
     hook = finetune_between_stages(data, log=log, normalize=normalize) if stages > 1 and data is not None else None
     request = BudgetRequest(budget=budget, mode=mode, criterion=criterion, layer_criterion=layer_criterion,
                             solver=solver, round_to=round_to, stages=stages, loader=loader, batches=batches,
-                            between_stages=hook, log=log)
+                            between_stages=hook, log=log, max_prune=max_prune_ratio)
     progress = TableProgress()
     try:
         return prune_to_budget(str(model), str(output), request, str(store), config, progress=progress)

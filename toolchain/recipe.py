@@ -35,6 +35,7 @@ class PruneStage(Strict):
     layer_criterion: Optional[str] = None
     solver: Literal["group-knapsack", "halp"] = "group-knapsack"
     stages: int = Field(1, ge=1)
+    max_prune_ratio: float = Field(1.0, gt=0, le=1)  # no group loses more than this fraction of its width
     scores: list[str] = ["mean:l2", "mean:bn-gamma", "imprinting"]  # layer criteria shown in the report
 
 

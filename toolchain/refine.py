@@ -29,7 +29,8 @@ from toolchain.latency.measure import interleaved_ratio
 from toolchain.onnx_only import initializer_module
 from toolchain.prune import prune_to_dir
 from toolchain.pruned_dir import load_pruned_module
-from toolchain.solve.budget import Decision, Unreachable, check_budget, solve_filter, solve_joint, solve_layer
+from toolchain.solve.budget import (Decision, Unreachable, check_budget, check_max_prune, solve_filter, solve_joint,
+                                    solve_layer, WidthFloor)
 from toolchain.torch_source import torch_module_for
 
 MODES = ("filter", "layer", "joint")
@@ -47,6 +48,7 @@ class BudgetRequest:
     layer_criterion: str | None = None  # default: the mean of `criterion` over each block
     solver: str = "group-knapsack"  # filter mode: or "halp"
     round_to: int | None = None  # None: the table's round_to (the backend's channel block by default)
+    max_prune: float = 1.0  # no group loses more than this fraction of its width (filter and joint modes)
     stages: int = 1
     loader: object | None = None  # data for data-dependent criteria
     batches: int = 8
@@ -152,12 +154,14 @@ def _scores(request: BudgetRequest, module: torch.nn.Module, analysis, blocks):
     return group, layer
 
 
-def _solve(request: BudgetRequest, target: float, analysis, table, blocks, group, layer) -> Decision:
+def _solve(request: BudgetRequest, target: float, analysis, table, blocks, group, layer,
+           width_floor: WidthFloor) -> Decision:
     if request.mode == "filter":
-        return solve_filter(analysis, table, group, target, request.round_to, request.solver, request.criterion)
+        return solve_filter(analysis, table, group, target, request.round_to, request.solver, request.criterion,
+                            width_floor)
     if request.mode == "layer":
         return solve_layer(analysis, table, blocks, layer, target, request.layer_criterion or f"mean:{request.criterion}", group)
-    return solve_joint(analysis, table, blocks, group, target, request.round_to, request.criterion)
+    return solve_joint(analysis, table, blocks, group, target, request.round_to, request.criterion, width_floor)
 
 
 def _solve_near_floor(request: BudgetRequest, target: float, attempt: int, solve):
@@ -180,6 +184,9 @@ def prune_to_budget(onnx_path: str, out_dir: str, request: BudgetRequest, store:
     if request.mode not in MODES:
         raise InputError(f"unknown mode {request.mode!r}: {', '.join(MODES)}")
     check_budget(request.budget)
+    check_max_prune(request.max_prune)
+    if request.max_prune < 1.0 and request.mode == "layer":
+        raise InputError("--max-prune-ratio bounds how far a group narrows: it needs --mode filter or joint, not layer")
     if request.stages < 1:
         raise InputError(f"--stages must be >= 1, got {request.stages}")
     data_criteria = _check_criteria(request)  # before any profiling: a typo should not cost a table build
@@ -207,6 +214,7 @@ class _Stage:
     structure: dict | None = None
     achieved: float = 1.0
     onnx_only: bool = False  # no torch source: scores from the initializers, the graph pruned alone
+    origin: dict[str, int] | None = None  # group id -> its units in the unpruned model (the width floor's base)
 
 
 def _run_stages(onnx_path, out_dir, request, store, config, progress, workspace: Path, onnx_only: bool) -> dict:
@@ -219,7 +227,7 @@ def _run_stages(onnx_path, out_dir, request, store, config, progress, workspace:
                                          progress)
         history.extend(rows)
         state = _Stage(str(stage_dir / "model.onnx"), None if onnx_only else load_pruned_module(stage_dir),
-                       summary.get("structure"), best.measured["ratio"], onnx_only)
+                       summary.get("structure"), best.measured["ratio"], onnx_only, state.origin)
         if request.between_stages is not None and not last:
             request.between_stages(stage, stage_dir)
             state.module = load_pruned_module(stage_dir)
@@ -248,10 +256,18 @@ def _log_table_checks(request: BudgetRequest, table) -> None:
                     + " (no offset told from noise)")
 
 
+def _width_floor(request: BudgetRequest, state: _Stage, analysis) -> WidthFloor:
+    """The floor counts from the unpruned widths: the first stage records them for the later ones."""
+    if state.origin is None:
+        state.origin = {g.id: g.channels for g in analysis.groups}
+    return WidthFloor(request.max_prune, state.origin)
+
+
 def _run_stage(onnx_path, stage, stage_budget, stage_dir: Path, state: _Stage, request, store, config, progress):
     """Solve, prune, measure and re-solve one stage; returns (chosen attempt, its summary, history rows)."""
     model = load_model(state.current)
     analysis = analyze(model)
+    width_floor = _width_floor(request, state, analysis)
     # Without a torch source a removed layer cannot re-create its next conv in a checkable way (the masked
     # original has no such conv): only residual blocks are options there.
     blocks = [b for b in analysis.blocks if not (state.onnx_only and b.kind == "layer")]
@@ -278,7 +294,7 @@ def _run_stage(onnx_path, stage, stage_budget, stage_dir: Path, state: _Stage, r
     below_floor = None  # the refusal to give if even the fastest plan measures over the budget
     for attempt in range(request.refine + 1):
         decision, floor_refusal, target = _solve_near_floor(
-            request, target, attempt, lambda t: _solve(request, t, analysis, table, blocks, group, layer))
+            request, target, attempt, lambda t: _solve(request, t, analysis, table, blocks, group, layer, width_floor))
         below_floor = below_floor or floor_refusal
         summary = write(decision)
         measured = measure_against(onnx_path, str(stage_dir), config, request.measure_runs)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -42,9 +42,40 @@ class Decision:
     smallest: float  # smallest latency ratio this mode can reach (the corrected prediction)
 
 
-def width_options(group: Group, round_to: int) -> np.ndarray:
-    """Kept-unit counts a group may take (graphs/alignment.py), plus full width."""
-    ks = aligned_widths(group.channels, group.multiplicity, round_to) + [group.channels]
+def check_max_prune(max_prune: float) -> None:
+    if not 0.0 < max_prune <= 1.0:
+        raise InputError(f"--max-prune-ratio must be in (0, 1], got {max_prune}")
+
+
+@dataclass(frozen=True)
+class WidthFloor:
+    """How narrow a group may go: at most `max_prune` of its units removed (Torch-Pruning's
+    max_pruning_ratio), counted from `origin`, the units it had before any stage pruned it (a later
+    stage's group is already narrower). 1.0, the default: down to one unit, as SP-LAMP allows."""
+
+    max_prune: float = 1.0
+    origin: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self):
+        check_max_prune(self.max_prune)
+
+    def min_kept(self, group: Group) -> int:
+        """The fewest units `group` may keep (its full width when an earlier stage already went below)."""
+        origin = self.origin.get(group.id, group.channels)
+        return min(group.channels, max(1, math.ceil((1.0 - self.max_prune) * origin - 1e-9)))
+
+    def note(self) -> dict:
+        """The plan's provenance entry: none without a floor."""
+        return {"max_prune_ratio": self.max_prune} if self.max_prune < 1.0 else {}
+
+
+NO_FLOOR = WidthFloor()
+
+
+def width_options(group: Group, round_to: int, width_floor: WidthFloor = NO_FLOOR) -> np.ndarray:
+    """Kept-unit counts a group may take (graphs/alignment.py), plus full width; none below the floor."""
+    least = width_floor.min_kept(group)
+    ks = [k for k in aligned_widths(group.channels, group.multiplicity, round_to) if k >= least] + [group.channels]
     return np.array(ks, dtype=np.int64)
 
 
@@ -88,15 +119,16 @@ def _decision(predictor: Predictor, scores, kept, removed, round_to, budget, sma
 
 
 def solve_filter(analysis: Analysis, table: Table, scores: dict[str, np.ndarray], budget: float,
-                 round_to: int = 8, solver: str = "group-knapsack", criterion: str = "") -> Decision:
+                 round_to: int = 8, solver: str = "group-knapsack", criterion: str = "",
+                 width_floor: WidthFloor = NO_FLOOR) -> Decision:
     """Widths only. `solver`: "group-knapsack" (SP-LAMP Alg. 1) or "halp" (0-1 knapsack baseline)."""
     check_budget(budget)
     groups = [g for g in analysis.groups if g.prunable]
     if solver == "halp":
-        return _solve_halp(analysis, table, scores, groups, budget, round_to, criterion)
+        return _solve_halp(analysis, table, scores, groups, budget, round_to, criterion, width_floor)
     if solver != "group-knapsack":
         raise InputError(f"unknown solver {solver!r}: group-knapsack or halp")
-    options = [width_options(g, round_to) for g in groups]
+    options = [width_options(g, round_to, width_floor) for g in groups]
     deltas = [np.array([table.group_ratio(g.id, int(k)) - 1.0 for k in ks]) for g, ks in zip(groups, options)]
     values = [_top_values(scores[g.id], ks) for g, ks in zip(groups, options)]
     narrowest = {g.id: int(ks[np.argmin(d)]) for g, ks, d in zip(groups, options, deltas)}
@@ -113,7 +145,7 @@ def solve_filter(analysis: Analysis, table: Table, scores: dict[str, np.ndarray]
     kept, _ = _meet_corrected(knapsack, decode, predictor, budget, smallest, "filter", values,
                               lambda item, option: narrower(option))
     return _decision(predictor, scores, kept, [], round_to, budget, smallest,
-                     {"criterion": criterion, "solver": "group-knapsack", "mode": "filter"})
+                     {"criterion": criterion, "solver": "group-knapsack", "mode": "filter", **width_floor.note()})
 
 
 def _meet_corrected(pick_for, decode, predictor: Predictor, budget: float, smallest: float, mode: str,
@@ -168,18 +200,21 @@ class _Knapsack:
         return self.solver.pick(int(math.floor((target - 1.0 - self.floor) * RESOLUTION + 1e-9)))
 
 
-def _solve_halp(analysis, table, scores, groups, budget, round_to, criterion) -> Decision:
+def _solve_halp(analysis, table, scores, groups, budget, round_to, criterion, width_floor: WidthFloor) -> Decision:
     """HALP: every channel is an item (value = its score, weight = the latency it adds as the j-th
-    kept channel of its group); a group the knapsack empties keeps its best channel (HALP's fix-up)."""
+    kept channel of its group); a group the knapsack empties keeps its best channel (HALP's fix-up),
+    or its best min_kept channels under a max_prune floor."""
     resolution = 2000  # items x capacity booleans: 2,000 keeps resnet50 under ~100 MB
     item_group, item_rank, item_values, item_weights = [], [], [], []
     floor = 1.0
+    fixed = {}  # group index -> channels always kept
     for gi, g in enumerate(groups):
         ratios = np.array([table.group_ratio(g.id, j) for j in range(1, g.channels + 1)])
-        floor += ratios[0] - 1.0
-        marginal = np.diff(ratios, prepend=ratios[0])  # the first channel is never removable
+        fixed[gi] = width_floor.min_kept(g)
+        floor += ratios[fixed[gi] - 1] - 1.0
+        marginal = np.diff(ratios, prepend=ratios[0])  # the kept channels are never removable
         ordered = np.sort(scores[g.id])[::-1]
-        for j in range(1, g.channels):
+        for j in range(fixed[gi], g.channels):
             item_group.append(gi)
             item_rank.append(j)
             item_values.append(ordered[j])
@@ -189,11 +224,11 @@ def _solve_halp(analysis, table, scores, groups, budget, round_to, criterion) ->
         raise _unreachable(budget, floor, "filter (halp)")
     mask = zero_one_knapsack(np.array(item_values), np.round(np.array(item_weights) * resolution).astype(np.int64),
                              capacity)
-    counts = np.ones(len(groups), dtype=np.int64)
+    counts = np.array([fixed[gi] for gi in range(len(groups))], dtype=np.int64)
     np.add.at(counts, np.array(item_group, dtype=np.int64)[mask], 1)
     kept = {g.id: int(c) for g, c in zip(groups, counts)}
     return _decision(Predictor(table, analysis), scores, kept, [], 1, budget, floor,
-                     {"criterion": criterion, "solver": "halp-0-1-knapsack", "mode": "filter"})
+                     {"criterion": criterion, "solver": "halp-0-1-knapsack", "mode": "filter", **width_floor.note()})
 
 
 def solve_layer(analysis: Analysis, table: Table, blocks: list[Block], layer_scores: dict[str, float],
@@ -257,13 +292,14 @@ def _block_options(members: list[Group], options: dict, top: dict, delta: dict):
 
 
 def solve_joint(analysis: Analysis, table: Table, blocks: list[Block], scores: dict[str, np.ndarray],
-                budget: float, round_to: int = 8, criterion: str = "") -> Decision:
-    """Width and depth under one budget (one group knapsack; see the module docstring)."""
+                budget: float, round_to: int = 8, criterion: str = "", width_floor: WidthFloor = NO_FLOOR) -> Decision:
+    """Width and depth under one budget (one group knapsack; see the module docstring). The width floor
+    bounds how narrow a group may go; a removable block may still go whole."""
     check_budget(budget)
     groups = [g for g in analysis.groups if g.prunable]
     inner = _inner_groups(groups, blocks)
     owned = {g.id for members in inner.values() for g in members}
-    options = {g.id: width_options(g, round_to) for g in groups}
+    options = {g.id: width_options(g, round_to, width_floor) for g in groups}
     # Per group and width option: the value of its top-k units and its table delta, looked up once.
     top = {g.id: _top_values(scores[g.id], options[g.id]) for g in groups}
     delta = {g.id: np.array([table.group_ratio(g.id, int(k)) - 1.0 for k in options[g.id]]) for g in groups}
@@ -310,4 +346,4 @@ def solve_joint(analysis: Analysis, table: Table, blocks: list[Block], scores: d
 
     kept, removed = _meet_corrected(knapsack, decode, predictor, budget, smallest, "joint", values, moves)
     return _decision(predictor, scores, kept, removed, round_to, budget, smallest,
-                     {"criterion": criterion, "solver": "joint-group-knapsack", "mode": "joint"})
+                     {"criterion": criterion, "solver": "joint-group-knapsack", "mode": "joint", **width_floor.note()})
