@@ -10,7 +10,8 @@ interleaved against the unpruned model):
   `joint-taylor-lamp` ranks those estimates within each layer as sp-lamp does (criterion taylor-lamp);
   `joint-2stage` is joint in two stages, the second profiled on the first's pruned model (no training
   between them, so its fine-tuning budget is every other row's); `joint-floor` is joint where no group
-  loses more than three quarters of its width (`prune --max-prune-ratio 0.75`);
+  loses more than three quarters of its width (`prune --max-prune-ratio 0.75`); `joint-floor-0.5` and
+  `joint-floor-0.875` are the same with `--max-prune-ratio 0.5` and `0.875`;
 - `unpruned-ft` is the baseline fine-tuned like every row, not pruned (once per seed, reported at every
   budget): the reference with the same training as the pruned rows;
 - Torch-Pruning 1.6 (MetaPruner, GroupMagnitudeImportance(p=1): L1 group magnitude, one ratio for every
@@ -66,8 +67,9 @@ DATA = "fashion-mnist"
 # Torch-Pruning rows -> their round_to: 8 as issue 12 asks; 16, onnxruntime's channel block here.
 TP_ROUND_TO = {"torch-pruning": 8, "torch-pruning-16": 16}
 STAGES = {"joint-2stage": 2}  # compress rows pruned in more than one stage
-# compress rows with a width floor (`prune --max-prune-ratio`): no group keeps less than a quarter of its width
-MAX_PRUNE = {"joint-floor": 0.75}
+# compress rows with a width floor (`prune --max-prune-ratio`): joint-floor keeps a quarter of every group;
+# the -0.5 and -0.875 rows test a tighter floor (half) and a looser one (an eighth), which reaches deeper budgets
+MAX_PRUNE = {"joint-floor": 0.75, "joint-floor-0.5": 0.5, "joint-floor-0.875": 0.875}
 METHODS = {  # name -> (mode, filter criterion, layer criterion); Torch-Pruning rows have none
     "joint": ("joint", "sp-lamp", None),
     # The same knapsack valued in a loss currency: Taylor scores (first-order loss change) price a
@@ -82,6 +84,8 @@ METHODS = {  # name -> (mode, filter criterion, layer criterion); Torch-Pruning 
     # joint whose groups keep at least a quarter of their width: the table's single-group costs, timed
     # around the unpruned model, led the knapsack to cut single expansion convs to 16 of 144-240 channels
     "joint-floor": ("joint", "sp-lamp", None),
+    "joint-floor-0.5": ("joint", "sp-lamp", None),
+    "joint-floor-0.875": ("joint", "sp-lamp", None),
     # Not pruned, fine-tuned like every row: the pruned rows train for --epochs more than the baseline
     # did, so an under-trained baseline flatters them; this is the reference with the same training.
     "unpruned-ft": None,
