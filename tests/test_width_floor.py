@@ -11,7 +11,7 @@ from graphs.errors import InputError
 from test_solve_budget import setup  # noqa: F401 (the module-scoped fixture)
 from toolchain.refine import BudgetRequest, prune_to_budget
 from toolchain.latency.config import ProfileConfig
-from toolchain.solve.budget import WidthFloor, solve_filter, solve_joint, width_options
+from toolchain.solve.budget import Unreachable, WidthFloor, solve_filter, solve_joint, width_options
 
 
 def kept_widths(analysis, decision) -> dict[str, int]:
@@ -82,3 +82,17 @@ def test_requests_the_floor_cannot_serve_are_refused_before_profiling(resnet20_o
         with pytest.raises(InputError, match=message):
             prune_to_budget(str(resnet20_onnx), str(tmp_path / "o"), request, str(store), ProfileConfig(runs=3))
     assert not store.exists() and not (tmp_path / "o").exists()
+
+
+def test_a_budget_out_of_reach_names_the_floor_that_set_it(setup):  # noqa: F811
+    analysis, blocks, table, scores = setup
+    for solve in (lambda budget, floor: solve_filter(analysis, table, scores, budget, 8, width_floor=floor),
+                  lambda budget, floor: solve_joint(analysis, table, [], scores, budget, 8, width_floor=floor)):
+        with pytest.raises(Unreachable) as floored:
+            solve(0.2, WidthFloor(0.5))
+        assert "--max-prune-ratio 0.5" in str(floored.value) and "keeping 50% of its width" in str(floored.value)
+        # the same plan space without a floor reaches further: its refusal names no floor
+        assert solve(floored.value.smallest - 0.01, WidthFloor()).predicted.corrected < floored.value.smallest
+        with pytest.raises(Unreachable) as free:
+            solve(0.01, WidthFloor())
+        assert "max-prune-ratio" not in str(free.value)

@@ -68,6 +68,13 @@ class WidthFloor:
         """The plan's provenance entry: none without a floor."""
         return {"max_prune_ratio": self.max_prune} if self.max_prune < 1.0 else {}
 
+    def reach_hint(self) -> str:
+        """What a refusal adds when the floor, not the model, set the fastest plan."""
+        if self.max_prune >= 1.0:
+            return ""
+        return (f" with every group keeping {1.0 - self.max_prune:.0%} of its width or more "
+                f"(--max-prune-ratio {self.max_prune:g}; a larger ratio reaches further)")
+
 
 NO_FLOOR = WidthFloor()
 
@@ -93,14 +100,14 @@ def check_budget(budget: float) -> None:
 class Unreachable(InputError):
     """The budget is below the smallest latency this mode is predicted to reach (`smallest`)."""
 
-    def __init__(self, budget: float, smallest: float, mode: str):
+    def __init__(self, budget: float, smallest: float, mode: str, hint: str = ""):
         super().__init__(f"budget {budget:.3f} is below the smallest latency {mode} pruning reaches here: "
-                         f"{smallest:.3f} of the unpruned model (predicted)")
+                         f"{smallest:.3f} of the unpruned model (predicted){hint}")
         self.budget, self.smallest = budget, smallest
 
 
-def _unreachable(budget: float, smallest: float, mode: str) -> Unreachable:
-    return Unreachable(budget, smallest, mode)
+def _unreachable(budget: float, smallest: float, mode: str, width_floor: WidthFloor = NO_FLOOR) -> Unreachable:
+    return Unreachable(budget, smallest, mode, width_floor.reach_hint())
 
 
 def _decision(predictor: Predictor, scores, kept, removed, round_to, budget, smallest, provenance) -> Decision:
@@ -135,7 +142,7 @@ def solve_filter(analysis: Analysis, table: Table, scores: dict[str, np.ndarray]
     predictor = Predictor(table, analysis)
     smallest = predictor.predict(narrowest, []).corrected
     if budget < smallest:
-        raise _unreachable(budget, smallest, "filter")
+        raise _unreachable(budget, smallest, "filter", width_floor)
 
     knapsack = _Knapsack(values, deltas)
 
@@ -221,7 +228,7 @@ def _solve_halp(analysis, table, scores, groups, budget, round_to, criterion, wi
             item_weights.append(max(0.0, marginal[j]))
     capacity = int(math.floor((budget - floor) * resolution + 1e-9))
     if capacity < 0:
-        raise _unreachable(budget, floor, "filter (halp)")
+        raise _unreachable(budget, floor, "filter (halp)", width_floor)
     mask = zero_one_knapsack(np.array(item_values), np.round(np.array(item_weights) * resolution).astype(np.int64),
                              capacity)
     counts = np.array([fixed[gi] for gi in range(len(groups))], dtype=np.int64)
@@ -335,7 +342,7 @@ def solve_joint(analysis: Analysis, table: Table, blocks: list[Block], scores: d
     predictor = Predictor(table, analysis, blocks)
     smallest = predictor.predict(*decode([int(np.argmin(d)) for d in deltas])).corrected
     if budget < smallest:
-        raise _unreachable(budget, smallest, "joint")
+        raise _unreachable(budget, smallest, "joint", width_floor)
 
     knapsack = _Knapsack(values, deltas)
 
