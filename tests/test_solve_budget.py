@@ -15,8 +15,9 @@ from graphs.errors import InputError
 from graphs.onnx_io import load_model
 from deps_helpers import export
 from toolchain.latency.table import Table
-from toolchain.latency.predict import LayerMap, Predictor, mac_saving
-from toolchain.solve.budget import _decision, solve_filter, solve_joint, solve_layer, width_options
+from toolchain.latency.predict import LayerMap, Prediction, Predictor, mac_saving
+from toolchain.solve.budget import _Knapsack, _decision, _meet_corrected, solve_filter, solve_joint, solve_layer, width_options
+from toolchain.solve.descend import narrower
 from toolchain.solve.knapsack import RESOLUTION
 
 
@@ -238,3 +239,30 @@ def test_a_decision_predicts_the_widths_its_plan_keeps():
     assert d.plan.channels[group.id]["keep"] == [1, 2] and d.kept == {group.id: 2}
     assert d.predicted.corrected == pytest.approx(predictor.predict({group.id: 2}, []).corrected)
     assert d.predicted.corrected > predictor.predict({group.id: 1}, []).corrected
+
+
+def test_a_budget_only_the_per_layer_model_reaches_gets_the_fastest_plan():
+    """The refusal's floor is the per-layer model's prediction of the fastest plan, and the refinement
+    asks for exactly that budget to measure it. Where that model predicts the plan below the additive sum
+    of its table entries, the additive knapsack cannot reach the budget, yet the fastest plan fits it
+    (Lite0 with a 0.75 width floor: refused at 0.35 on a predicted 0.408, then again at 0.408)."""
+    deltas = [np.array([-0.3, -0.1, 0.0]), np.array([-0.2, -0.1, 0.0])]  # additive floor 0.5
+    values = [np.array([1.0, 2.0, 3.0]), np.array([1.0, 2.0, 3.0])]
+
+    class PerLayer:  # predicts every plan 0.05 below its additive sum: the fastest at 0.45
+        def predict(self, kept, removed):
+            additive = 1.0 + sum(deltas[item][option] for item, option in kept.items())
+            return Prediction(additive=additive, corrected=additive - 0.05)
+
+    def decode(picks):
+        return dict(enumerate(picks)), []
+
+    knapsack = _Knapsack(values, deltas)
+    assert knapsack(0.45) is None  # the additive search alone has no plan for it
+    kept, removed = _meet_corrected(knapsack, decode, PerLayer(), 0.45, (0.45, [0, 0]), values,
+                                    lambda item, option: narrower(option))
+    assert kept == {0: 0, 1: 0} and removed == []
+    # A looser budget the knapsack reaches still gets the slowest plan that fits, not the fastest
+    kept, _ = _meet_corrected(knapsack, decode, PerLayer(), 0.6, (0.45, [0, 0]), values,
+                              lambda item, option: narrower(option))
+    assert PerLayer().predict(kept, []).corrected == pytest.approx(0.55)

@@ -149,13 +149,14 @@ def solve_filter(analysis: Analysis, table: Table, scores: dict[str, np.ndarray]
     def decode(picked):
         return {g.id: int(ks[i]) for g, ks, i in zip(groups, options, picked)}, []
 
-    kept, _ = _meet_corrected(knapsack, decode, predictor, budget, smallest, "filter", values,
+    fastest = [int(np.argmin(d)) for d in deltas]
+    kept, _ = _meet_corrected(knapsack, decode, predictor, budget, (smallest, fastest), values,
                               lambda item, option: narrower(option))
     return _decision(predictor, scores, kept, [], round_to, budget, smallest,
                      {"criterion": criterion, "solver": "group-knapsack", "mode": "filter", **width_floor.note()})
 
 
-def _meet_corrected(pick_for, decode, predictor: Predictor, budget: float, smallest: float, mode: str,
+def _meet_corrected(pick_for, decode, predictor: Predictor, budget: float, fastest: tuple[float, list[int]],
                     values: list[np.ndarray], moves):
     """Solve the additive knapsack, then move its target until the per-layer model's prediction
     fits the budget too (the additive model over-counts savings where changes share a layer).
@@ -163,35 +164,33 @@ def _meet_corrected(pick_for, decode, predictor: Predictor, budget: float, small
     target is loosened again; the fitting plan closest to the budget wins. Where no target gives a
     plan within DESCEND_GAP of the budget, greedy descent (descend.py) from the best plan above it
     is tried too. `pick_for(target)` gives an option index per item (None: unreachable); `moves(item,
-    option)` the options descent may change an item to."""
-    target, fitting, closest, above = budget, None, None, None  # (predicted, picks)
+    option)` the options descent may change an item to. `fastest` is (its predicted ratio, the picks) of
+    the plan taking every item's fastest option; the caller has checked it fits the budget, and it is
+    the answer when no target does better: the additive model can put its own floor above the per-layer
+    one, and a budget between the two has no other plan."""
+    target, above = budget, None  # (predicted, picks)
+    fitting = fastest
     for _ in range(8):
         picks = pick_for(target)
         if picks is None:  # the target is below what the additive tables can reach
             target = (target + budget) / 2
             continue
         corrected = predictor.predict(*decode(picks)).corrected
-        if closest is None or corrected < closest[0]:
-            closest = (corrected, picks)
         if corrected <= budget + 1e-3:
-            if fitting is None or corrected > fitting[0]:
+            if corrected > fitting[0]:
                 fitting = (corrected, picks)
             if budget - corrected <= 0.005:
                 break
         elif above is None or corrected < above[0]:
             above = (corrected, picks)
         target += budget - corrected
-    if above is not None and (fitting is None or fitting[0] < budget * (1.0 - DESCEND_GAP)):
+    if above is not None and fitting[0] < budget * (1.0 - DESCEND_GAP):
         descended = descend(above[1], values, decode, predictor, budget, moves)
         if descended is not None:
             corrected = predictor.predict(*decode(descended)).corrected
-            if fitting is None or corrected > fitting[0]:
+            if corrected > fitting[0]:
                 fitting = (corrected, descended)
-    if fitting is not None:
-        return decode(fitting[1])
-    if closest is None:
-        raise _unreachable(budget, smallest, mode)
-    return decode(closest[1])
+    return decode(fitting[1])
 
 
 class _Knapsack:
@@ -340,7 +339,8 @@ def solve_joint(analysis: Analysis, table: Table, blocks: list[Block], scores: d
         return kept, removed
 
     predictor = Predictor(table, analysis, blocks)
-    smallest = predictor.predict(*decode([int(np.argmin(d)) for d in deltas])).corrected
+    fastest = [int(np.argmin(d)) for d in deltas]
+    smallest = predictor.predict(*decode(fastest)).corrected
     if budget < smallest:
         raise _unreachable(budget, smallest, "joint", width_floor)
 
@@ -351,6 +351,6 @@ def solve_joint(analysis: Analysis, table: Table, blocks: list[Block], scores: d
             return narrower(option)
         return [] if option == len(items[item][2]) else [len(items[item][2])]
 
-    kept, removed = _meet_corrected(knapsack, decode, predictor, budget, smallest, "joint", values, moves)
+    kept, removed = _meet_corrected(knapsack, decode, predictor, budget, (smallest, fastest), values, moves)
     return _decision(predictor, scores, kept, removed, round_to, budget, smallest,
                      {"criterion": criterion, "solver": "joint-group-knapsack", "mode": "joint", **width_floor.note()})
