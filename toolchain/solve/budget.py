@@ -138,7 +138,8 @@ def solve_filter(analysis: Analysis, table: Table, scores: dict[str, np.ndarray]
     options = [width_options(g, round_to, width_floor) for g in groups]
     deltas = [np.array([table.group_ratio(g.id, int(k)) - 1.0 for k in ks]) for g, ks in zip(groups, options)]
     values = [_top_values(scores[g.id], ks) for g, ks in zip(groups, options)]
-    narrowest = {g.id: int(ks[np.argmin(d)]) for g, ks, d in zip(groups, options, deltas)}
+    fastest = [int(np.argmin(d)) for d in deltas]
+    narrowest = {g.id: int(ks[i]) for g, ks, i in zip(groups, options, fastest)}
     predictor = Predictor(table, analysis)
     smallest = predictor.predict(narrowest, []).corrected
     if budget < smallest:
@@ -149,7 +150,6 @@ def solve_filter(analysis: Analysis, table: Table, scores: dict[str, np.ndarray]
     def decode(picked):
         return {g.id: int(ks[i]) for g, ks, i in zip(groups, options, picked)}, []
 
-    fastest = [int(np.argmin(d)) for d in deltas]
     kept, _ = _meet_corrected(knapsack, decode, predictor, budget, (smallest, fastest), values,
                               lambda item, option: narrower(option))
     return _decision(predictor, scores, kept, [], round_to, budget, smallest,
