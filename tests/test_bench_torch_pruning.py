@@ -46,7 +46,7 @@ def test_torch_pruning_grows_back_past_its_cliff(resnet20):
 
 def test_search_times_no_ratio_past_the_cliff(resnet20, tmp_path):
     bench = _bench()
-    args = argparse.Namespace(bisect_steps=5, measure_runs=5, profile=ProfileConfig(backend="ort"))
+    args = argparse.Namespace(bisect_steps=5, measure_runs=20, profile=ProfileConfig(backend="ort"))
     # A budget nothing meets: the search keeps asking for more pruning, up to the cliff and not past it.
     pruned, info = bench.torch_pruning_row(args, {"onnx": resnet20, "shape": SHAPE}, 0.01, tmp_path, 8)
     tries = info["tries"]
