@@ -125,3 +125,11 @@ def store_line(store: str | None) -> str:
             rows, models = 0, 0
     return (f"store: {store} (reused: {rows} measurements of {models} models already in it; "
             "tables found there are not measured again)")
+
+
+def attempt_line(row: dict) -> str:
+    """One row of `prune --budget`'s history (toolchain/refine.py): a solver target's plan, or a plan
+    measured between two of them (no target)."""
+    target = f"target {row['target']:.3f}" if row.get("target") is not None else "between two plans"
+    return (f"    attempt {row['attempt']}: {target}, predicted {row['predicted']:.3f}, measured "
+            f"{row['ratio']:.3f} +- {row['ratio_se']:.3f}, params {row['params']:,}")

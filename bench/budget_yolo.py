@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from benchlog import logged  # noqa: E402
+from benchlog import attempt_line, logged  # noqa: E402
 from cli_json import compress  # noqa: E402
 
 SPECS = {"yolov8n": "ultralytics:yolov8n.yaml", "yolo11n": "ultralytics:yolo11n.yaml"}
@@ -62,8 +62,7 @@ def one_run(name: str, mode: str, args, work: Path) -> dict:
           f"{summary['params']['after']:,}, blocks removed {len(summary.get('removed', []))}, verify "
           f"{'PASS' if check.get('ok') else 'FAIL'} max diff {check.get('max_abs_diff')}", flush=True)
     for row in lat.get("history", []):  # every plan the refinement measured, and the one it chose
-        print(f"    attempt {row['attempt']}: target {row['target']:.3f}, predicted {row['predicted']:.3f}, measured "
-              f"{row['ratio']:.3f} +- {row['ratio_se']:.3f}, params {row['params']:,}", flush=True)
+        print(attempt_line(row), flush=True)
     return summary
 
 

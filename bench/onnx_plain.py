@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from benchlog import logged  # noqa: E402
+from benchlog import attempt_line, logged  # noqa: E402
 from cli_json import compress  # noqa: E402
 
 REL = 1e-4
@@ -91,8 +91,7 @@ def one_model(name: str, exporter: str, args, work: Path) -> None:
           f"{budget['params']['before']:,} -> {budget['params']['after']:,}, blocks removed {len(budget['removed'])}, "
           f"{parity_line(budget)}, verify {'PASS' if ok else 'FAIL'} ({time.time() - t0:.0f} s)", flush=True)
     for row in lat.get("history", []):
-        print(f"    attempt {row['attempt']}: solver target {row['target']:.3f}, predicted {row['predicted']:.3f}, measured "
-              f"{row['ratio']:.3f} +- {row['ratio_se']:.3f}, params {row['params']:,}", flush=True)
+        print(attempt_line(row), flush=True)
 
 
 def main(argv: list[str]) -> int:

@@ -6,6 +6,7 @@ its ratio and standard error replaced by the scripted ones: host noise must not 
 of the loop runs.
 """
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -79,7 +80,7 @@ def test_two_stages_report_the_final_stage(resnet20_onnx, tmp_path, store, monke
         return {**measured, "ratio": 0.5 if len(stage2) == 1 else 0.62, "ratio_se": 0.005}
     monkeypatch.setattr(refine, "measure_against", measure)
     hooked = []
-    request = BudgetRequest(budget=0.6, criterion="l1", stages=2, refine=1, measure_runs=10,
+    request = BudgetRequest(budget=0.6, criterion="l1", stages=2, refine=1, measure_runs=10, fill=0,  # no plans between
                             between_stages=lambda stage, d: hooked.append((stage, (d / "model.onnx").is_file())))
     out = tmp_path / "o"
     summary = prune_to_budget(str(resnet20_onnx), str(out), request, store, CONFIG)
@@ -176,3 +177,43 @@ def test_width_floor_counts_from_the_unpruned_widths_in_every_stage(resnet20_onn
     final = {g.id: g.channels for g in analyze(load_model(out / "model.onnx")).groups}
     for gid, width in final.items():
         assert width >= min(origin.get(gid, width), math.ceil(origin.get(gid, width) / 2)), (gid, width)
+
+
+def test_a_cliff_between_two_targets_is_filled_with_plans_between_them(resnet20_onnx, tmp_path, store, monkeypatch):
+    """The first plan meets 0.6 far below it (0.45), the next target's plan misses (0.65): no target lies
+    between, so plans between the two are measured, bisecting the path of wider groups, until one meets
+    the budget within its tolerance; that one (more parameters than the first) is written. The table is
+    the MAC-proportional fixture, so which plans the solver gives does not depend on host noise."""
+    from graphs.blocks import removable_blocks
+    from graphs.deps import analyze
+    from graphs.onnx_io import load_model
+    from tables import mac_table
+
+    def table(onnx_path, *args, **kwargs):
+        analysis = analyze(load_model(onnx_path))
+        return mac_table(analysis, removable_blocks(analysis.model, analysis.shapes))
+    monkeypatch.setattr(refine, "profile", table)
+    # Path of 5 widenings here: bisected at 2 (met, still far under: go wider), then at 3 (missed: stop).
+    script = {0: 0.45, 1: 0.65, 2: 0.55, 3: 0.62}
+    calls = scripted(monkeypatch, lambda i, m: (script[i], 0.005))
+    request = BudgetRequest(budget=0.6, mode="filter", criterion="l1", refine=1, fill=3, measure_runs=10)
+    out = tmp_path / "o"
+    lat = prune_to_budget(str(resnet20_onnx), str(out), request, store, CONFIG)["latency"]
+    assert len(calls) == 4
+    rows = [row for row in lat["history"] if row["attempt"] != "chosen"]
+    low, high, between = rows[0], rows[1], rows[2:]
+    assert [row["target"] is None for row in rows] == [False, False, True, True]
+    assert low["params"] < between[0]["params"] < between[1]["params"] < high["params"]
+    assert lat["measured"] == 0.55 and lat["met"]
+    assert json.loads((out / "summary.json").read_text())["params"]["after"] == between[0]["params"]
+
+    # A plan between that meets the budget within its tolerance ends the fill.
+    calls.clear()
+    script[2] = 0.59
+    lat = prune_to_budget(str(resnet20_onnx), str(tmp_path / "c"), request, store, CONFIG)["latency"]
+    assert len(calls) == 3 and lat["measured"] == 0.59
+
+    calls.clear()
+    without = replace(request, fill=0)
+    lat = prune_to_budget(str(resnet20_onnx), str(tmp_path / "w"), without, store, CONFIG)["latency"]
+    assert len(calls) == 2 and lat["measured"] == 0.45

@@ -14,9 +14,10 @@ from graphs.deps import analyze
 from graphs.errors import InputError
 from graphs.onnx_io import load_model
 from deps_helpers import export
+from tables import mac_table
 from toolchain.latency.table import Table
 from toolchain.latency.predict import LayerMap, Prediction, Predictor, mac_saving
-from toolchain.solve.budget import _Knapsack, _decision, _meet_corrected, solve_filter, solve_joint, solve_layer, width_options
+from toolchain.solve.budget import _Knapsack, decision_from, _meet_corrected, solve_filter, solve_joint, solve_layer, width_options
 from toolchain.solve.descend import narrower
 from toolchain.solve.knapsack import RESOLUTION
 
@@ -25,14 +26,7 @@ from toolchain.solve.knapsack import RESOLUTION
 def setup(resnet20_onnx):
     analysis = analyze(load_model(resnet20_onnx))
     blocks = removable_blocks(analysis.model, analysis.shapes)
-    layers = LayerMap.build(analysis)
-    table = Table(base_ms=1.0, widths={g.id: g.channels for g in analysis.groups})
-    for g in analysis.groups:
-        if g.prunable:
-            table.groups[g.id] = {int(k): 1.0 - mac_saving(layers, {g.id: k / g.channels})
-                                  for k in width_options(g, 8)[:-1]}
-    for b in blocks:
-        table.blocks[b.id] = 1.0 - mac_saving(layers, {}, set(b.nodes))
+    table = mac_table(analysis, blocks)
     rng = np.random.default_rng(0)
     scores = {g.id: rng.random(g.channels) for g in analysis.groups}
     return analysis, blocks, table, scores
@@ -135,12 +129,8 @@ def objective(analysis, blocks, scores, kept, removed):
 def overhead_table(setup):
     """A table shaped like resnet20's on a CPU: narrowing saves half its MAC share, removing a block
     saves its MACs and 4 points of per-op overhead. Here depth and width both pay, so joint has to mix."""
-    analysis, blocks, table, _ = setup
-    layers = LayerMap.build(analysis)
-    groups = {g.id: {int(k): 1.0 - 0.5 * mac_saving(layers, {g.id: k / g.channels}) for k in width_options(g, 8)[:-1]}
-              for g in analysis.groups if g.prunable}
-    removed = {b.id: 1.0 - mac_saving(layers, {}, set(b.nodes)) - 0.04 for b in blocks}
-    return Table(base_ms=1.0, groups=groups, blocks=removed, widths=table.widths)
+    analysis, blocks, _, _ = setup
+    return mac_table(analysis, blocks, width_share=0.5, block_overhead=0.04)
 
 
 @pytest.mark.parametrize("budget, strictly", [(0.9, False), (0.8, False), (0.7, True), (0.6, True)])
@@ -235,7 +225,7 @@ def test_a_decision_predicts_the_widths_its_plan_keeps():
     table.groups[group.id] = {k: 1.0 - mac_saving(layers, {group.id: k / group.channels}) for k in range(1, 6)}
     predictor = Predictor(table, analysis, [])
     scores = {group.id: np.array([1.0, 2.0, 6.0, 5.0, 4.0, 3.0])}  # the best unit is the right branch's
-    d = _decision(predictor, scores, {group.id: 1}, [], 1, 0.9, 0.0, {})
+    d = decision_from(predictor, scores, {group.id: 1}, [], 1, 0.9, 0.0, {})
     assert d.plan.channels[group.id]["keep"] == [1, 2] and d.kept == {group.id: 2}
     assert d.predicted.corrected == pytest.approx(predictor.predict({group.id: 2}, []).corrected)
     assert d.predicted.corrected > predictor.predict({group.id: 1}, []).corrected

@@ -3,10 +3,12 @@
 A budget is a ceiling, met by the *measured* latency (DESIGN.md): after pruning, the model is timed
 interleaved with the unpruned one, and the plan meets budget B when the measured ratio is <= B plus
 one standard error of that measurement. A plan that misses, or that lands more than `tolerance`
-below B (pruned more than asked), is re-solved with a moved target (at most `refine` times); among
-the plans that meet the budget the least pruned (most parameters kept) is kept. Multi-stage
-schedules (SP-LAMP section 3.3) prune in k steps of equal latency reduction, re-profiling and
-re-scoring the current model each time, with a hook between stages (`finetune_between_stages`).
+below B (pruned more than asked), is re-solved with a moved target (at most `refine` times). Where the
+plan kept would still be more than `tolerance` under B and a wider plan missed it, up to `fill` plans
+between the two are measured (toolchain/solve/between.py). Among the plans that meet the budget the
+least pruned (most parameters kept) is kept. Multi-stage schedules (SP-LAMP section 3.3) prune in k
+steps of equal latency reduction, re-profiling and re-scoring the current model each time, with a hook
+between stages (`finetune_between_stages`).
 """
 from __future__ import annotations
 
@@ -29,6 +31,9 @@ from toolchain.latency.measure import interleaved_ratio
 from toolchain.onnx_only import initializer_module
 from toolchain.prune import prune_to_dir
 from toolchain.pruned_dir import load_pruned_module
+from toolchain.refine_targets import next_target
+from toolchain.latency.predict import Predictor
+from toolchain.solve.between import path_between, plan_on_path
 from toolchain.solve.budget import (Decision, Unreachable, check_budget, check_max_prune, solve_filter, solve_joint,
                                     solve_layer, WidthFloor)
 from toolchain.torch_source import torch_module_for
@@ -56,6 +61,7 @@ class BudgetRequest:
     batches: int = 8
     tolerance: float = 0.03  # a met plan this far below the budget is re-solved looser (it pruned too much)
     refine: int = 6  # re-solves after the first plan: near a budget neighbouring targets can give plans far apart
+    fill: int = 3  # plans measured between a kept plan far under the budget and a wider one that missed it
     measure_runs: int = 60
     between_stages: Callable[[int, Path], None] | None = None
     log: Callable[[str], None] = field(default=lambda message: None)
@@ -265,6 +271,47 @@ def _width_floor(request: BudgetRequest, state: _Stage, analysis) -> WidthFloor:
     return WidthFloor(request.max_prune, state.origin)
 
 
+@dataclass
+class _Trials:
+    """One stage's write-and-measure step: each decision is pruned into `stage_dir` and timed against
+    the unpruned model; `attempts` keeps them all."""
+    onnx_path: str
+    stage: int
+    budget: float
+    stage_dir: Path
+    state: _Stage
+    model: object
+    analysis: object
+    request: BudgetRequest
+    config: ProfileConfig
+    attempts: list[Attempt] = field(default_factory=list)
+    last_summary: dict | None = None  # the summary of what stage_dir holds now (the last attempt)
+
+    def write(self, decision: Decision) -> dict:
+        state = self.state
+        if state.onnx_only:
+            return prune_to_dir(state.current, str(self.stage_dir), decision.plan, analysis=self.analysis)
+        stage_module = (load_pruned_module(Path(state.current).parent) if state.structure is not None
+                        else torch_module_for(self.model)[0])
+        return prune_to_dir(state.current, str(self.stage_dir), decision.plan, module=stage_module,
+                            structure=state.structure, analysis=self.analysis)
+
+    def measure(self, decision: Decision, target: float | None, label: str) -> Attempt:
+        summary = self.last_summary = self.write(decision)
+        measured = measure_against(self.onnx_path, str(self.stage_dir), self.config, self.request.measure_runs)
+        achieved = self.state.achieved
+        row = {"stage": self.stage, "attempt": len(self.attempts), "target": target, "budget": self.budget,
+               "predicted": decision.predicted.corrected * achieved,
+               "predicted_additive": decision.predicted.additive * achieved,
+               "params": summary["params"]["after"], **measured}
+        attempt = Attempt(decision, measured, summary["params"]["after"], row)
+        self.attempts.append(attempt)
+        self.request.log(f"  {label}: predicted {row['predicted']:.3f}, measured {measured['ratio']:.3f} "
+                         f"+- {measured['ratio_se']:.3f} of the original (budget {self.budget:.3f})"
+                         + busy_note(measured["host_busy"]))
+        return attempt
+
+
 def _run_stage(onnx_path, stage, stage_budget, stage_dir: Path, state: _Stage, request, store, config, progress):
     """Solve, prune, measure and re-solve one stage; returns (chosen attempt, its summary, history rows)."""
     model = load_model(state.current)
@@ -281,33 +328,15 @@ def _run_stage(onnx_path, stage, stage_budget, stage_dir: Path, state: _Stage, r
     else:
         module = state.module if state.module is not None else torch_module_for(model)[0]
     group, layer = _scores(request, module, analysis, blocks)
+    trials = _Trials(onnx_path, stage, stage_budget, stage_dir, state, model, analysis, request, config)
     target = min(1.0, stage_budget / state.achieved)
     tried: list[tuple[float, float]] = []  # (solver target, measured ratio of the original)
-    attempts: list[Attempt] = []
-
-    def write(decision):
-        if state.onnx_only:
-            return prune_to_dir(state.current, str(stage_dir), decision.plan, analysis=analysis)
-        stage_module = (load_pruned_module(Path(state.current).parent) if state.structure is not None
-                        else torch_module_for(model)[0])
-        return prune_to_dir(state.current, str(stage_dir), decision.plan, module=stage_module, structure=state.structure,
-                            analysis=analysis)
-
     below_floor = None  # the refusal to give if even the fastest plan measures over the budget
     for attempt in range(request.refine + 1):
         decision, floor_refusal, target = _solve_near_floor(
             request, target, attempt, lambda t: _solve(request, t, analysis, table, blocks, group, layer, width_floor))
         below_floor = below_floor or floor_refusal
-        summary = write(decision)
-        measured = measure_against(onnx_path, str(stage_dir), config, request.measure_runs)
-        row = {"stage": stage, "attempt": attempt, "target": target, "budget": stage_budget,
-               "predicted": decision.predicted.corrected * state.achieved,
-               "predicted_additive": decision.predicted.additive * state.achieved,
-               "params": summary["params"]["after"], **measured}
-        attempts.append(Attempt(decision, measured, summary["params"]["after"], row))
-        request.log(f"  target {target:.3f} of the stage input: predicted {row['predicted']:.3f}, measured "
-                    f"{measured['ratio']:.3f} +- {measured['ratio_se']:.3f} of the original (budget {stage_budget:.3f})"
-                    + busy_note(measured["host_busy"]))
+        measured = trials.measure(decision, target, f"target {target:.3f} of the stage input").measured
         tried.append((target, measured["ratio"]))
         close = measured["ratio"] >= stage_budget * (1.0 - request.tolerance)
         if (meets_budget(measured, stage_budget) and close) or attempt == request.refine:
@@ -315,63 +344,44 @@ def _run_stage(onnx_path, stage, stage_budget, stage_dir: Path, state: _Stage, r
         target = next_target(tried, stage_budget, target, floor=decision.smallest)
         if target is None:
             break
+    _fill_between(trials, table, group, blocks)
+    attempts = trials.attempts
     best = choose_attempt(attempts, stage_budget)
     if below_floor is not None and not meets_budget(best.measured, stage_budget):
         raise InputError(f"{below_floor}; the fastest plan measured {best.measured['ratio']:.3f} "
                          f"+- {best.measured['ratio_se']:.3f}")
-    rows = [a.row for a in attempts]
+    rows, summary = [a.row for a in attempts], trials.last_summary
     if best is not attempts[-1]:
-        summary = write(best.decision)  # the same decision gives the same model: its measurement stands
+        summary = trials.write(best.decision)  # the same decision gives the same model: its measurement stands
         rows.append({**best.row, "attempt": "chosen"})
     return best, summary, rows
 
 
-def next_target(tried: list[tuple[float, float]], budget: float, target: float, floor: float = 0.0) -> float | None:
-    """The solver target to try next, or None when nothing more can be gained.
-
-    A secant step through the last two (target, measured) points when they rise together (as they
-    must, bar noise); otherwise a step scaled by the measured miss. Steps are bounded to x0.5..x1.5 so
-    one noisy measurement cannot throw the search to an extreme, and never go below `floor`, the
-    smallest latency the solver predicts it can reach: resnet50 layer-only at 0.4 measured 0.42
-    with a plan predicted at 0.36; the step to 0.34 was then refused, though removing every block
-    (predicted 0.349) met the budget. A target already tried gains nothing.
-    """
-    measured = tried[-1][1]
-    step = target * budget / measured
-    if len(tried) >= 2:
-        (t0, m0), (t1, m1) = tried[-2], tried[-1]
-        if abs(t1 - t0) > 1e-6 and (m1 - m0) / (t1 - t0) > 0.05:
-            step = t1 + (budget - m1) * (t1 - t0) / (m1 - m0)
-    step = float(min(1.0, max(0.02, min(1.5 * target, max(0.5 * target, step)))))
-    step = max(step, floor + 1e-4)
-    bracket = _bracket(tried, budget)
-    if bracket is not None and not bracket[0] < step < bracket[1]:
-        # Once a met and a missed target enclose the budget, the answer lies between them: a secant
-        # through two nearly level noisy points must not throw the search out (yolo11n at 640: met at
-        # 0.600, missed at 0.622 and 0.639, and the secant stepped to 0.535, measured 0.488).
-        step = sum(bracket) / 2
-    if any(abs(step - t) < 1e-3 for t, _ in tried):
-        return _split_bracket(tried, budget)
-    return step
-
-
-def _bracket(tried: list[tuple[float, float]], budget: float) -> tuple[float, float] | None:
-    """(the loosest target that met the budget, the tightest looser one that missed), or None."""
-    met = [t for t, m in tried if m <= budget]
-    if not met:
-        return None
-    below = max(met)
-    missed = [t for t, m in tried if m > budget and t > below]
-    return (below, min(missed)) if missed else None
-
-
-def _split_bracket(tried: list[tuple[float, float]], budget: float) -> float | None:
-    """Halfway across the bracket (see _bracket), or None. A joint plan is discrete in its target: on
-    resnet20, target 0.700 measured 0.705 and 0.695 jumped to 0.646, the secant pointed back at 0.700,
-    and the run kept 0.646, pruned far more than asked; a target between the two may find the plan in
-    between."""
-    bracket = _bracket(tried, budget)
-    if bracket is None:
-        return None
-    middle = sum(bracket) / 2
-    return None if any(abs(middle - t) < 1e-3 for t, _ in tried) else middle
+def _fill_between(trials: _Trials, table, scores, blocks) -> None:
+    """When the kept plan met the budget with more than `tolerance` to spare and a wider plan missed it,
+    measure plans between the two (toolchain/solve/between.py), bisecting the path `fill` times."""
+    request, budget, attempts = trials.request, trials.budget, trials.attempts
+    low = choose_attempt(attempts, budget)
+    if not request.fill or not meets_budget(low.measured, budget) or \
+            low.measured["ratio"] >= budget * (1.0 - request.tolerance):
+        return
+    missed = [a for a in attempts if not meets_budget(a.measured, budget) and a.params > low.params]
+    if not missed:
+        return
+    high = min(missed, key=lambda a: a.measured["ratio"])
+    path = path_between(low.decision, high.decision, trials.analysis, table, scores)
+    predictor = Predictor(table, trials.analysis, blocks if request.mode == "joint" else None)  # as the solver's
+    lo, hi = 0, len(path.changes)  # the path's start (faster than `low`) and its end (`high`)
+    for _ in range(request.fill):
+        if hi - lo <= 1:
+            break
+        k = (lo + hi) // 2
+        decision = plan_on_path(low.decision, path, k, predictor, scores, budget)
+        trial = trials.measure(decision, None, f"between the plans measured {low.measured['ratio']:.3f} and "
+                               f"{high.measured['ratio']:.3f}, {k} of {len(path.changes)} groups widened")
+        if not meets_budget(trial.measured, budget):
+            hi = k
+        elif trial.measured["ratio"] >= budget * (1.0 - request.tolerance):
+            break
+        else:
+            lo = k

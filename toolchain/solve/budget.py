@@ -110,7 +110,7 @@ def _unreachable(budget: float, smallest: float, mode: str, width_floor: WidthFl
     return Unreachable(budget, smallest, mode, width_floor.reach_hint())
 
 
-def _decision(predictor: Predictor, scores, kept, removed, round_to, budget, smallest, provenance) -> Decision:
+def decision_from(predictor: Predictor, scores, kept, removed, round_to, budget, smallest, provenance) -> Decision:
     """The plan keeping each group's best units. Predicted from the widths the plan really keeps:
     a group whose producers could not all keep a unit within k keeps more (Group.choose)."""
     analysis = predictor.analysis
@@ -152,7 +152,7 @@ def solve_filter(analysis: Analysis, table: Table, scores: dict[str, np.ndarray]
 
     kept, _ = _meet_corrected(knapsack, decode, predictor, budget, (smallest, fastest), values,
                               lambda item, option: narrower(option))
-    return _decision(predictor, scores, kept, [], round_to, budget, smallest,
+    return decision_from(predictor, scores, kept, [], round_to, budget, smallest,
                      {"criterion": criterion, "solver": "group-knapsack", "mode": "filter", **width_floor.note()})
 
 
@@ -233,7 +233,7 @@ def _solve_halp(analysis, table, scores, groups, budget, round_to, criterion, wi
     counts = np.array([fixed[gi] for gi in range(len(groups))], dtype=np.int64)
     np.add.at(counts, np.array(item_group, dtype=np.int64)[mask], 1)
     kept = {g.id: int(c) for g, c in zip(groups, counts)}
-    return _decision(Predictor(table, analysis), scores, kept, [], 1, budget, floor,
+    return decision_from(Predictor(table, analysis), scores, kept, [], 1, budget, floor,
                      {"criterion": criterion, "solver": "halp-0-1-knapsack", "mode": "filter", **width_floor.note()})
 
 
@@ -260,11 +260,11 @@ def solve_layer(analysis: Analysis, table: Table, blocks: list[Block], layer_sco
     if reached > budget:
         raise _unreachable(budget, min(smallest, reached), "layer")
     scores = group_scores or {}
-    return _decision(predictor, scores, {}, removed, 1, budget, smallest,
+    return decision_from(predictor, scores, {}, removed, 1, budget, smallest,
                      {"criterion": criterion, "solver": "layer-budget", "mode": "layer"})
 
 
-def _inside(module: str, members: list[str]) -> bool:
+def within(module: str, members: list[str]) -> bool:
     return any(module == m or module.startswith(m + ".") for m in members)
 
 
@@ -274,7 +274,7 @@ def _inner_groups(groups: list[Group], blocks: list[Block]) -> dict[str, list[Gr
     owned: set[str] = set()
     for b in blocks:
         for g in groups:
-            if g.id not in owned and g.widths and all(_inside(m, b.members) for m in g.widths):
+            if g.id not in owned and g.widths and all(within(m, b.members) for m in g.widths):
                 inner.setdefault(b.id, []).append(g)
                 owned.add(g.id)
     return inner
@@ -320,7 +320,7 @@ def solve_joint(analysis: Analysis, table: Table, blocks: list[Block], scores: d
         members = inner.get(b.id, [])
         # Removing the block also deletes its filters in groups that continue outside it (a residual
         # stream): charge their share of those groups' value, by producer count.
-        outside_loss = sum(float(np.sum(scores[g.id])) * sum(_inside(m, b.members) for m in g.widths)
+        outside_loss = sum(float(np.sum(scores[g.id])) * sum(within(m, b.members) for m in g.widths)
                            / len(g.widths) for g in groups if g.id not in owned and g.widths)
         combos, keep_values, keep_deltas = _block_options(members, options, top, delta)
         items.append(("block", b, combos, members))
@@ -352,5 +352,5 @@ def solve_joint(analysis: Analysis, table: Table, blocks: list[Block], scores: d
         return [] if option == len(items[item][2]) else [len(items[item][2])]
 
     kept, removed = _meet_corrected(knapsack, decode, predictor, budget, (smallest, fastest), values, moves)
-    return _decision(predictor, scores, kept, removed, round_to, budget, smallest,
+    return decision_from(predictor, scores, kept, removed, round_to, budget, smallest,
                      {"criterion": criterion, "solver": "joint-group-knapsack", "mode": "joint", **width_floor.note()})
