@@ -46,19 +46,26 @@ def test_the_path_runs_from_a_faster_start_to_the_missed_plan_best_value_first(s
         now = widths(analysis, plan.kept)
         assert all(start[g] <= now[g] <= hi[g] for g in now)
         assert sum(now[g] != start[g] for g in now) == k
-        assert plan.plan.provenance["between"] == {"widened": k, "of": len(path.changes)}
+        assert plan.plan.provenance["between"] == {"changes": k, "of": len(path.changes)}
 
 
-def test_groups_in_a_removed_block_keep_the_met_plans_widths(setup):
+def test_a_block_only_the_met_plan_removes_is_restored_on_the_path_with_its_inner_groups(setup):
     analysis, blocks, _, scores = setup
     table = mac_table(analysis, blocks, width_share=0.5, block_overhead=0.04)  # joint removes blocks here
     low, high = (solve_joint(analysis, table, blocks, scores, budget) for budget in (0.65, 0.8))
     assert low.removed and not high.removed, "the test needs a block only the met plan removes"
     path = path_between(low, high, analysis, table, scores)
-    assert path.changes
-    gone = {m for b in low.removed + high.removed for m in b.members}
-    inside = {g.id for g in analysis.groups if any(m.startswith(tuple(gone)) for m in g.widths)}
-    assert inside and not inside & {c.group for c in path.changes}
-    assert all(path.start.get(g) == low.kept.get(g) for g in inside)
-    plan = plan_on_path(low, path, len(path.changes), Predictor(table, analysis, blocks), scores, 0.6)
-    assert [b.id for b in plan.removed] == [b.id for b in low.removed]
+    restores = [c for c in path.changes if c.block is not None]
+    assert [c.block.id for c in restores] == [b.id for b in low.removed]
+    block = low.removed[0]
+    inner = {g.id for g in analysis.groups if g.widths and all(m.startswith(tuple(block.members)) for m in g.widths)}
+    assert inner and set(restores[0].widths) == inner
+    assert all(len(c.widths) == 1 for c in path.changes if c.block is None)  # groups outside: one at a time
+    predictor = Predictor(table, analysis, blocks)
+    plans = [plan_on_path(low, path, k, predictor, scores, 0.7) for k in range(len(path.changes) + 1)]
+    assert [b.id for b in plans[0].removed] == [block.id]
+    at = path.changes.index(restores[0])
+    assert all(bool(p.removed) == (k <= at) for k, p in enumerate(plans))
+    assert widths(analysis, plans[-1].kept) == widths(analysis, high.kept) and not plans[-1].removed
+    additive = [p.predicted.additive for p in plans]
+    assert additive == sorted(additive)

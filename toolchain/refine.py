@@ -378,7 +378,7 @@ def _fill_between(trials: _Trials, table, scores, blocks) -> None:
         k = (lo + hi) // 2
         decision = plan_on_path(low.decision, path, k, predictor, scores, budget)
         trial = trials.measure(decision, None, f"between the plans measured {low.measured['ratio']:.3f} and "
-                               f"{high.measured['ratio']:.3f}, {k} of {len(path.changes)} groups widened")
+                               f"{high.measured['ratio']:.3f}, {k} of {len(path.changes)} changes toward the second")
         if not meets_budget(trial.measured, budget):
             hi = k
         elif trial.measured["ratio"] >= budget * (1.0 - request.tolerance):
