@@ -370,7 +370,7 @@ def _fill_between(trials: _Trials, table, scores, blocks) -> None:
         return
     high = min(missed, key=lambda a: a.measured["ratio"])
     path = path_between(low.decision, high.decision, trials.analysis, table, scores)
-    predictor = Predictor(table, trials.analysis, blocks if request.mode == "joint" else None)  # as the solver's
+    predictor = Predictor(table, trials.analysis, None if request.mode == "filter" else blocks)  # as the solver's
     lo, hi = 0, len(path.changes)  # the path's start (faster than `low`) and its end (`high`)
     for _ in range(request.fill):
         if hi - lo <= 1:

@@ -20,7 +20,7 @@ import numpy as np
 from graphs.blocks import Block
 from graphs.deps import Analysis
 from toolchain.latency.table import Table
-from toolchain.solve.budget import Decision, decision_from, within
+from toolchain.solve.budget import Decision, decision_from, outside_share, top_values, within
 from toolchain.latency.predict import Predictor
 
 # A change the table prices at (about) no latency comes first, whatever it keeps.
@@ -47,7 +47,7 @@ class Path:
 
 
 def _top(scores: np.ndarray, k: int) -> float:
-    return float(np.sort(np.asarray(scores, dtype=np.float64))[::-1][:k].sum())
+    return float(top_values(scores, np.array([k]))[0])
 
 
 def _inside(group, blocks: list[Block]) -> bool:
@@ -60,8 +60,7 @@ def _restore(block: Block, high: Decision, analysis: Analysis, table: Table, sco
     that continue outside it, as the joint knapsack values a kept block (budget.py)."""
     inner = {g.id: high.kept.get(g.id, g.channels) for g in analysis.groups if _inside(g, [block])}
     value = sum(_top(scores[gid], k) for gid, k in inner.items())
-    value += sum(float(np.sum(scores[g.id])) * sum(within(m, block.members) for m in g.widths) / len(g.widths)
-                 for g in analysis.groups if g.id not in inner and g.widths)
+    value += outside_share(block, [g for g in analysis.groups if g.id not in inner], scores)
     cost = sum(table.group_ratio(gid, k) - 1.0 for gid, k in inner.items()) + 1.0 - table.block_ratio(block.id)
     return Change(inner, value, cost, block)
 

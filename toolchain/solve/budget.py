@@ -86,7 +86,8 @@ def width_options(group: Group, round_to: int, width_floor: WidthFloor = NO_FLOO
     return np.array(ks, dtype=np.int64)
 
 
-def _top_values(scores: np.ndarray, ks: np.ndarray) -> np.ndarray:
+def top_values(scores: np.ndarray, ks: np.ndarray) -> np.ndarray:
+    """For each k in `ks`, the summed scores of the k best units."""
     ordered = np.sort(np.asarray(scores, dtype=np.float64))[::-1]
     return np.concatenate([[0.0], np.cumsum(ordered)])[ks]
 
@@ -137,7 +138,7 @@ def solve_filter(analysis: Analysis, table: Table, scores: dict[str, np.ndarray]
         raise InputError(f"unknown solver {solver!r}: group-knapsack or halp")
     options = [width_options(g, round_to, width_floor) for g in groups]
     deltas = [np.array([table.group_ratio(g.id, int(k)) - 1.0 for k in ks]) for g, ks in zip(groups, options)]
-    values = [_top_values(scores[g.id], ks) for g, ks in zip(groups, options)]
+    values = [top_values(scores[g.id], ks) for g, ks in zip(groups, options)]
     fastest = [int(np.argmin(d)) for d in deltas]
     narrowest = {g.id: int(ks[i]) for g, ks, i in zip(groups, options, fastest)}
     predictor = Predictor(table, analysis)
@@ -268,6 +269,13 @@ def within(module: str, members: list[str]) -> bool:
     return any(module == m or module.startswith(m + ".") for m in members)
 
 
+def outside_share(block: Block, groups: list[Group], scores: dict[str, np.ndarray]) -> float:
+    """What removing `block` costs in `groups` that continue outside it (a residual stream): it deletes
+    its filters there, so it is charged their share of each group's value, by producer count."""
+    return sum(float(np.sum(scores[g.id])) * sum(within(m, block.members) for m in g.widths) / len(g.widths)
+               for g in groups if g.widths)
+
+
 def _inner_groups(groups: list[Group], blocks: list[Block]) -> dict[str, list[Group]]:
     """Block id -> the prunable groups that live wholly inside it (each group in its first such block)."""
     inner: dict[str, list[Group]] = {}
@@ -307,7 +315,7 @@ def solve_joint(analysis: Analysis, table: Table, blocks: list[Block], scores: d
     owned = {g.id for members in inner.values() for g in members}
     options = {g.id: width_options(g, round_to, width_floor) for g in groups}
     # Per group and width option: the value of its top-k units and its table delta, looked up once.
-    top = {g.id: _top_values(scores[g.id], options[g.id]) for g in groups}
+    top = {g.id: top_values(scores[g.id], options[g.id]) for g in groups}
     delta = {g.id: np.array([table.group_ratio(g.id, int(k)) - 1.0 for k in options[g.id]]) for g in groups}
 
     items, values, deltas = [], [], []
@@ -318,13 +326,9 @@ def solve_joint(analysis: Analysis, table: Table, blocks: list[Block], scores: d
             deltas.append(delta[g.id])
     for b in blocks:
         members = inner.get(b.id, [])
-        # Removing the block also deletes its filters in groups that continue outside it (a residual
-        # stream): charge their share of those groups' value, by producer count.
-        outside_loss = sum(float(np.sum(scores[g.id])) * sum(within(m, b.members) for m in g.widths)
-                           / len(g.widths) for g in groups if g.id not in owned and g.widths)
         combos, keep_values, keep_deltas = _block_options(members, options, top, delta)
         items.append(("block", b, combos, members))
-        values.append(np.append(keep_values, -outside_loss))
+        values.append(np.append(keep_values, -outside_share(b, [g for g in groups if g.id not in owned], scores)))
         deltas.append(np.append(keep_deltas, table.block_ratio(b.id) - 1.0))
 
     def decode(picked):
