@@ -18,7 +18,8 @@ interleaved against the unpruned model):
   layer, round_to 8, classifier kept): the ratio is bisected until the pruned model's *measured* latency
   meets the same budget (least pruning that does); `torch-pruning-16` is the same with round_to 16, the
   channel block compress uses on this CPU, to tell Torch-Pruning's criterion from its channel grid;
-- every pruned model gets the same fine-tuning (--epochs, lr 0.01, same data; with --distill every row,
+- every pruned model gets the same fine-tuning (--epochs, lr 0.01, same data: the baseline's images, or the
+  first --finetune-subset of the same seeded shuffle, which starts with them; with --distill every row,
   unpruned-ft included, distils from its unpruned baseline as `compress finetune --distill` does), then
   top-1 on the published 10,000-image test set.
 Each (model, method, budget, seed) result is appended to a JSONL file and skipped when it is already there
@@ -232,7 +233,7 @@ def run_one(args, model: str, method: str, budget: float, seed: int, work: Path)
     tests = test_loader(args, base["shape"])
     before = evaluate(pruned, tests, torch.device("cpu"))["top1"]
     teacher = unpruned_row(base)[0] if args.distill else None  # a copy of its own: unpruned-ft trains `pruned`
-    train(pruned, loader(base["shape"], "train", seed, args.train_subset, 128, True), None,
+    train(pruned, loader(base["shape"], "train", seed, args.finetune_subset, 128, True), None,
           TrainConfig(epochs=args.epochs, lr=0.01, batch_size=128, seed=seed, distill=args.distill), teacher=teacher)
     after = evaluate(pruned.cpu(), tests, torch.device("cpu"))["top1"]
     return {"model": model, "method": method, "budget": budget, "seed": seed, "setting": args.setting,
@@ -306,6 +307,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=5, help="fine-tuning epochs after pruning (every method)")
     p.add_argument("--train-epochs", type=int, default=10, help="baseline training epochs")
     p.add_argument("--train-subset", type=int, default=0, help="first N seeded train images (0: all 48,000)")
+    p.add_argument("--finetune-subset", type=int, default=None,
+                   help="first N seeded train images for fine-tuning (default: --train-subset's; 0: all 48,000); "
+                        "the baseline's images come first, so more is the same data and new data after it")
     p.add_argument("--test-subset", type=int, default=0, help="first N test images (0: all 10,000)")
     p.add_argument("--size", type=int, default=None, help="input side (default 28 builtin, 64 pretrained)")
     p.add_argument("--round-to", type=int, default=None,
@@ -331,8 +335,11 @@ def parse_args() -> argparse.Namespace:
     args.budgets = [float(b) for b in args.budgets.split(",")]
     args.seeds = [int(s) for s in args.seeds.split(",")]
     args.base_setting = f"te{args.train_epochs}-n{args.train_subset}-s{args.size}"
+    if args.finetune_subset is None:
+        args.finetune_subset = args.train_subset
     args.setting = f"te{args.train_epochs}-ft{args.epochs}-n{args.train_subset}-t{args.test_subset}-s{args.size}" + (
-        f"-r{args.round_to}" if args.round_to else "") + ("-kd" if args.distill else "")
+        f"-r{args.round_to}" if args.round_to else "") + ("-kd" if args.distill else "") + (
+        f"-fn{args.finetune_subset}" if args.finetune_subset != args.train_subset else "")
     args.profile = ProfileConfig(backend="ort", round_to=args.round_to, runs=args.profile_runs, points=4)
     return args
 
@@ -370,7 +377,8 @@ def main() -> None:
     header = (f"# Accuracy at equal measured latency, Fashion-MNIST\n\n{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
               f"commit {commit}, command: `python bench/accuracy_at_latency.py {' '.join(sys.argv[1:])}`\n"
               f"setting {args.setting}: baseline {args.train_epochs} epochs, fine-tuning {args.epochs} epochs (lr 0.01, x0.1 at 1/2 and 3/4 of its batches, "
-              f"{'distilled from the unpruned baseline, ' if args.distill else ''}every method), train subset {args.train_subset or 48000}, test images {args.test_subset or 10000}; "
+              f"{'distilled from the unpruned baseline, ' if args.distill else ''}every method), train subset {args.train_subset or 48000}"
+              f"{f', fine-tuning on the first {args.finetune_subset or 48000}' if args.finetune_subset != args.train_subset else ''}, test images {args.test_subset or 10000}; "
               f"top-1 after fine-tuning (mean ± sample std over seeds) / measured latency ratio (ORT CPU batch 1). "
               f"This invocation: {time.time() - t0:.0f} s; the rows shown took {row_seconds:.0f} s in all "
               f"(each row's own time, its baseline training included where it trained one).\n")
