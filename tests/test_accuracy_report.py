@@ -67,3 +67,21 @@ def test_distilled_rows_keep_a_setting_of_their_own(monkeypatch):
     assert distilled.base_setting == plain.base_setting
     records = [{**_rec("unpruned-ft", 0, 79.0, 78.0), "setting": plain.setting}]
     assert bench.same_training_elsewhere(records, "builtin:resnet56", 0, distilled.setting) is None
+
+
+def test_fine_tuning_on_more_images_keeps_a_setting_of_its_own(monkeypatch):
+    """--finetune-subset changes what every row trains on, not the baseline: its rows must not resume as
+    (or pair with) rows fine-tuned on the baseline's images, while pruning the same baselines; left
+    unset it is --train-subset's, and the setting tag is unchanged, so earlier rows still resume."""
+    bench = _bench()
+    argv = ["accuracy_at_latency.py", "--models", "builtin:resnet20", "--epochs", "2", "--train-epochs", "3",
+            "--train-subset", "10000"]
+    monkeypatch.setattr("sys.argv", argv)
+    plain = bench.parse_args()
+    monkeypatch.setattr("sys.argv", argv + ["--finetune-subset", "0"])
+    more = bench.parse_args()
+    assert (plain.finetune_subset, more.finetune_subset) == (10000, 0)
+    assert plain.setting == "te3-ft2-n10000-t0-sNone"
+    assert more.setting != plain.setting and more.base_setting == plain.base_setting
+    records = [{**_rec("unpruned-ft", 0, 79.0, 78.0), "setting": plain.setting}]
+    assert bench.same_training_elsewhere(records, "builtin:resnet56", 0, more.setting) is None
