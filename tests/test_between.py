@@ -38,6 +38,8 @@ def test_the_path_runs_from_a_faster_start_to_the_missed_plan_best_value_first(s
     assert start == {g: min(lo[g], hi[g]) for g in lo}  # narrowed wherever either plan is narrower
     assert start[whole.id] == 8
     assert widths(analysis, plans[-1].kept) == hi  # the last plan is the missed plan
+    first = path.changes[0]
+    assert first.describe() == ", ".join(f"group {g} widened to {k}" for g, k in first.widths.items())
     rates = [c.value / c.cost for c in path.changes]
     assert rates == sorted(rates, reverse=True) and all(c.cost > 0 and c.value > 0 for c in path.changes)
     additive = [p.predicted.additive for p in plans]
@@ -57,6 +59,7 @@ def test_a_block_only_the_met_plan_removes_is_restored_on_the_path_with_its_inne
     path = path_between(low, high, analysis, table, scores)
     restores = [c for c in path.changes if c.block is not None]
     assert [c.block.id for c in restores] == [b.id for b in low.removed]
+    assert restores[0].describe() == f"block {low.removed[0].id} restored"  # what the refinement logs
     block = low.removed[0]
     inner = {g.id for g in analysis.groups if g.widths and all(m.startswith(tuple(block.members)) for m in g.widths)}
     assert inner and set(restores[0].widths) == inner

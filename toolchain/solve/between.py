@@ -36,6 +36,11 @@ class Change:
     cost: float  # the table's latency ratio it adds
     block: Block | None = None  # the block restored, if it is one
 
+    def describe(self) -> str:
+        if self.block is not None:
+            return f"block {self.block.id} restored"
+        return ", ".join(f"group {gid} widened to {k}" for gid, k in self.widths.items())
+
 
 @dataclass(frozen=True)
 class Path:
