@@ -372,7 +372,7 @@ def _fill_between(trials: _Trials, table, scores, blocks) -> None:
     path = path_between(low.decision, high.decision, trials.analysis, table, scores)
     predictor = Predictor(table, trials.analysis, None if request.mode == "filter" else blocks)  # as the solver's
     lo, hi = 0, len(path.changes)  # the path's start (faster than `low`) and its end (`high`)
-    if hi <= 1:  # say why the budget stays unspent: the cliff is one change wide (often a whole block)
+    if hi <= 1:  # say why the budget stays unspent: the cliff is one change wide (a whole block, or one group)
         request.log(f"  no plan between the plans measured {low.measured['ratio']:.3f} and "
                     f"{high.measured['ratio']:.3f}: they differ by "
                     + (f"one change ({path.changes[0].describe()})" if hi else "no change the path can take"))
