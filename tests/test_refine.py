@@ -193,19 +193,20 @@ def test_a_cliff_between_two_targets_is_filled_with_plans_between_them(resnet20_
         analysis = analyze(load_model(onnx_path))
         return mac_table(analysis, removable_blocks(analysis.model, analysis.shapes))
     monkeypatch.setattr(refine, "profile", table)
-    # Path of 5 widenings here: bisected at 2 (met, still far under: go wider), then at 3 (missed: stop).
-    script = {0: 0.45, 1: 0.65, 2: 0.55, 3: 0.62}
+    # The path (one change per grid step of each wider group) is bisected three times: halfway (met, still far
+    # under: go wider), at three quarters (missed: go back), at five eighths (met, far under; the fill's end).
+    script = {0: 0.45, 1: 0.65, 2: 0.55, 3: 0.62, 4: 0.56}
     calls = scripted(monkeypatch, lambda i, m: (script[i], 0.005))
     request = BudgetRequest(budget=0.6, mode="filter", criterion="l1", refine=1, fill=3, measure_runs=10)
     out = tmp_path / "o"
     lat = prune_to_budget(str(resnet20_onnx), str(out), request, store, CONFIG)["latency"]
-    assert len(calls) == 4
+    assert len(calls) == 5
     rows = [row for row in lat["history"] if row["attempt"] != "chosen"]
     low, high, between = rows[0], rows[1], rows[2:]
-    assert [row["target"] is None for row in rows] == [False, False, True, True]
-    assert low["params"] < between[0]["params"] < between[1]["params"] < high["params"]
-    assert lat["measured"] == 0.55 and lat["met"]
-    assert json.loads((out / "summary.json").read_text())["params"]["after"] == between[0]["params"]
+    assert [row["target"] is None for row in rows] == [False, False, True, True, True]
+    assert low["params"] < between[0]["params"] < between[2]["params"] < between[1]["params"] < high["params"]
+    assert lat["measured"] == 0.56 and lat["met"]  # the met plan with the most parameters
+    assert json.loads((out / "summary.json").read_text())["params"]["after"] == between[2]["params"]
 
     # A plan between that meets the budget within its tolerance ends the fill.
     calls.clear()

@@ -10,13 +10,21 @@ the met plan, so it meets the budget too) and lists the missed plan's wider grou
 keeps in the order a knapsack would take them (most importance kept per unit of table latency first):
 the k-th plan on the path takes the k best, the last is the missed plan, and the refinement bisects k
 by measurement.
+
+A group is widened one step of the channel grid at a time, not in one jump: the transfer recipe's cliff
+(0.456 met, 0.517 missed) was a single group, blocks.6.0.conv_pwl, widened to 320 in one change, so no
+plan lay between (bench/results/transfer_lite0_floor_fill_check.txt). Steps of one group keep their order
+on the path: the path is sorted by each step's segment of the upper hull of its group's value-latency
+curve (a step that keeps more per latency than the one before it shares that step's segment), so a
+group's segments fall in rate, its steps stay in order, and the steps of one segment stay together.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
+from graphs.alignment import aligned_widths
 from graphs.blocks import Block
 from graphs.deps import Analysis
 from toolchain.latency.table import Table
@@ -29,12 +37,13 @@ FREE = 1e-9
 
 @dataclass(frozen=True)
 class Change:
-    """One step of the path: a group widened to the missed plan's width, or a block the met plan removes
-    restored with its inner groups at the missed plan's widths."""
-    widths: dict[str, int]  # group id -> the missed plan's width
+    """One step of the path: a group widened one or more grid steps toward the missed plan's width, or a
+    block the met plan removes restored with its inner groups at the missed plan's widths."""
+    widths: dict[str, int]  # group id -> its width after this step
     value: float  # importance it keeps over the step before
     cost: float  # the table's latency ratio it adds
     block: Block | None = None  # the block restored, if it is one
+    rate: float = 0.0  # the path's order, best first: value per cost, of the step's hull segment for a group
 
     def describe(self) -> str:
         if self.block is not None:
@@ -55,6 +64,24 @@ def _top(scores: np.ndarray, k: int) -> float:
     return float(top_values(scores, np.array([k]))[0])
 
 
+def _rate(steps: list[Change]) -> float:
+    return sum(c.value for c in steps) / max(sum(c.cost for c in steps), FREE)
+
+
+def _widen(group, narrow: int, wide: int, round_to: int, table: Table, scores: np.ndarray) -> list[Change]:
+    """Widening `group` from `narrow` to `wide` units, one grid step per change. A step that keeps as much
+    or more per latency than the segment before it joins that segment, so the segments' rates strictly fall."""
+    grid = [k for k in aligned_widths(group.channels, group.multiplicity, round_to) if narrow < k < wide] + [wide]
+    segments: list[list[Change]] = []
+    for before, after in zip([narrow] + grid, grid):
+        segment = [Change({group.id: after}, _top(scores, after) - _top(scores, before),
+                          table.group_ratio(group.id, after) - table.group_ratio(group.id, before))]
+        while segments and _rate(segments[-1]) <= _rate(segment):
+            segment = segments.pop() + segment
+        segments.append(segment)
+    return [replace(step, rate=_rate(segment)) for segment in segments for step in segment]
+
+
 def _inside(group, blocks: list[Block]) -> bool:
     members = [m for b in blocks for m in b.members]
     return bool(group.widths) and all(within(m, members) for m in group.widths)
@@ -67,7 +94,7 @@ def _restore(block: Block, high: Decision, analysis: Analysis, table: Table, sco
     value = sum(_top(scores[gid], k) for gid, k in inner.items())
     value += outside_share(block, [g for g in analysis.groups if g.id not in inner], scores)
     cost = sum(table.group_ratio(gid, k) - 1.0 for gid, k in inner.items()) + 1.0 - table.block_ratio(block.id)
-    return Change(inner, value, cost, block)
+    return Change(inner, value, cost, block, value / max(cost, FREE))
 
 
 def path_between(low: Decision, high: Decision, analysis: Analysis, table: Table,
@@ -87,10 +114,8 @@ def path_between(low: Decision, high: Decision, analysis: Analysis, table: Table
         if wide < narrow:
             start[group.id] = wide
         elif wide > narrow:
-            value = _top(scores[group.id], wide) - _top(scores[group.id], narrow)
-            cost = table.group_ratio(group.id, wide) - table.group_ratio(group.id, narrow)
-            changes.append(Change({group.id: wide}, value, cost))
-    return Path(start, removed, sorted(changes, key=lambda c: -c.value / max(c.cost, FREE)))
+            changes += _widen(group, narrow, wide, low.plan.round_to, table, scores[group.id])
+    return Path(start, removed, sorted(changes, key=lambda c: -c.rate))  # stable: a group's steps keep their order
 
 
 def plan_on_path(low: Decision, path: Path, k: int, predictor: Predictor, scores: dict[str, np.ndarray],
