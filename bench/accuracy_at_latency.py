@@ -11,7 +11,8 @@ interleaved against the unpruned model):
   `joint-2stage` is joint in two stages, the second profiled on the first's pruned model (no training
   between them, so its fine-tuning budget is every other row's); `joint-floor` is joint where no group
   loses more than three quarters of its width (`prune --max-prune-ratio 0.75`); `joint-floor-0.5` and
-  `joint-floor-0.875` are the same with `--max-prune-ratio 0.5` and `0.875`;
+  `joint-floor-0.875` are the same with `--max-prune-ratio 0.5` and `0.875`; `joint-floor-early` is joint-floor
+  whose groups at 32x32 and 16x16 keep half their width (`--max-prune-ratio-for 'blocks.1.*=0.5'` and so on);
 - `unpruned-ft` is the baseline fine-tuned like every row, not pruned (once per seed, reported at every
   budget): the reference with the same training as the pruned rows;
 - Torch-Pruning 1.6 (MetaPruner, GroupMagnitudeImportance(p=1): L1 group magnitude, one ratio for every
@@ -70,7 +71,10 @@ TP_ROUND_TO = {"torch-pruning": 8, "torch-pruning-16": 16}
 STAGES = {"joint-2stage": 2}  # compress rows pruned in more than one stage
 # compress rows with a width floor (`prune --max-prune-ratio`): joint-floor keeps a quarter of every group;
 # the -0.5 and -0.875 rows test a tighter floor (half) and a looser one (an eighth), which reaches deeper budgets
-MAX_PRUNE = {"joint-floor": 0.75, "joint-floor-0.5": 0.5, "joint-floor-0.875": 0.875}
+MAX_PRUNE = {"joint-floor": 0.75, "joint-floor-0.5": 0.5, "joint-floor-0.875": 0.875, "joint-floor-early": 0.75}
+# ... and per group (`prune --max-prune-ratio-for`): joint-floor-early also keeps half of every Lite0 group that
+# runs at 32x32 or 16x16 (of a 64x64 input), where the worst seed at 0.7 cut expansions to a third
+MAX_PRUNE_FOR = {"joint-floor-early": {"conv_stem": 0.5, "blocks.0.*": 0.5, "blocks.1.*": 0.5, "blocks.2.0.conv_pw": 0.5}}
 METHODS = {  # name -> (mode, filter criterion, layer criterion); Torch-Pruning rows have none
     "joint": ("joint", "sp-lamp", None),
     # The same knapsack valued in a loss currency: Taylor scores (first-order loss change) price a
@@ -87,6 +91,7 @@ METHODS = {  # name -> (mode, filter criterion, layer criterion); Torch-Pruning 
     "joint-floor": ("joint", "sp-lamp", None),
     "joint-floor-0.5": ("joint", "sp-lamp", None),
     "joint-floor-0.875": ("joint", "sp-lamp", None),
+    "joint-floor-early": ("joint", "sp-lamp", None),
     # Not pruned, fine-tuned like every row: the pruned rows train for --epochs more than the baseline
     # did, so an under-trained baseline flatters them; this is the reference with the same training.
     "unpruned-ft": None,
@@ -205,6 +210,7 @@ def compress_row(args, base: dict, method: str, budget: float, seed: int, work: 
     request = BudgetRequest(budget=budget, mode=mode, criterion=criterion, layer_criterion=layer_criterion,
                             round_to=args.round_to, loader=loader(base["shape"], "train", seed, 512, 64, False), batches=8,
                             stages=STAGES.get(method, 1), max_prune=MAX_PRUNE.get(method, 1.0),
+                            max_prune_for=MAX_PRUNE_FOR.get(method, {}),
                             measure_runs=args.measure_runs, log=lambda m: print("    " + m, flush=True))
     out = work / f"{method}-{budget}"
     summary = prune_to_budget(base["onnx"], str(out), request, base["store"], args.profile)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from dataclasses import dataclass, field, replace
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Callable
 
@@ -34,8 +35,8 @@ from toolchain.pruned_dir import load_pruned_module
 from toolchain.refine_targets import next_target
 from toolchain.latency.predict import Predictor
 from toolchain.solve.between import path_between, plan_on_path
-from toolchain.solve.budget import (Decision, Unreachable, check_budget, check_max_prune, solve_filter, solve_joint,
-                                    solve_layer, WidthFloor)
+from toolchain.solve.budget import (Decision, Unreachable, check_budget, check_max_prune, check_max_prune_for,
+                                    solve_filter, solve_joint, solve_layer, WidthFloor)
 from toolchain.torch_source import torch_module_for
 
 MODES = ("filter", "layer", "joint")
@@ -56,6 +57,7 @@ class BudgetRequest:
     solver: str = "group-knapsack"  # filter mode: or "halp"
     round_to: int | None = None  # None: the table's round_to (the backend's channel block by default)
     max_prune: float = 1.0  # no group loses more than this fraction of its width (filter and joint modes)
+    max_prune_for: dict[str, float] = field(default_factory=dict)  # group id pattern -> its own max_prune
     stages: int = 1
     loader: object | None = None  # data for data-dependent criteria
     batches: int = 8
@@ -193,7 +195,8 @@ def prune_to_budget(onnx_path: str, out_dir: str, request: BudgetRequest, store:
         raise InputError(f"unknown mode {request.mode!r}: {', '.join(MODES)}")
     check_budget(request.budget)
     check_max_prune(request.max_prune)
-    if request.max_prune < 1.0 and request.mode == "layer":
+    check_max_prune_for(request.max_prune_for)
+    if (request.max_prune < 1.0 or request.max_prune_for) and request.mode == "layer":
         raise InputError("--max-prune-ratio bounds how far a group narrows: it needs --mode filter or joint, not layer")
     if request.stages < 1:
         raise InputError(f"--stages must be >= 1, got {request.stages}")
@@ -268,7 +271,11 @@ def _width_floor(request: BudgetRequest, state: _Stage, analysis) -> WidthFloor:
     """The floor counts from the unpruned widths: the first stage records them for the later ones."""
     if state.origin is None:
         state.origin = {g.id: g.channels for g in analysis.groups}
-    return WidthFloor(request.max_prune, state.origin)
+        unmatched = [p for p in request.max_prune_for if not any(fnmatchcase(g, p) for g in state.origin)]
+        if unmatched:
+            raise InputError(f"--max-prune-ratio-for {unmatched[0]}: matches no channel group of this model "
+                             "(`compress analyze` lists the group ids)")
+    return WidthFloor(request.max_prune, state.origin, request.max_prune_for)
 
 
 @dataclass

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from fnmatch import fnmatchcase
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -47,6 +48,12 @@ def check_max_prune(max_prune: float) -> None:
         raise InputError(f"--max-prune-ratio must be in (0, 1], got {max_prune}")
 
 
+def check_max_prune_for(per_group: dict[str, float]) -> None:
+    for pattern, ratio in per_group.items():
+        if not pattern or not 0.0 <= ratio <= 1.0:
+            raise InputError(f"--max-prune-ratio-for {pattern}={ratio}: needs a group pattern and a ratio in [0, 1]")
+
+
 @dataclass(frozen=True)
 class WidthFloor:
     """How narrow a group may go: at most `max_prune` of its units removed (Torch-Pruning's
@@ -55,18 +62,27 @@ class WidthFloor:
 
     max_prune: float = 1.0
     origin: dict[str, int] = field(default_factory=dict)
+    # group id pattern (fnmatch) -> the ratio for the groups it matches instead of max_prune (Torch-Pruning's
+    # pruning_ratio_dict); 0 keeps a group whole. Where several match, the smallest ratio holds.
+    per_group: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self):
         check_max_prune(self.max_prune)
+        check_max_prune_for(self.per_group)
+
+    def ratio_for(self, group: Group) -> float:
+        matched = [r for pattern, r in self.per_group.items() if fnmatchcase(group.id, pattern)]
+        return min(matched) if matched else self.max_prune
 
     def min_kept(self, group: Group) -> int:
         """The fewest units `group` may keep (its full width when an earlier stage already went below)."""
         origin = self.origin.get(group.id, group.channels)
-        return min(group.channels, max(1, math.ceil((1.0 - self.max_prune) * origin - 1e-9)))
+        return min(group.channels, max(1, math.ceil((1.0 - self.ratio_for(group)) * origin - 1e-9)))
 
     def note(self) -> dict:
-        """The plan's provenance entry: none without a floor."""
-        return {"max_prune_ratio": self.max_prune} if self.max_prune < 1.0 else {}
+        """The plan's provenance entries: none without a floor."""
+        return ({"max_prune_ratio": self.max_prune} if self.max_prune < 1.0 else {}) | \
+            ({"max_prune_ratio_for": dict(self.per_group)} if self.per_group else {})
 
     def reach_hint(self) -> str:
         """What a refusal adds when the floor, not the model, set the fastest plan."""
