@@ -107,7 +107,11 @@ def onnx_cases():
     # a width floor out of range, without a budget to bound, or with layer mode (no widths to bound)
     for label, extra in [("--max-prune-ratio 1.5", ["--budget", "0.5", "--max-prune-ratio", "1.5"]),
                          ("--max-prune-ratio without --budget", ["--ratio", "0.5", "--max-prune-ratio", "0.5"]),
-                         ("--max-prune-ratio --mode layer", ["--budget", "0.5", "--mode", "layer", "--max-prune-ratio", "0.5"])]:
+                         ("--max-prune-ratio --mode layer", ["--budget", "0.5", "--mode", "layer", "--max-prune-ratio", "0.5"]),
+                         ("--max-prune-ratio-for without =", ["--budget", "0.5", "--max-prune-ratio-for", "layer1.*"]),
+                         ("--max-prune-ratio-for 1.5", ["--budget", "0.5", "--max-prune-ratio-for", "layer1.*=1.5"]),
+                         ("--max-prune-ratio-for no such group", ["--budget", "0.5", "--max-prune-ratio-for", "layer9.*=0"]),
+                         ("--max-prune-ratio-for without --budget", ["--ratio", "0.5", "--max-prune-ratio-for", "layer1.*=0"])]:
         yield "prune", label, ["prune", "{R20}", *extra, "--store", "{T}/s.sqlite", "-o", "{T}/out"]
 
 

@@ -77,7 +77,7 @@ def test_recipe_stages_fine_tune_between_stages(tmp_path, monkeypatch, stages):
     import toolchain.refine
     from toolchain.pipeline import _prune
 
-    floor = "max_prune_ratio: 0.75," if stages == 2 else ""
+    floor = "max_prune_ratio: 0.75, max_prune_ratio_for: {{'layer1.*': 0.5}}," if stages == 2 else ""  # format()'s braces
     recipe = load_recipe(write(tmp_path, BASE.replace("criterion: l1,", f"criterion: l1, stages: {stages}, {floor}"),
                                out=tmp_path / "o"))
     seen = {}
@@ -96,6 +96,7 @@ def test_recipe_stages_fine_tune_between_stages(tmp_path, monkeypatch, stages):
     request = seen["request"]
     assert request.stages == stages
     assert request.max_prune == (0.75 if stages == 2 else 1.0)  # the recipe's width floor reaches the solver
+    assert request.max_prune_for == ({"layer1.*": 0.5} if stages == 2 else {})
     if stages == 1:
         assert request.between_stages is None
     else:

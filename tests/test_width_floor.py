@@ -44,6 +44,25 @@ def test_min_kept_counts_from_the_unpruned_width():
         WidthFloor(1.5)
 
 
+def test_a_pattern_sets_its_groups_own_floor_and_the_smallest_matching_ratio_holds():
+    class G:
+        def __init__(self, gid, channels):
+            self.id, self.channels, self.multiplicity = gid, channels, 1
+
+    floor = WidthFloor(0.75, {}, {"conv_stem": 0.0, "blocks.1.*": 0.5, "blocks.1.0.*": 0.25})
+    assert floor.min_kept(G("conv_stem", 32)) == 32  # 0: kept whole
+    assert floor.min_kept(G("blocks.1.0.conv_pw", 96)) == 72  # both patterns match: 0.25 holds
+    assert floor.min_kept(G("blocks.1.1.conv_pw", 144)) == 72  # half
+    assert floor.min_kept(G("blocks.2.0.conv_pw", 144)) == 36  # no pattern: the global quarter
+    assert floor.min_kept(G("conv_stem_2", 32)) == 8  # a glob matches the whole id, not a prefix
+    assert list(width_options(G("conv_stem", 32), 8, floor)) == [32]
+    assert floor.note() == {"max_prune_ratio": 0.75, "max_prune_ratio_for": floor.per_group}
+    assert WidthFloor(1.0, {}, {"x*": 0.5}).note() == {"max_prune_ratio_for": {"x*": 0.5}}
+    for bad in ({"x": 1.5}, {"x": -0.1}, {"": 0.5}):
+        with pytest.raises(InputError, match="max-prune-ratio-for"):
+            WidthFloor(1.0, {}, bad)
+
+
 @pytest.mark.parametrize("solver", ["group-knapsack", "halp"])
 def test_filter_solvers_keep_the_floor(setup, solver):  # noqa: F811
     analysis, _, table, scores = setup
@@ -75,10 +94,26 @@ def test_joint_keeps_the_floor_and_may_still_remove_blocks(setup):  # noqa: F811
             assert kept[g.id] >= math.ceil(g.channels / 2), g.id
 
 
+def test_joint_keeps_a_pattern_s_groups_whole_while_the_others_narrow(setup):  # noqa: F811
+    analysis, blocks, table, scores = setup
+    stage1 = [g.id for g in analysis.groups if g.prunable and g.id.startswith("layer1.")]
+    free = kept_widths(analysis, solve_joint(analysis, table, blocks, scores, 0.4, 8))
+    assert any(free[gid] < analysis.group(gid).channels for gid in stage1)  # the test can fail
+    floored = solve_joint(analysis, table, blocks, scores, 0.4, 8, width_floor=WidthFloor(1.0, {}, {"layer1.*": 0.0}))
+    kept = kept_widths(analysis, floored)
+    assert all(kept[gid] == analysis.group(gid).channels for gid in stage1)
+    assert any(kept[g] < analysis.group(g).channels for g in kept if g not in stage1)
+    assert floored.predicted.corrected <= 0.4 + 1e-3
+    assert floored.plan.provenance["max_prune_ratio_for"] == {"layer1.*": 0.0}
+
+
 def test_requests_the_floor_cannot_serve_are_refused_before_profiling(resnet20_onnx, tmp_path):
     store = tmp_path / "lut.sqlite"
     for request, message in [(BudgetRequest(budget=0.6, max_prune=0.0), "must be in"),
-                             (BudgetRequest(budget=0.6, max_prune=0.5, mode="layer"), "filter or joint")]:
+                             (BudgetRequest(budget=0.6, max_prune=0.5, mode="layer"), "filter or joint"),
+                             (BudgetRequest(budget=0.6, max_prune_for={"layer1.*": 0.5}, mode="layer"), "filter or joint"),
+                             (BudgetRequest(budget=0.6, max_prune_for={"layer9.*": 0.5}), "layer9.*: matches no channel group"),
+                             (BudgetRequest(budget=0.6, max_prune_for={"layer1.*": 2.0}), "ratio in \\[0, 1\\]")]:
         with pytest.raises(InputError, match=message):
             prune_to_budget(str(resnet20_onnx), str(tmp_path / "o"), request, str(store), ProfileConfig(runs=3))
     assert not store.exists() and not (tmp_path / "o").exists()

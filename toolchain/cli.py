@@ -88,6 +88,7 @@ def prune(
     layer_criterion: Optional[str] = typer.Option(None, help="layer mode: mean:<criterion> (default), imprinting, ensemble:a,b"),
     stages: int = typer.Option(1, help="prune in K stages of equal latency reduction (SP-LAMP 3.3)"),
     max_prune_ratio: float = typer.Option(1.0, "--max-prune-ratio", help="with --budget, filter and joint modes: no channel group loses more than this fraction of its width (Torch-Pruning's max_pruning_ratio; 0.75 keeps at least a quarter of every layer). Default 1.0: down to one channel block; whole blocks may still be removed"),
+    max_prune_ratio_for: list[str] = typer.Option([], "--max-prune-ratio-for", help="PATTERN=R, repeatable: channel groups whose id matches the glob PATTERN (the ids `compress analyze` lists) lose at most R of their width instead of --max-prune-ratio; R=0 keeps them whole (Torch-Pruning's pruning_ratio_dict). Where patterns overlap the smallest R holds. Example: --max-prune-ratio-for 'conv_stem=0' --max-prune-ratio-for 'blocks.1.*=0.5'"),
     data: Optional[str] = typer.Option(None, help="data for data-dependent criteria: mnist5k, digits, imagefolder:PATH, cifar10:PATH, npz:PATH"),
     batches: int = typer.Option(8, help="batches of --data the criterion may use"),
     normalize: Normalize = "auto",
@@ -113,13 +114,14 @@ def prune(
     and --data, the model is fine-tuned for an epoch between stages."""
     from toolchain.latency.config import recheck_seconds
 
-    _check_prune_request(plan, ratio, budget, round_to, max_prune_ratio)
+    per_group = _parse_max_prune_for(max_prune_ratio_for)
+    _check_prune_request(plan, ratio, budget, round_to, max_prune_ratio, per_group)
     if budget is not None:
         table_mode = dict(table=table, max_measurements=max_measurements, target_error=target_error,
                           recheck_after_s=recheck_seconds(recheck_after))
         summary = _prune_budget(model, output, budget, criterion, mode, solver, layer_criterion, stages, data,
                                 batches, backend, store, runs, round_to, provider, precision, table_mode, normalize,
-                                max_prune_ratio)
+                                max_prune_ratio, per_group)
         return print_json(summary) if as_json else _print_budget_summary(summary, output)
     summary = _prune_to_plan(model, output, plan, ratio, round_to, spec, seed)
     return print_json(summary) if as_json else _print_prune_summary(summary, output)
@@ -143,14 +145,30 @@ def _prune_to_plan(model, output, plan, ratio, round_to, spec, seed) -> dict:
         return prune_to_dir(str(model), str(output), the_plan, spec=spec, seed=seed, analysis=analysis)
 
 
-def _check_prune_request(plan, ratio, budget, round_to, max_prune_ratio) -> None:
+def _parse_max_prune_for(items: list[str]) -> dict[str, float]:
+    """'PATTERN=R' strings -> {pattern: R}."""
+    per_group = {}
+    for item in items:
+        pattern, _, value = item.rpartition("=")
+        try:
+            per_group[pattern] = float(value)
+        except ValueError:
+            raise InputError(f"--max-prune-ratio-for {item!r}: expected PATTERN=R, e.g. 'blocks.1.*=0.5'") from None
+    from toolchain.solve.budget import check_max_prune_for
+
+    check_max_prune_for(per_group)
+    return per_group
+
+
+def _check_prune_request(plan, ratio, budget, round_to, max_prune_ratio, per_group) -> None:
     chosen = [name for name, value in (("--plan", plan), ("--ratio", ratio), ("--budget", budget)) if value is not None]
     if len(chosen) != 1:
         raise InputError("give exactly one of --plan, --ratio or --budget")
     if round_to is not None and round_to < 1:
         raise InputError(f"--round-to must be >= 1, got {round_to}")
-    if max_prune_ratio != 1.0 and budget is None:
-        raise InputError("--max-prune-ratio bounds the budget solver: it needs --budget (a --ratio is already uniform)")
+    for name, given in (("--max-prune-ratio", max_prune_ratio != 1.0), ("--max-prune-ratio-for", bool(per_group))):
+        if given and budget is None:
+            raise InputError(f"{name} bounds the budget solver: it needs --budget (a --ratio is already uniform)")
 
 
 def _print_budget_summary(summary: dict, output: Path) -> None:
@@ -172,7 +190,7 @@ def _print_prune_summary(summary: dict, output: Path) -> None:
 
 def _prune_budget(model, output, budget, criterion, mode, solver, layer_criterion, stages, data, batches, backend,
                   store, runs, round_to, provider=None, precision="fp32", table_mode: dict | None = None,
-                  normalize: str = "auto", max_prune_ratio: float = 1.0) -> dict:
+                  normalize: str = "auto", max_prune_ratio: float = 1.0, max_prune_for: dict | None = None) -> dict:
     from graphs.onnx_io import load_model
     from toolchain.latency.config import ProfileConfig, check_table_mode
     from toolchain.refine import BudgetRequest, finetune_between_stages, prune_to_budget
@@ -198,7 +216,7 @@ def _prune_budget(model, output, budget, criterion, mode, solver, layer_criterio
     hook = finetune_between_stages(data, log=log, normalize=normalize) if stages > 1 and data is not None else None
     request = BudgetRequest(budget=budget, mode=mode, criterion=criterion, layer_criterion=layer_criterion,
                             solver=solver, round_to=round_to, stages=stages, loader=loader, batches=batches,
-                            between_stages=hook, log=log, max_prune=max_prune_ratio)
+                            between_stages=hook, log=log, max_prune=max_prune_ratio, max_prune_for=max_prune_for or {})
     progress = TableProgress()
     try:
         return prune_to_budget(str(model), str(output), request, str(store), config, progress=progress)

@@ -86,10 +86,13 @@ class WidthFloor:
 
     def reach_hint(self) -> str:
         """What a refusal adds when the floor, not the model, set the fastest plan."""
-        if self.max_prune >= 1.0:
-            return ""
-        return (f" with every group keeping {1.0 - self.max_prune:.0%} of its width or more "
-                f"(--max-prune-ratio {self.max_prune:g}; a larger ratio reaches further)")
+        hint = "" if self.max_prune >= 1.0 else (f" with every group keeping {1.0 - self.max_prune:.0%} of its width "
+                                                 f"or more (--max-prune-ratio {self.max_prune:g}; a larger ratio "
+                                                 "reaches further)")
+        if self.per_group:
+            hint += " with " + ", ".join(f"{p} keeping {1.0 - r:.0%}" for p, r in self.per_group.items()) + \
+                " of their width or more (--max-prune-ratio-for)"
+        return hint
 
 
 NO_FLOOR = WidthFloor()
