@@ -13,7 +13,8 @@ by measurement.
 
 A group is widened one step of the channel grid at a time, not in one jump: the transfer recipe's cliff
 (0.456 met, 0.517 missed) was a single group, blocks.6.0.conv_pwl, widened to 320 in one change, so no
-plan lay between (bench/results/transfer_lite0_floor_fill_check.txt). Steps of one group keep their order
+plan lay between (bench/results/transfer_lite0_floor_fill_check.txt; with grid steps the first plan bisected
+measured 0.499: bench/results/transfer_lite0_cliff_remeasured.txt). Steps of one group keep their order
 on the path: the path is sorted by each step's segment of the upper hull of its group's value-latency
 curve (a step that keeps more per latency than the one before it shares that step's segment), so a
 group's segments fall in rate, its steps stay in order, and the steps of one segment stay together.
