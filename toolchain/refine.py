@@ -197,7 +197,8 @@ def prune_to_budget(onnx_path: str, out_dir: str, request: BudgetRequest, store:
     check_max_prune(request.max_prune)
     check_max_prune_for(request.max_prune_for)
     if (request.max_prune < 1.0 or request.max_prune_for) and request.mode == "layer":
-        raise InputError("--max-prune-ratio bounds how far a group narrows: it needs --mode filter or joint, not layer")
+        name = "--max-prune-ratio" + ("-for" if request.max_prune_for else "")
+        raise InputError(f"{name} bounds how far a group narrows: it needs --mode filter or joint, not layer")
     if request.stages < 1:
         raise InputError(f"--stages must be >= 1, got {request.stages}")
     data_criteria = _check_criteria(request)  # before any profiling: a typo should not cost a table build
