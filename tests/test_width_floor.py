@@ -131,3 +131,13 @@ def test_a_budget_out_of_reach_names_the_floor_that_set_it(setup):  # noqa: F811
         with pytest.raises(Unreachable) as free:
             solve(0.01, WidthFloor())
         assert "max-prune-ratio" not in str(free.value)
+
+
+def test_a_refusal_names_the_per_group_floor_that_set_it(setup):  # noqa: F811
+    analysis, _, table, scores = setup
+    floor = WidthFloor(1.0, {}, {"layer*": 0.0})  # every residual-stage group kept whole
+    with pytest.raises(Unreachable) as refused:
+        solve_filter(analysis, table, scores, 0.3, 8, width_floor=floor)
+    assert "layer* keeping 100% of their width or more (--max-prune-ratio-for)" in str(refused.value)
+    assert floor.unmatched(["conv1", "layer1.0.conv1"]) == [] and WidthFloor(1.0, {}, {"nosuch*": 0.5}).unmatched(
+        ["conv1"]) == ["nosuch*"]

@@ -15,7 +15,6 @@ from __future__ import annotations
 import shutil
 import tempfile
 from dataclasses import dataclass, field, replace
-from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Callable
 
@@ -272,11 +271,12 @@ def _width_floor(request: BudgetRequest, state: _Stage, analysis) -> WidthFloor:
     """The floor counts from the unpruned widths: the first stage records them for the later ones."""
     if state.origin is None:
         state.origin = {g.id: g.channels for g in analysis.groups}
-        unmatched = [p for p in request.max_prune_for if not any(fnmatchcase(g, p) for g in state.origin)]
-        if unmatched:
-            raise InputError(f"--max-prune-ratio-for {unmatched[0]}: matches no channel group of this model "
-                             "(`compress analyze` lists the group ids)")
-    return WidthFloor(request.max_prune, state.origin, request.max_prune_for)
+    floor = WidthFloor(request.max_prune, state.origin, request.max_prune_for)
+    unmatched = floor.unmatched(state.origin)
+    if unmatched:
+        raise InputError(f"--max-prune-ratio-for {unmatched[0]}: matches no channel group of this model "
+                         "(`compress analyze` lists the group ids)")
+    return floor
 
 
 @dataclass

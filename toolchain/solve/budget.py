@@ -74,6 +74,10 @@ class WidthFloor:
         matched = [r for pattern, r in self.per_group.items() if fnmatchcase(group.id, pattern)]
         return min(matched) if matched else self.max_prune
 
+    def unmatched(self, group_ids) -> list[str]:
+        """The patterns that match none of `group_ids` (a typo, or another model's names)."""
+        return [p for p in self.per_group if not any(fnmatchcase(gid, p) for gid in group_ids)]
+
     def min_kept(self, group: Group) -> int:
         """The fewest units `group` may keep (its full width when an earlier stage already went below)."""
         origin = self.origin.get(group.id, group.channels)
