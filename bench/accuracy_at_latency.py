@@ -12,7 +12,7 @@ interleaved against the unpruned model):
   between them, so its fine-tuning budget is every other row's); `joint-floor` is joint where no group
   loses more than three quarters of its width (`prune --max-prune-ratio 0.75`); `joint-floor-0.5` and
   `joint-floor-0.875` are the same with `--max-prune-ratio 0.5` and `0.875`; `joint-floor-early` is joint-floor
-  whose groups at 32x32 and 16x16 keep half their width (`--max-prune-ratio-for 'blocks.1.*=0.5'` and so on);
+  whose groups at output stride 4 or less keep half their width (`--max-prune-ratio-for 'stride<=4=0.5'`);
 - `unpruned-ft` is the baseline fine-tuned like every row, not pruned (once per seed, reported at every
   budget): the reference with the same training as the pruned rows;
 - Torch-Pruning 1.6 (MetaPruner, GroupMagnitudeImportance(p=1): L1 group magnitude, one ratio for every
@@ -72,9 +72,11 @@ STAGES = {"joint-2stage": 2}  # compress rows pruned in more than one stage
 # compress rows with a width floor (`prune --max-prune-ratio`): joint-floor keeps a quarter of every group;
 # the -0.5 and -0.875 rows test a tighter floor (half) and a looser one (an eighth), which reaches deeper budgets
 MAX_PRUNE = {"joint-floor": 0.75, "joint-floor-0.5": 0.5, "joint-floor-0.875": 0.875, "joint-floor-early": 0.75}
-# ... and per group (`prune --max-prune-ratio-for`): joint-floor-early also keeps half of every Lite0 group that
-# runs at 32x32 or 16x16 (of a 64x64 input), where the worst seed at 0.7 cut expansions to a third
-MAX_PRUNE_FOR = {"joint-floor-early": {"conv_stem": 0.5, "blocks.0.*": 0.5, "blocks.1.*": 0.5, "blocks.2.0.conv_pw": 0.5}}
+# ... and per group (`prune --max-prune-ratio-for`): joint-floor-early also keeps half of every group at 1/2 or
+# 1/4 of the input's side, where Lite0's worst seed at 0.7 cut expansions to a third. Its rows before this
+# selector named Lite0's groups (conv_stem, blocks.0.*, blocks.1.*, blocks.2.0.conv_pw): the same six groups
+# at 64x64 (tests/test_resolution.py), so the same plans.
+MAX_PRUNE_FOR = {"joint-floor-early": {"stride<=4": 0.5}}
 METHODS = {  # name -> (mode, filter criterion, layer criterion); Torch-Pruning rows have none
     "joint": ("joint", "sp-lamp", None),
     # The same knapsack valued in a loss currency: Taylor scores (first-order loss change) price a

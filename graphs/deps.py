@@ -64,6 +64,7 @@ class Group:
     classes: np.ndarray = field(repr=False, default=None)  # class roots, in channel order
     widths: dict = field(repr=False, default_factory=dict)  # producer module -> channel count
     producers: list = field(repr=False, default_factory=list)  # (module, unit indices it writes)
+    nodes: list = field(repr=False, default_factory=list)  # the producers' node names (graph inputs: input names)
 
     def choose(self, scores: np.ndarray, k: int) -> np.ndarray:
         """The k best units by score, except that every producer keeps at least one unit (a concat
@@ -361,6 +362,7 @@ def _groups(tracer: Tracer) -> list[Group]:
             id=gid, channels=int(classes.size), prunable=not reasons, reason=reasons[0] if reasons else "",
             members=sorted(members | {sp.module for sp in spaces if sp.frozen is None}, key=_natural),
             multiplicity=multiplicity, classes=classes, widths=widths, producers=producers,
+            nodes=[sp.node for sp in spaces],
         ))
     return groups
 

@@ -35,6 +35,9 @@ def test_analyze_json_contract(resnet20_onnx):
     ids = [g["id"] for g in data["groups"]]
     assert ids[:2] == ["input", "conv1"] and "layer1.0.conv1" in ids
     assert [b["id"] for b in data["blocks"]][:3] == ["layer1.0", "layer1.1", "layer1.2"]
+    stride = {g["id"]: g["stride"] for g in data["groups"]}  # what `--max-prune-ratio-for 'stride<=N=R'` reads
+    assert stride["input"] is None and stride["conv1"] == 1 and stride["layer2.0.conv1"] == 2
+    assert stride["layer3.0.conv1"] == 4
 
 
 def test_prune_ratio_then_verify(resnet20_onnx, tmp_path):

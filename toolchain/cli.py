@@ -38,20 +38,22 @@ def analyze_command(
     """Show the channel dependency groups (what can be pruned, and why not) and the removable blocks."""
     from graphs.deps import analyze
     from graphs.onnx_io import load_model
+    from graphs.resolution import group_strides
 
     analysis = analyze(load_model(model))
-    blocks = analysis.blocks
+    blocks, strides = analysis.blocks, group_strides(analysis)
     if as_json:
-        print_json({"groups": [g.as_dict() for g in analysis.groups], "blocks": [b.as_dict() for b in blocks],
-                    "not_removable": [n.as_dict() for n in analysis.not_removable]})
+        print_json({"groups": [g.as_dict() | {"stride": strides.get(g.id)} for g in analysis.groups],
+                    "blocks": [b.as_dict() for b in blocks], "not_removable": [n.as_dict() for n in analysis.not_removable]})
         return
     table = Table(title=f"Channel groups of {model.name}")
-    for col in ("group", "channels", "prunable", "members / reason"):
+    for col in ("group", "channels", "stride", "prunable", "members / reason"):
         table.add_column(col)
     for g in analysis.groups:
         detail = ", ".join(g.members[:4]) + (f" (+{len(g.members) - 4})" if len(g.members) > 4 else "")
         table.add_row(g.id, str(g.channels) + (f" x{g.multiplicity}" if g.multiplicity > 1 else ""),
-                      "[green]yes[/green]" if g.prunable else "[red]no[/red]", detail if g.prunable else g.reason)
+                      str(strides.get(g.id, "")), "[green]yes[/green]" if g.prunable else "[red]no[/red]",
+                      detail if g.prunable else g.reason)
     out.print(table)
     btable = Table(title="Removable blocks and layers")
     for col in ("block", "kind", "width in -> out", "members"):
@@ -88,7 +90,7 @@ def prune(
     layer_criterion: Optional[str] = typer.Option(None, help="layer mode: mean:<criterion> (default), imprinting, ensemble:a,b"),
     stages: int = typer.Option(1, help="prune in K stages of equal latency reduction (SP-LAMP 3.3)"),
     max_prune_ratio: float = typer.Option(1.0, "--max-prune-ratio", help="with --budget, filter and joint modes: no channel group loses more than this fraction of its width (Torch-Pruning's max_pruning_ratio; 0.75 keeps at least a quarter of every layer). Default 1.0: down to one channel block; whole blocks may still be removed"),
-    max_prune_ratio_for: list[str] = typer.Option([], "--max-prune-ratio-for", help="PATTERN=R, repeatable: channel groups whose id matches the glob PATTERN (the ids `compress analyze` lists) lose at most R of their width instead of --max-prune-ratio; R=0 keeps them whole (Torch-Pruning's pruning_ratio_dict). Where patterns overlap the smallest R holds. Example: --max-prune-ratio-for 'conv_stem=0' --max-prune-ratio-for 'blocks.1.*=0.5'"),
+    max_prune_ratio_for: list[str] = typer.Option([], "--max-prune-ratio-for", help="PATTERN=R, repeatable: channel groups whose id matches the glob PATTERN (the ids `compress analyze` lists) lose at most R of their width instead of --max-prune-ratio; R=0 keeps them whole (Torch-Pruning's pruning_ratio_dict). PATTERN may instead select by output stride (input side / the group's feature-map side, the stride column of `compress analyze`): 'stride<=4=0.5' keeps half of every group at 1/2 and 1/4 of the input's resolution, in any CNN (also <, >=, >, ==). Where patterns overlap the smallest R holds. Example: --max-prune-ratio-for 'conv_stem=0' --max-prune-ratio-for 'blocks.1.*=0.5'"),
     data: Optional[str] = typer.Option(None, help="data for data-dependent criteria: mnist5k, digits, imagefolder:PATH, cifar10:PATH, npz:PATH"),
     batches: int = typer.Option(8, help="batches of --data the criterion may use"),
     normalize: Normalize = "auto",
@@ -154,7 +156,7 @@ def _parse_max_prune_for(items: list[str]) -> dict[str, float]:
             per_group[pattern] = float(value)
         except ValueError:
             raise InputError(f"--max-prune-ratio-for {item!r}: expected PATTERN=R, e.g. 'blocks.1.*=0.5'") from None
-    from toolchain.solve.budget import check_max_prune_for
+    from toolchain.solve.width_floor import check_max_prune_for
 
     check_max_prune_for(per_group)
     return per_group
@@ -195,7 +197,8 @@ def _prune_budget(model, output, budget, criterion, mode, solver, layer_criterio
     from toolchain.latency.config import ProfileConfig, check_table_mode
     from toolchain.refine import BudgetRequest, finetune_between_stages, prune_to_budget
     from toolchain.data_transforms import check_normalize
-    from toolchain.solve.budget import check_budget, check_max_prune
+    from toolchain.solve.budget import check_budget
+    from toolchain.solve.width_floor import check_max_prune
 
     check_budget(budget)  # before --data is loaded
     check_max_prune(max_prune_ratio)

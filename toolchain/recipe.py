@@ -36,7 +36,7 @@ class PruneStage(Strict):
     solver: Literal["group-knapsack", "halp"] = "group-knapsack"
     stages: int = Field(1, ge=1)
     max_prune_ratio: float = Field(1.0, gt=0, le=1)  # no group loses more than this fraction of its width
-    max_prune_ratio_for: dict[str, float] = {}  # group id glob -> its own max_prune_ratio (0 keeps it whole)
+    max_prune_ratio_for: dict[str, float] = {}  # group id glob or stride<=N -> its own max_prune_ratio (0: whole)
     scores: list[str] = ["mean:l2", "mean:bn-gamma", "imprinting"]  # layer criteria shown in the report
 
 

@@ -34,11 +34,10 @@ from toolchain.pruned_dir import load_pruned_module
 from toolchain.refine_targets import next_target
 from toolchain.latency.predict import Predictor
 from toolchain.solve.between import path_between, plan_on_path
-from toolchain.solve.budget import (Decision, Unreachable, check_budget, check_max_prune, check_max_prune_for,
-                                    solve_filter, solve_joint, solve_layer, WidthFloor)
+from toolchain.refine_checks import check_onnx_only, check_request, make_width_floor
+from toolchain.solve.budget import Decision, Unreachable, solve_filter, solve_joint, solve_layer, WidthFloor
 from toolchain.torch_source import torch_module_for
 
-MODES = ("filter", "layer", "joint")
 # A budget this close below the predicted floor is not refused on the prediction: the fastest plan is
 # measured first. The per-layer model errs most on the deepest plans, the ones the floor is made of:
 # Lite0's plans predicted under 0.45 measured 0.68-1.59 of their prediction, and a 0.75 width floor
@@ -66,40 +65,6 @@ class BudgetRequest:
     measure_runs: int = 60
     between_stages: Callable[[int, Path], None] | None = None
     log: Callable[[str], None] = field(default=lambda message: None)
-
-
-def _check_criteria(request: BudgetRequest) -> None:
-    from toolchain.criteria.filters import get_criterion
-    from toolchain.criteria.layers import known_layer_criteria
-
-    def needs(name: str) -> bool:
-        if name == "imprinting":
-            return True
-        if name.startswith("ensemble:"):
-            return any(needs(part if ":" in part or part == "imprinting" else f"mean:{part}")
-                       for part in name[len("ensemble:"):].split(","))
-        if name.startswith("mean:"):
-            return get_criterion(name[len("mean:"):]).needs_data
-        raise InputError(f"unknown layer criterion {name!r}: known are {', '.join(known_layer_criteria())}")
-
-    names = [(request.criterion, get_criterion(request.criterion).needs_data)]
-    if request.mode == "layer":
-        layer = request.layer_criterion or f"mean:{request.criterion}"
-        names.append((layer, needs(layer)))
-    for name, data in names:
-        if data and request.loader is None:
-            raise InputError(f"criterion {name} needs data: pass --data")
-    return [name for name, data in names if data]
-
-
-def _check_onnx_only(request: BudgetRequest, data_criteria: list[str]) -> None:
-    """Without a torch source the scores come from the graph's initializers: weight criteria only, one stage
-    (fine-tuning between stages needs the torch module)."""
-    if data_criteria:
-        raise InputError(f"criterion {data_criteria[0]} needs a forward pass of the torch model; the ONNX has no torch "
-                         "source: use a weight criterion (l1, l2, lamp, sp-lamp, random)")
-    if request.stages > 1:
-        raise InputError("--stages > 1 needs the torch source; the ONNX has none (export it with `compress export`)")
 
 
 def measure_against(reference_onnx: str, candidate_dir: str, config: ProfileConfig, runs: int) -> dict:
@@ -190,20 +155,10 @@ def _solve_near_floor(request: BudgetRequest, target: float, attempt: int, solve
 
 def prune_to_budget(onnx_path: str, out_dir: str, request: BudgetRequest, store: str, config: ProfileConfig,
                     progress=None) -> dict:
-    if request.mode not in MODES:
-        raise InputError(f"unknown mode {request.mode!r}: {', '.join(MODES)}")
-    check_budget(request.budget)
-    check_max_prune(request.max_prune)
-    check_max_prune_for(request.max_prune_for)
-    if (request.max_prune < 1.0 or request.max_prune_for) and request.mode == "layer":
-        name = "--max-prune-ratio" + ("-for" if request.max_prune_for else "")
-        raise InputError(f"{name} bounds how far a group narrows: it needs --mode filter or joint, not layer")
-    if request.stages < 1:
-        raise InputError(f"--stages must be >= 1, got {request.stages}")
-    data_criteria = _check_criteria(request)  # before any profiling: a typo should not cost a table build
+    data_criteria = check_request(request)  # before any profiling: a typo should not cost a table build
     onnx_only = not model_metadata(load_model(onnx_path)).get("compress.spec")
     if onnx_only:
-        _check_onnx_only(request, data_criteria)
+        check_onnx_only(request, data_criteria)
     # One grid for the table and the solver: widths the table never sampled would be interpolated
     # across the backend's channel blocks (a 56-wide trunk is slower than a 64-wide one on AVX-512).
     config = resolve_round_to(replace(config, round_to=config.round_to or request.round_to))
@@ -267,18 +222,6 @@ def _log_table_checks(request: BudgetRequest, table) -> None:
                     + " (no offset told from noise)")
 
 
-def _width_floor(request: BudgetRequest, state: _Stage, analysis) -> WidthFloor:
-    """The floor counts from the unpruned widths: the first stage records them for the later ones."""
-    if state.origin is None:
-        state.origin = {g.id: g.channels for g in analysis.groups}
-    floor = WidthFloor(request.max_prune, state.origin, request.max_prune_for)
-    unmatched = floor.unmatched(state.origin)
-    if unmatched:
-        raise InputError(f"--max-prune-ratio-for {unmatched[0]}: matches no channel group of this model "
-                         "(`compress analyze` lists the group ids)")
-    return floor
-
-
 @dataclass
 class _Trials:
     """One stage's write-and-measure step: each decision is pruned into `stage_dir` and timed against
@@ -324,7 +267,10 @@ def _run_stage(onnx_path, stage, stage_budget, stage_dir: Path, state: _Stage, r
     """Solve, prune, measure and re-solve one stage; returns (chosen attempt, its summary, history rows)."""
     model = load_model(state.current)
     analysis = analyze(model)
-    width_floor = _width_floor(request, state, analysis)
+    first_stage = state.origin is None
+    if first_stage:  # the floor counts from the unpruned widths: the first stage records them for the later ones
+        state.origin = {g.id: g.channels for g in analysis.groups}
+    width_floor = make_width_floor(request, state.origin, analysis, check_patterns=first_stage)
     # Without a torch source a removed layer cannot re-create its next conv in a checkable way (the masked
     # original has no such conv): only residual blocks are options there.
     blocks = [b for b in analysis.blocks if not (state.onnx_only and b.kind == "layer")]
