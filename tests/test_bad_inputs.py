@@ -112,6 +112,7 @@ def onnx_cases():
                          ("--max-prune-ratio-for 1.5", ["--budget", "0.5", "--max-prune-ratio-for", "layer1.*=1.5"]),
                          ("--max-prune-ratio-for no such group", ["--budget", "0.5", "--max-prune-ratio-for", "layer9.*=0"]),
                          ("--max-prune-ratio-for no such stride", ["--budget", "0.5", "--max-prune-ratio-for", "stride>=8=0"]),
+                         ("--confirm -1", ["--budget", "0.5", "--confirm", "-1"]),
                          ("--max-prune-ratio-for without --budget", ["--ratio", "0.5", "--max-prune-ratio-for", "layer1.*=0"])]:
         yield "prune", label, ["prune", "{R20}", *extra, "--store", "{T}/s.sqlite", "-o", "{T}/out"]
 

@@ -80,7 +80,7 @@ def test_two_stages_report_the_final_stage(resnet20_onnx, tmp_path, store, monke
         return {**measured, "ratio": 0.5 if len(stage2) == 1 else 0.62, "ratio_se": 0.005}
     monkeypatch.setattr(refine, "measure_against", measure)
     hooked = []
-    request = BudgetRequest(budget=0.6, criterion="l1", stages=2, refine=1, measure_runs=10, fill=0,  # no plans between
+    request = BudgetRequest(budget=0.6, criterion="l1", stages=2, refine=1, measure_runs=10, fill=0, confirm=0,
                             between_stages=lambda stage, d: hooked.append((stage, (d / "model.onnx").is_file())))
     out = tmp_path / "o"
     summary = prune_to_budget(str(resnet20_onnx), str(out), request, store, CONFIG)
@@ -94,6 +94,29 @@ def test_two_stages_report_the_final_stage(resnet20_onnx, tmp_path, store, monke
     for key in ("predicted", "predicted_additive", "pruned_ms", "reference_ms", "params"):
         assert chosen[key] == first[key] and (key == "params" or lat[key] == first[key])
     assert json.loads((out / "summary.json").read_text())["params"]["after"] == first["params"]
+
+
+def test_the_kept_plan_is_measured_afresh_and_gives_way_when_it_misses(resnet20_onnx, tmp_path, store, monkeypatch):
+    """Two plans meet 0.6 far below it; the one with more parameters is kept, then measured afresh: 0.7,
+    a miss (its first figure was the lucky one). The other plan is confirmed in turn, and the figures
+    reported are its fresh ones, not the ones it was chosen on."""
+    script = {0: 0.3, 1: 0.31, 2: 0.7, 3: 0.33}
+    calls = scripted(monkeypatch, lambda i, m: (script[i], 0.005))
+    request = BudgetRequest(budget=0.6, criterion="l1", refine=1, fill=0, measure_runs=10)
+    out = tmp_path / "o"
+    lat = prune_to_budget(str(resnet20_onnx), str(out), request, store, CONFIG)["latency"]
+    assert len(calls) == 4
+    first, second = lat["history"][:2]
+    assert second["params"] > first["params"]  # the re-solve loosened the target: the test can fail
+    assert second["ratio"] == 0.7 and second["first_ratio"] == 0.31 and second["confirmed"] == 1
+    assert first["ratio"] == 0.33 and first["first_ratio"] == 0.3
+    assert lat["met"] and lat["measured"] == 0.33 and lat["measured_when_chosen"] == 0.3 and lat["confirmed"] == 1
+    assert lat["history"][-1]["attempt"] == "chosen"
+    assert json.loads((out / "summary.json").read_text())["params"]["after"] == first["params"]
+
+    calls.clear()  # without confirmation the lucky figure stands
+    lat = prune_to_budget(str(resnet20_onnx), str(tmp_path / "n"), replace(request, confirm=0), store, CONFIG)["latency"]
+    assert len(calls) == 2 and lat["measured"] == 0.31 and lat["confirmed"] == 0
 
 
 def test_two_stages_measured_for_real(resnet20_onnx, tmp_path, store):
@@ -197,7 +220,7 @@ def test_a_cliff_between_two_targets_is_filled_with_plans_between_them(resnet20_
     # under: go wider), at three quarters (missed: go back), at five eighths (met, far under; the fill's end).
     script = {0: 0.45, 1: 0.65, 2: 0.55, 3: 0.62, 4: 0.56}
     calls = scripted(monkeypatch, lambda i, m: (script[i], 0.005))
-    request = BudgetRequest(budget=0.6, mode="filter", criterion="l1", refine=1, fill=3, measure_runs=10)
+    request = BudgetRequest(budget=0.6, mode="filter", criterion="l1", refine=1, fill=3, measure_runs=10, confirm=0)
     out = tmp_path / "o"
     lat = prune_to_budget(str(resnet20_onnx), str(out), request, store, CONFIG)["latency"]
     assert len(calls) == 5

@@ -159,7 +159,7 @@ def _prune(recipe: Recipe, onnx_path: Path, pruned: Path, store: Path, config, s
                          normalize=recipe.normalize)
     request = BudgetRequest(budget=p.budget, mode=p.mode, criterion=p.criterion, layer_criterion=p.layer_criterion,
                             solver=p.solver, round_to=recipe.profile.round_to, stages=p.stages, loader=loader, log=log,
-                            max_prune=p.max_prune_ratio, max_prune_for=p.max_prune_ratio_for,
+                            max_prune=p.max_prune_ratio, max_prune_for=p.max_prune_ratio_for, confirm=p.confirm,
                             # as `prune --stages K --data`: the model recovers for an epoch before the next stage
                             between_stages=finetune_between_stages(recipe.data, log=log, normalize=recipe.normalize)
                             if p.stages > 1 else None)

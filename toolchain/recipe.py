@@ -37,6 +37,7 @@ class PruneStage(Strict):
     stages: int = Field(1, ge=1)
     max_prune_ratio: float = Field(1.0, gt=0, le=1)  # no group loses more than this fraction of its width
     max_prune_ratio_for: dict[str, float] = {}  # group id glob or stride<=N -> its own max_prune_ratio (0: whole)
+    confirm: int = Field(1, ge=0)  # fresh measurements of the kept plan (prune --confirm)
     scores: list[str] = ["mean:l2", "mean:bn-gamma", "imprinting"]  # layer criteria shown in the report
 
 

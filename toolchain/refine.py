@@ -6,12 +6,16 @@ one standard error of that measurement. A plan that misses, or that lands more t
 below B (pruned more than asked), is re-solved with a moved target (at most `refine` times). Where the
 plan kept would still be more than `tolerance` under B and a wider plan missed it, up to `fill` plans
 between the two are measured (toolchain/solve/between.py). Among the plans that meet the budget the
-least pruned (most parameters kept) is kept. Multi-stage schedules (SP-LAMP section 3.3) prune in k
+least pruned (most parameters kept) is kept, once `confirm` fresh measurements say it meets the budget
+too: it was kept for measuring well among several, so its own figure is biased low (a single measurement
+spreads ~1.7x the standard error it reports); a plan whose fresh figure misses gives way to the next
+one. Multi-stage schedules (SP-LAMP section 3.3) prune in k
 steps of equal latency reduction, re-profiling and re-scoring the current model each time, with a hook
 between stages (`finetune_between_stages`).
 """
 from __future__ import annotations
 
+import math
 import shutil
 import tempfile
 from dataclasses import dataclass, field, replace
@@ -62,6 +66,7 @@ class BudgetRequest:
     tolerance: float = 0.03  # a met plan this far below the budget is re-solved looser (it pruned too much)
     refine: int = 6  # re-solves after the first plan: near a budget neighbouring targets can give plans far apart
     fill: int = 3  # plans measured between a kept plan far under the budget and a wider one that missed it
+    confirm: int = 1  # fresh measurements of the kept plan, which decide and report whether it meets the budget
     measure_runs: int = 60
     between_stages: Callable[[int, Path], None] | None = None
     log: Callable[[str], None] = field(default=lambda message: None)
@@ -200,6 +205,7 @@ def _run_stages(onnx_path, out_dir, request, store, config, progress, workspace:
     # The reported figures are the final stage's chosen plan's (the model written to out_dir).
     row = best.row
     latency = {"budget": request.budget, "measured": best.measured["ratio"], "measured_se": best.measured["ratio_se"],
+               "confirmed": row.get("confirmed", 0), "measured_when_chosen": row.get("first_ratio", best.measured["ratio"]),
                "predicted": row["predicted"], "predicted_additive": row["predicted_additive"],
                "reference_ms": row["reference_ms"], "pruned_ms": row["pruned_ms"],
                "met": meets_budget(best.measured, request.budget), "stages": request.stages,
@@ -236,9 +242,15 @@ class _Trials:
     request: BudgetRequest
     config: ProfileConfig
     attempts: list[Attempt] = field(default_factory=list)
-    last_summary: dict | None = None  # the summary of what stage_dir holds now (the last attempt)
+    written: tuple | None = None  # (decision, its summary): what stage_dir holds now
 
     def write(self, decision: Decision) -> dict:
+        """Prune `decision` into stage_dir (once: the same decision gives the same model); its summary."""
+        if self.written is None or self.written[0] is not decision:
+            self.written = (decision, self._prune(decision))
+        return self.written[1]
+
+    def _prune(self, decision: Decision) -> dict:
         state = self.state
         if state.onnx_only:
             return prune_to_dir(state.current, str(self.stage_dir), decision.plan, analysis=self.analysis)
@@ -248,7 +260,7 @@ class _Trials:
                             structure=state.structure, analysis=self.analysis)
 
     def measure(self, decision: Decision, target: float | None, label: str) -> Attempt:
-        summary = self.last_summary = self.write(decision)
+        summary = self.write(decision)
         measured = measure_against(self.onnx_path, str(self.stage_dir), self.config, self.request.measure_runs)
         achieved = self.state.achieved
         row = {"stage": self.stage, "attempt": len(self.attempts), "target": target, "budget": self.budget,
@@ -261,6 +273,37 @@ class _Trials:
                          f"+- {measured['ratio_se']:.3f} of the original (budget {self.budget:.3f})"
                          + busy_note(measured["host_busy"]))
         return attempt
+
+    def confirm(self, attempt: Attempt) -> None:
+        """Measure `attempt`'s plan `request.confirm` more times; the fresh figures replace the one it was
+        chosen on (kept in its row as `first_ratio`)."""
+        self.write(attempt.decision)
+        fresh = [measure_against(self.onnx_path, str(self.stage_dir), self.config, self.request.measure_runs)
+                 for _ in range(self.request.confirm)]
+        first, n = attempt.measured, len(fresh)
+        pooled = {key: sum(m[key] for m in fresh) / n for key in ("ratio", "reference_ms", "pruned_ms")}
+        pooled |= {"ratio_se": math.sqrt(sum(m["ratio_se"] ** 2 for m in fresh)) / n,
+                   "host_busy": max(m["host_busy"] for m in fresh)}
+        attempt.measured = pooled
+        attempt.row.update(pooled, first_ratio=first["ratio"], first_ratio_se=first["ratio_se"], confirmed=n)
+        met = meets_budget(pooled, self.budget)
+        self.request.log(f"  confirmed: {pooled['ratio']:.3f} +- {pooled['ratio_se']:.3f} over {n} fresh "
+                         f"measurement{'s' if n > 1 else ''} (chosen on {first['ratio']:.3f})"
+                         + ("" if met else ": misses the budget, the next plan is confirmed")
+                         + busy_note(pooled["host_busy"]))
+
+
+def _confirmed_choice(trials: _Trials) -> Attempt:
+    """The least-pruned attempt that still meets the budget once measured afresh (the fastest when none
+    meets). Each attempt is confirmed at most once, so this ends."""
+    confirmed: list[Attempt] = []
+    while True:
+        best = choose_attempt(trials.attempts, trials.budget)
+        if trials.request.confirm < 1 or any(best is a for a in confirmed) or not meets_budget(best.measured,
+                                                                                                trials.budget):
+            return best
+        trials.confirm(best)
+        confirmed.append(best)
 
 
 def _run_stage(onnx_path, stage, stage_budget, stage_dir: Path, state: _Stage, request, store, config, progress):
@@ -300,13 +343,12 @@ def _run_stage(onnx_path, stage, stage_budget, stage_dir: Path, state: _Stage, r
             break
     _fill_between(trials, table, group, blocks)
     attempts = trials.attempts
-    best = choose_attempt(attempts, stage_budget)
+    best = _confirmed_choice(trials)
     if below_floor is not None and not meets_budget(best.measured, stage_budget):
         raise InputError(f"{below_floor}; the fastest plan measured {best.measured['ratio']:.3f} "
                          f"+- {best.measured['ratio_se']:.3f}")
-    rows, summary = [a.row for a in attempts], trials.last_summary
-    if best is not attempts[-1]:
-        summary = trials.write(best.decision)  # the same decision gives the same model: its measurement stands
+    rows, summary = [a.row for a in attempts], trials.write(best.decision)
+    if best is not attempts[-1] or "confirmed" in best.row:
         rows.append({**best.row, "attempt": "chosen"})
     return best, summary, rows
 

@@ -27,6 +27,8 @@ def check_request(request: BudgetRequest) -> list[str]:
         raise InputError(f"{name} bounds how far a group narrows: it needs --mode filter or joint, not layer")
     if request.stages < 1:
         raise InputError(f"--stages must be >= 1, got {request.stages}")
+    if request.confirm < 0:
+        raise InputError(f"--confirm must be >= 0, got {request.confirm}")
     return _data_criteria(request)
 
 
