@@ -32,6 +32,7 @@ def write(tmp_path, text, **fmt):
     ("prune: {budget: 2}\n", "prune.budget: input should be less than or equal to 1"),
     ("prune: {budget: 0.5, mode: sideways}\n", "prune.mode"),
     ("prune: {budget: 0.5, max_prune_ratio: 0}\n", "prune.max_prune_ratio: input should be greater than 0"),
+    ("prune: {budget: 0.5, confirm: -1}\n", "prune.confirm: input should be greater than or equal to 0"),
     ("finetune: {epochs: many}\n", "finetune.epochs"),
     ("colour: blue\n", "colour: extra inputs are not permitted"),
 ])
@@ -77,7 +78,7 @@ def test_recipe_stages_fine_tune_between_stages(tmp_path, monkeypatch, stages):
     import toolchain.refine
     from toolchain.pipeline import _prune
 
-    floor = "max_prune_ratio: 0.75, max_prune_ratio_for: {{'layer1.*': 0.5}}," if stages == 2 else ""  # format()'s braces
+    floor = "max_prune_ratio: 0.75, max_prune_ratio_for: {{'stride<=1': 0.5}}, confirm: 3," if stages == 2 else ""
     recipe = load_recipe(write(tmp_path, BASE.replace("criterion: l1,", f"criterion: l1, stages: {stages}, {floor}"),
                                out=tmp_path / "o"))
     seen = {}
@@ -96,7 +97,8 @@ def test_recipe_stages_fine_tune_between_stages(tmp_path, monkeypatch, stages):
     request = seen["request"]
     assert request.stages == stages
     assert request.max_prune == (0.75 if stages == 2 else 1.0)  # the recipe's width floor reaches the solver
-    assert request.max_prune_for == ({"layer1.*": 0.5} if stages == 2 else {})
+    assert request.max_prune_for == ({"stride<=1": 0.5} if stages == 2 else {})  # format()'s braces, above
+    assert request.confirm == (3 if stages == 2 else 1)
     if stages == 1:
         assert request.between_stages is None
     else:
