@@ -221,7 +221,8 @@ def compress_row(args, base: dict, method: str, budget: float, seed: int, work: 
     narrowed = {g["id"]: [g["after"], g["before"]] for g in summary["groups"] if g["after"] != g["before"]}
     return load_pruned_module(out), {"ratio": lat["measured"], "met": lat.get("met"), "predicted": lat.get("predicted"),
                                      "removed_blocks": len(summary["removed"]), "narrowed": narrowed,
-                                     "removed": [b["id"] for b in summary["removed"]]}
+                                     "removed": [b["id"] for b in summary["removed"]], "confirmed": lat.get("confirmed"),
+                                     "ratio_when_chosen": lat.get("measured_when_chosen")}
 
 
 def run_one(args, model: str, method: str, budget: float, seed: int, work: Path) -> dict:
