@@ -6,10 +6,13 @@ with the unpruned one. Also prints the solver time. A budget is met under the ce
 (toolchain/refine.py): measured <= budget + one standard error; the summary counts those, and how
 many also land within 3% below it. --table full|reduced|prior chooses the tables prune --budget
 profiles (reduced: the anchors plus actively chosen entries; compare the counts of the two).
+--confirm N (prune --confirm) measures the kept plan N more times; the line then shows the ratio it was
+chosen on beside the fresh one, and the summary the mean gap between the two (the winner's curse) and how
+many kept plans gave way to the next after a fresh figure missed.
 
     python bench/budget.py [--models torchvision:resnet18,torchvision:resnet50,torchvision:mobilenet_v2]
                            [--budgets 0.8,0.6,0.4] [--modes filter,layer,joint] [--store lut.sqlite]
-                           [--table full|reduced|prior] [--log PATH|-]
+                           [--table full|reduced|prior] [--confirm N] [--log PATH|-]
 
 Without --store every table is measured in the run (a fresh temporary store); with --store, tables
 already there (e.g. from bench/lut_accuracy.py --store) are reused, and the log's first line says so.
@@ -48,6 +51,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--table", default="full", choices=["full", "reduced", "prior"],
                         help="the latency tables prune --budget profiles (its CLI default is reduced)")
+    parser.add_argument("--confirm", type=int, default=1, help="fresh measurements of each kept plan (prune --confirm)")
     parser.add_argument("--log", default=None, help="log file (default bench/results/budget_all_models.txt; - for none)")
     args = parser.parse_args()
     name = "budget_all_models" if args.models == DEFAULT_MODELS else "budget_" + "_".join(
@@ -80,16 +84,20 @@ def run(args) -> None:
             for budget in map(float, args.budgets.split(",")):
                 for mode in args.modes.split(","):
                     out = Path(tmp) / f"{path.stem}-{mode}-{budget}"
-                    request = BudgetRequest(budget=budget, mode=mode, criterion=args.criterion)
+                    request = BudgetRequest(budget=budget, mode=mode, criterion=args.criterion, confirm=args.confirm)
                     try:
                         lat = prune_to_budget(str(path), str(out), request, store, config)["latency"]
+                        gave_way = sum(r.get("confirmed", 0) > 0 and r["attempt"] != "chosen" and r["ratio"] > budget
+                                       + r["ratio_se"] for r in lat["history"])
                         row = (spec, mode, budget, lat["predicted"], lat["measured"], lat["measured"] / budget,
-                               lat["met"])
+                               lat["met"], lat["measured_when_chosen"], gave_way)
                         print(f"{spec} {mode:6s} budget {budget:.2f}: predicted {lat['predicted']:.3f} "
                               f"measured {lat['measured']:.3f} +- {lat['measured_se']:.3f}  measured/target "
-                              f"{lat['measured'] / budget:.3f}  {'met' if lat['met'] else 'MISSED'}")
+                              f"{lat['measured'] / budget:.3f}  {'met' if lat['met'] else 'MISSED'}"
+                              + (f"  (chosen on {lat['measured_when_chosen']:.3f}; {gave_way} plan(s) gave way)"
+                                 if lat["confirmed"] else ""))
                     except InputError as exc:
-                        row = (spec, mode, budget, None, None, None, False)
+                        row = (spec, mode, budget, None, None, None, False, None, 0)
                         print(f"{spec} {mode:6s} budget {budget:.2f}: refused: {exc}")
                     rows.append(row)
         hits = [r for r in rows if r[5] is not None]
@@ -98,6 +106,11 @@ def run(args) -> None:
         print(f"\n{met} of {len(hits)} pruned models met their budget under the ceiling rule (measured <= budget + "
               f"one standard error; {close} of them also within 3% below it), {args.table} tables "
               f"({len(rows) - len(hits)} refused as unreachable)")
+        if args.confirm and hits:
+            gaps = [r[7] - r[4] for r in hits]
+            print(f"kept plans measured afresh {args.confirm} time(s): the ratio each was chosen on was "
+                  f"{sum(gaps) / len(gaps):+.4f} from its fresh figure on average (min {min(gaps):+.4f}, max "
+                  f"{max(gaps):+.4f}); {sum(r[8] > 0 for r in hits)} of {len(hits)} runs had a kept plan give way")
 
 
 if __name__ == "__main__":
