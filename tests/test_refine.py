@@ -119,6 +119,33 @@ def test_the_kept_plan_is_measured_afresh_and_gives_way_when_it_misses(resnet20_
     assert len(calls) == 2 and lat["measured"] == 0.31 and lat["confirmed"] == 0
 
 
+def test_a_plan_that_would_end_the_loop_is_confirmed_first_and_a_miss_re_solves(resnet20_onnx, tmp_path, store,
+                                                                                 monkeypatch):
+    """The first plan measures just under 0.6 (met, within tolerance: the loop would stop); afresh it
+    misses, so the loop goes on with a tighter target, and the next plan holds up when measured again."""
+    script = {0: 0.59, 1: 0.63, 2: 0.585, 3: 0.588}
+    calls = scripted(monkeypatch, lambda i, m: (script[i], 0.005))
+    request = BudgetRequest(budget=0.6, criterion="l1", refine=3, fill=0, measure_runs=10)
+    lat = prune_to_budget(str(resnet20_onnx), str(tmp_path / "o"), request, store, CONFIG)["latency"]
+    assert len(calls) == 4
+    first, second = lat["history"][:2]
+    assert (first["first_ratio"], first["ratio"]) == (0.59, 0.63) and (second["first_ratio"], second["ratio"]) == (
+        0.585, 0.588)
+    assert second["target"] < first["target"]  # re-solved tighter on the fresh figure
+    assert lat["met"] and lat["measured"] == 0.588 and lat["measured_when_chosen"] == 0.585
+
+
+def test_fresh_figures_that_scatter_widen_the_standard_error(resnet20_onnx, tmp_path, store, monkeypatch):
+    """Three fresh figures 0.58 / 0.60 / 0.62, each claiming +- 0.001: their scatter (0.02 / sqrt 3) is
+    the error reported, so 0.60 meets a 0.6 budget on a figure that admits what it does not know."""
+    script = {0: 0.59, 1: 0.58, 2: 0.60, 3: 0.62}
+    scripted(monkeypatch, lambda i, m: (script[i], 0.001))
+    request = BudgetRequest(budget=0.6, criterion="l1", refine=0, fill=0, confirm=3, measure_runs=10)
+    lat = prune_to_budget(str(resnet20_onnx), str(tmp_path / "o"), request, store, CONFIG)["latency"]
+    assert lat["measured"] == pytest.approx(0.60) and lat["measured_se"] == pytest.approx(0.02 / 3 ** 0.5)
+    assert lat["confirmed"] == 3 and lat["measured_when_chosen"] == 0.59 and lat["met"]
+
+
 def test_two_stages_measured_for_real(resnet20_onnx, tmp_path, store):
     """No scripting: two stages, real measurements; the figures are the final stage's chosen row."""
     request = BudgetRequest(budget=0.6, criterion="l1", stages=2, refine=1, measure_runs=20)

@@ -8,8 +8,9 @@ plan kept would still be more than `tolerance` under B and a wider plan missed i
 between the two are measured (toolchain/solve/between.py). Among the plans that meet the budget the
 least pruned (most parameters kept) is kept, once `confirm` fresh measurements say it meets the budget
 too: it was kept for measuring well among several, so its own figure is biased low (a single measurement
-spreads ~1.7x the standard error it reports); a plan whose fresh figure misses gives way to the next
-one. Multi-stage schedules (SP-LAMP section 3.3) prune in k
+spreads ~1.7x the standard error it reports). A plan that would end the loop is confirmed before it does,
+and a fresh figure that misses re-solves tighter; at the end a kept plan whose fresh figure misses gives
+way to the next one. Multi-stage schedules (SP-LAMP section 3.3) prune in k
 steps of equal latency reduction, re-profiling and re-scoring the current model each time, with a hook
 between stages (`finetune_between_stages`).
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import statistics
 import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -282,7 +284,10 @@ class _Trials:
                  for _ in range(self.request.confirm)]
         first, n = attempt.measured, len(fresh)
         pooled = {key: sum(m[key] for m in fresh) / n for key in ("ratio", "reference_ms", "pruned_ms")}
-        pooled |= {"ratio_se": math.sqrt(sum(m["ratio_se"] ** 2 for m in fresh)) / n,
+        # Each measurement's own error misses the session-to-session spread (~1.7x it here): with several
+        # fresh figures their scatter counts too.
+        spread = statistics.stdev(m["ratio"] for m in fresh) / math.sqrt(n) if n > 1 else 0.0
+        pooled |= {"ratio_se": max(math.sqrt(sum(m["ratio_se"] ** 2 for m in fresh)) / n, spread),
                    "host_busy": max(m["host_busy"] for m in fresh)}
         attempt.measured = pooled
         attempt.row.update(pooled, first_ratio=first["ratio"], first_ratio_se=first["ratio_se"], confirmed=n)
@@ -293,17 +298,19 @@ class _Trials:
                          + busy_note(pooled["host_busy"]))
 
 
+def _would_stop(measured: dict, budget: float, request: BudgetRequest) -> bool:
+    """Met, and within `tolerance` of the budget: no re-solve can do better."""
+    return meets_budget(measured, budget) and measured["ratio"] >= budget * (1.0 - request.tolerance)
+
+
 def _confirmed_choice(trials: _Trials) -> Attempt:
     """The least-pruned attempt that still meets the budget once measured afresh (the fastest when none
     meets). Each attempt is confirmed at most once, so this ends."""
-    confirmed: list[Attempt] = []
     while True:
         best = choose_attempt(trials.attempts, trials.budget)
-        if trials.request.confirm < 1 or any(best is a for a in confirmed) or not meets_budget(best.measured,
-                                                                                                trials.budget):
+        if trials.request.confirm < 1 or "confirmed" in best.row or not meets_budget(best.measured, trials.budget):
             return best
         trials.confirm(best)
-        confirmed.append(best)
 
 
 def _run_stage(onnx_path, stage, stage_budget, stage_dir: Path, state: _Stage, request, store, config, progress):
@@ -333,10 +340,12 @@ def _run_stage(onnx_path, stage, stage_budget, stage_dir: Path, state: _Stage, r
         decision, floor_refusal, target = _solve_near_floor(
             request, target, attempt, lambda t: _solve(request, t, analysis, table, blocks, group, layer, width_floor))
         below_floor = below_floor or floor_refusal
-        measured = trials.measure(decision, target, f"target {target:.3f} of the stage input").measured
+        trial = trials.measure(decision, target, f"target {target:.3f} of the stage input")
+        if _would_stop(trial.measured, stage_budget, request) and request.confirm:
+            trials.confirm(trial)  # a plan that would end the loop is measured afresh first: a lucky figure re-solves
+        measured = trial.measured
         tried.append((target, measured["ratio"]))
-        close = measured["ratio"] >= stage_budget * (1.0 - request.tolerance)
-        if (meets_budget(measured, stage_budget) and close) or attempt == request.refine:
+        if _would_stop(measured, stage_budget, request) or attempt == request.refine:
             break
         target = next_target(tried, stage_budget, target, floor=decision.smallest)
         if target is None:
