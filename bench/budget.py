@@ -29,7 +29,7 @@ warnings.filterwarnings("ignore")
 from graphs.deps import analyze  # noqa: E402
 from graphs.errors import InputError  # noqa: E402
 from graphs.onnx_io import load_model  # noqa: E402
-from toolchain.refine import BudgetRequest, prune_to_budget  # noqa: E402
+from toolchain.refine import BudgetRequest, meets_budget, prune_to_budget  # noqa: E402
 from toolchain.criteria import filter_scores  # noqa: E402
 from toolchain.export import export_spec  # noqa: E402
 from toolchain.latency.config import ProfileConfig, resolve_round_to  # noqa: E402
@@ -87,8 +87,8 @@ def run(args) -> None:
                     request = BudgetRequest(budget=budget, mode=mode, criterion=args.criterion, confirm=args.confirm)
                     try:
                         lat = prune_to_budget(str(path), str(out), request, store, config)["latency"]
-                        gave_way = sum(r.get("confirmed", 0) > 0 and r["attempt"] != "chosen" and r["ratio"] > budget
-                                       + r["ratio_se"] for r in lat["history"])
+                        gave_way = sum(r.get("confirmed", 0) > 0 and r["attempt"] != "chosen"
+                                       and not meets_budget(r, budget) for r in lat["history"])
                         row = (spec, mode, budget, lat["predicted"], lat["measured"], lat["measured"] / budget,
                                lat["met"], lat["measured_when_chosen"], gave_way)
                         print(f"{spec} {mode:6s} budget {budget:.2f}: predicted {lat['predicted']:.3f} "

@@ -7,14 +7,14 @@ CNN, where a name pattern (`blocks.1.*`) fits one architecture.
 """
 from __future__ import annotations
 
+import operator
 import re
 
 from graphs.onnx_io import model_input_shape
 from graphs.shapes import measured_shapes
 
 SELECTOR = re.compile(r"^stride\s*(<=|>=|==|<|>)\s*(\d+)$")
-_COMPARE = {"<=": lambda a, b: a <= b, ">=": lambda a, b: a >= b, "==": lambda a, b: a == b,
-            "<": lambda a, b: a < b, ">": lambda a, b: a > b}
+_COMPARE = {"<=": operator.le, ">=": operator.ge, "==": operator.eq, "<": operator.lt, ">": operator.gt}
 
 
 def group_strides(analysis) -> dict[str, int]:

@@ -207,7 +207,8 @@ def _run_stages(onnx_path, out_dir, request, store, config, progress, workspace:
     # The reported figures are the final stage's chosen plan's (the model written to out_dir).
     row = best.row
     latency = {"budget": request.budget, "measured": best.measured["ratio"], "measured_se": best.measured["ratio_se"],
-               "confirmed": row.get("confirmed", 0), "measured_when_chosen": row.get("first_ratio", best.measured["ratio"]),
+               "confirmed": row.get("confirmed", 0),
+               "measured_when_chosen": row.get("first_ratio", best.measured["ratio"]),
                "predicted": row["predicted"], "predicted_additive": row["predicted_additive"],
                "reference_ms": row["reference_ms"], "pruned_ms": row["pruned_ms"],
                "met": meets_budget(best.measured, request.budget), "stages": request.stages,
@@ -294,7 +295,7 @@ class _Trials:
         met = meets_budget(pooled, self.budget)
         self.request.log(f"  confirmed: {pooled['ratio']:.3f} +- {pooled['ratio_se']:.3f} over {n} fresh "
                          f"measurement{'s' if n > 1 else ''} (chosen on {first['ratio']:.3f})"
-                         + ("" if met else ": misses the budget, the next plan is confirmed")
+                         + ("" if met else ": misses the budget")
                          + busy_note(pooled["host_busy"]))
 
 
@@ -367,8 +368,7 @@ def _fill_between(trials: _Trials, table, scores, blocks) -> None:
     measure plans between the two (toolchain/solve/between.py), bisecting the path `fill` times."""
     request, budget, attempts = trials.request, trials.budget, trials.attempts
     low = choose_attempt(attempts, budget)
-    if not request.fill or not meets_budget(low.measured, budget) or \
-            low.measured["ratio"] >= budget * (1.0 - request.tolerance):
+    if not request.fill or not meets_budget(low.measured, budget) or _would_stop(low.measured, budget, request):
         return
     missed = [a for a in attempts if not meets_budget(a.measured, budget) and a.params > low.params]
     if not missed:
@@ -390,7 +390,7 @@ def _fill_between(trials: _Trials, table, scores, blocks) -> None:
                                f"{high.measured['ratio']:.3f}, {k} of {len(path.changes)} changes toward the second")
         if not meets_budget(trial.measured, budget):
             hi = k
-        elif trial.measured["ratio"] >= budget * (1.0 - request.tolerance):
+        elif _would_stop(trial.measured, budget, request):
             break
         else:
             lo = k
