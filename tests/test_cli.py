@@ -160,3 +160,14 @@ def test_impossible_budget_names_the_smallest_reachable(resnet20_onnx, tmp_path)
     with sqlite3.connect(store) as db:  # prune reused the table: not one entry timed again
         assert db.execute("SELECT COUNT(*), MAX(created_at) FROM measurements").fetchone() == measured
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("command", ["prune", "finetune", "train", "build"])
+def test_data_options_list_every_data_form_the_parser_accepts(command):
+    """--data / --calib help comes from the parser's own list, so a new source (fashion-mnist) shows everywhere."""
+    from toolchain.data_sources import SPEC_FORMS
+
+    result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "2000", "TERMINAL_WIDTH": "2000"})
+    assert result.exit_code == 0, result.output
+    missing = [form for form in SPEC_FORMS if form not in result.output]
+    assert not missing, f"{command} --help does not list {missing}"

@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from graphs.errors import InputError
-from toolchain.cli_app import RECHECK_HELP, Normalize, OnnxFile, PrunedDir, TableProgress, app, command, err, out, parse_shape, print_json
+from toolchain.cli_app import DATA_FORMS, RECHECK_HELP, Normalize, OnnxFile, PrunedDir, TableProgress, app, command, err, out, parse_shape, print_json
 
 
 @command
@@ -91,7 +91,7 @@ def prune(
     stages: int = typer.Option(1, help="prune in K stages of equal latency reduction (SP-LAMP 3.3)"),
     max_prune_ratio: float = typer.Option(1.0, "--max-prune-ratio", help="with --budget, filter and joint modes: no channel group loses more than this fraction of its width (Torch-Pruning's max_pruning_ratio; 0.75 keeps at least a quarter of every layer). Default 1.0: down to one channel block; whole blocks may still be removed"),
     max_prune_ratio_for: list[str] = typer.Option([], "--max-prune-ratio-for", help="PATTERN=R, repeatable: channel groups whose id matches the glob PATTERN (the ids `compress analyze` lists) lose at most R of their width instead of --max-prune-ratio; R=0 keeps them whole (Torch-Pruning's pruning_ratio_dict). PATTERN may instead select by output stride (input side / the group's feature-map side, the stride column of `compress analyze`): 'stride<=4=0.5' keeps half of every group at 1/2 and 1/4 of the input's resolution, in any CNN (also <, >=, >, ==). Where patterns overlap the smallest R holds. Example: --max-prune-ratio-for 'conv_stem=0' --max-prune-ratio-for 'blocks.1.*=0.5'"),
-    data: Optional[str] = typer.Option(None, help="data for data-dependent criteria: mnist5k, digits, imagefolder:PATH, cifar10:PATH, npz:PATH"),
+    data: Optional[str] = typer.Option(None, help=f"data for data-dependent criteria: {DATA_FORMS}"),
     batches: int = typer.Option(8, help="batches of --data the criterion may use"),
     normalize: Normalize = "auto",
     backend: str = typer.Option("ort", help="with --budget: the backend whose latency the budget is about (ort, tensorrt, torch)"),

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from graphs.errors import InputError
+from toolchain.data_sources import SPEC_FORMS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
                   help="Latency-budgeted width and depth pruning of CNNs: PyTorch -> ONNX -> pruned model + torch weights.")
@@ -30,6 +31,8 @@ Normalize = Annotated[str, typer.Option(
 RECHECK_HELP = ("re-time the stored anchors of a table measured more than H hours ago before it is used: the host's "
                 "timing drifts, and the anchors set the whole table's level (4 entries, not the grid); warns when "
                 "one moved > 5%. 0: always; inf: never")
+# Every --data / --calib help lists the DATA forms from the one tuple the parser accepts.
+DATA_FORMS = ", ".join(SPEC_FORMS)
 DEBUG = {"on": os.environ.get("COMPRESS_DEBUG") == "1"}
 
 

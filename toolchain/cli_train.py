@@ -8,14 +8,13 @@ from typing import Optional
 import typer
 
 from graphs.errors import InputError
-from toolchain.cli_app import EpochProgress, Normalize, PrunedDir, TableProgress, command, err, out, parse_shape, print_json, train_config
+from toolchain.cli_app import DATA_FORMS, EpochProgress, Normalize, PrunedDir, TableProgress, command, err, out, parse_shape, print_json, train_config
 
 
 @command
 def finetune(
     directory: PrunedDir,
-    data: str = typer.Option(..., help="mnist5k, digits, fashion-mnist, imagefolder:PATH, cifar10:PATH, cifar100:PATH, "
-                                       "npz:PATH; with --distill-only, imagefolder:PATH may hold the images directly"),
+    data: str = typer.Option(..., help=f"{DATA_FORMS}; with --distill-only, imagefolder:PATH may hold the images directly"),
     epochs: int = typer.Option(5, help="epochs (the papers fine-tune for 30 at lr 1e-3)"),
     lr: float = typer.Option(1e-3, help="SGD learning rate, decayed x0.1 at 1/2 and 3/4 of the run"),
     batch_size: int = typer.Option(64, "--batch-size"),
@@ -73,7 +72,7 @@ def finetune(
 @command
 def train(
     spec: str = typer.Argument(..., help="model spec, e.g. builtin:resnet20"),
-    data: str = typer.Option(..., help="training data (see finetune)"),
+    data: str = typer.Option(..., help=f"training data: {DATA_FORMS}"),
     output: Path = typer.Option(..., "-o", "--output", help="weights file to write (.safetensors)"),
     epochs: int = typer.Option(10),
     lr: float = typer.Option(0.05, help="from scratch: SGD lr, decayed x0.1 at 1/2 and 3/4 of the run"),
@@ -141,7 +140,7 @@ def build_command(
     backend: str = typer.Option("ort", help="ort (optimised ONNX for onnxruntime) or tensorrt (serialized engine, built here through Polygraphy)"),
     provider: Optional[str] = typer.Option(None, help="where the artifact is checked and timed: ort cpu (default) | cuda | tensorrt (need pip install -e '.\\[gpu]')"),
     precision: str = typer.Option("fp32", help="fp32 | fp16 | int8 (int8 needs --calib)"),
-    calib: Optional[str] = typer.Option(None, help="calibration data: mnist5k, digits, imagefolder:PATH, npz:PATH, ..."),
+    calib: Optional[str] = typer.Option(None, help=f"calibration data: {DATA_FORMS}, or a .npy/.npz file or image folder"),
     calib_method: str = typer.Option("minmax", "--calib-method", help="minmax | entropy | percentile"),
     batch: str = typer.Option("1:1:1", help="dynamic batch profile MIN:OPT:MAX (TensorRT)"),
     val: Optional[str] = typer.Option(None, help="validation data for the accuracy check (default: --calib's val split)"),

@@ -19,7 +19,7 @@ from graphs.errors import InputError
 
 __all__ = ["FASHION_MNIST_DIR", "SPEC_FORMS", "Source", "load_cifar", "parse_data_spec", "source"]
 
-SPEC_FORMS = ("mnist5k", "digits", "imagefolder:PATH", "cifar10:PATH", "cifar100:PATH", "npz:PATH", "fashion-mnist")
+SPEC_FORMS = ("fashion-mnist", "mnist5k", "digits", "imagefolder:PATH", "cifar10:PATH", "cifar100:PATH", "npz:PATH")
 
 @dataclass
 class Source:
