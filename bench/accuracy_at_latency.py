@@ -17,7 +17,8 @@ interleaved against the unpruned model):
   budget): the reference with the same training as the pruned rows;
 - Torch-Pruning 1.6 (MetaPruner, GroupMagnitudeImportance(p=1): L1 group magnitude, one ratio for every
   layer, round_to 8, classifier kept): the ratio is bisected until the pruned model's *measured* latency
-  meets the same budget (least pruning that does); `torch-pruning-16` is the same with round_to 16, the
+  meets the same budget (least pruning that does), and that plan is measured afresh before it is kept, as
+  compress's kept plans are (`bench/tp_uniform.py`; rows before it report the bisection's figure); `torch-pruning-16` is the same with round_to 16, the
   channel block compress uses on this CPU, to tell Torch-Pruning's criterion from its channel grid;
 - every pruned model gets the same fine-tuning (--epochs, lr 0.01, same data: the baseline's images, or the
   first --finetune-subset of the same seeded shuffle, which starts with them; with --distill every row,
@@ -37,7 +38,6 @@ Reduced run (run it from a copy of the tree: a file changed mid-run breaks its l
 from __future__ import annotations
 
 import argparse
-import copy
 import datetime
 import json
 import statistics
@@ -51,6 +51,7 @@ from pathlib import Path
 warnings.filterwarnings("ignore")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tp_uniform beside it
 
 import torch  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
@@ -58,12 +59,13 @@ from torch.utils.data import DataLoader, Subset  # noqa: E402
 
 from graphs.errors import InputError  # noqa: E402
 from toolchain.data import load_dataset  # noqa: E402
-from toolchain.export import export_onnx, export_spec  # noqa: E402
+from toolchain.export import export_spec  # noqa: E402
 from toolchain.latency.config import ProfileConfig  # noqa: E402
 from toolchain.pruned_dir import load_pruned_module  # noqa: E402
-from toolchain.refine import BudgetRequest, measure_against, meets_budget, prune_to_budget  # noqa: E402
+from toolchain.refine import BudgetRequest, prune_to_budget  # noqa: E402
 from toolchain.train import TrainConfig, evaluate, train  # noqa: E402
 from toolchain.zoo import build_model  # noqa: E402
+from tp_uniform import torch_pruning_row  # noqa: E402
 
 DATA = "fashion-mnist"
 # Torch-Pruning rows -> their round_to: 8 as issue 12 asks; 16, onnxruntime's channel block here.
@@ -139,58 +141,6 @@ def baseline(args, model: str, seed: int, work: Path) -> dict:
 
 def test_loader(args, shape) -> DataLoader:
     return loader(shape, "test", 0, args.test_subset, 256, False)
-
-
-def tp_prune(module: torch.nn.Module, shape, ratio: float, round_to: int) -> torch.nn.Module:
-    import torch_pruning as tp
-
-    m = copy.deepcopy(module).eval()
-    if ratio > 0:
-        ignored = [mod for mod in m.modules() if isinstance(mod, torch.nn.Linear)]
-        tp.pruner.MetaPruner(m, torch.randn(*shape), importance=tp.importance.GroupMagnitudeImportance(p=1),
-                             pruning_ratio=ratio, ignored_layers=ignored, round_to=round_to, global_pruning=False).step()
-    return m
-
-
-def torch_pruning_row(args, base: dict, budget: float, work: Path, round_to: int) -> tuple[torch.nn.Module, dict]:
-    """Bisect Torch-Pruning's uniform ratio on the measured latency; the least pruning that meets it.
-
-    Past some ratio Torch-Pruning stops pruning the groups whose rounded width would reach zero and leaves
-    them whole (ResNet-20, round_to 8: 31,946 parameters at ratio 0.75, 71,770 at 0.8, all 272,474 from
-    0.89). Such a ratio is not "too slow, prune more" but past the cliff: it is not timed, and the search
-    continues below it. So the fastest plan found is Torch-Pruning's real floor, not an unpruned model.
-    """
-    from toolchain.torch_source import torch_module_for
-    from graphs.onnx_io import load_model
-
-    module, _ = torch_module_for(load_model(base["onnx"]))
-    lo, hi, tries, best = 0.0, 0.95, [], None
-    for step in range(args.bisect_steps):
-        ratio = (lo + hi) / 2
-        pruned = tp_prune(module, base["shape"], ratio, round_to)
-        params = sum(p.numel() for p in pruned.parameters())
-        if any(t["ratio"] < ratio and t["params"] < params for t in tries):
-            tries.append({"ratio": ratio, "params": params, "past_cliff": True})
-            print(f"    torch-pruning ratio {ratio:.3f}: {params} parameters, more than a smaller ratio kept: "
-                  f"past the cliff, not timed", flush=True)
-            hi = ratio
-            continue
-        cand = work / f"tp-{step}.onnx"
-        export_onnx(pruned, base["shape"], cand)
-        measured = measure_against(base["onnx"], str(cand), args.profile, args.measure_runs)
-        tries.append({"ratio": ratio, "params": params, "measured": measured["ratio"]})
-        print(f"    torch-pruning ratio {ratio:.3f}: measured {measured['ratio']:.3f}", flush=True)
-        if meets_budget(measured, budget):
-            hi = ratio
-            if best is None or ratio < best[1]["uniform_ratio"]:
-                best = (pruned, {"uniform_ratio": ratio, **measured})
-        else:
-            lo = ratio
-    if best is None:  # never met: the fastest one measured (timings are noisy, not always monotone)
-        fastest = min((t for t in tries if "measured" in t), key=lambda t: t["measured"])
-        best = (tp_prune(module, base["shape"], fastest["ratio"], round_to),
-                {"uniform_ratio": fastest["ratio"], "ratio": fastest["measured"], "met": False})
-    return best[0], {"met": True, **best[1], "tries": tries}
 
 
 def unpruned_row(base: dict) -> tuple[torch.nn.Module, dict]:

@@ -88,6 +88,17 @@ def measure_against(reference_onnx: str, candidate_dir: str, config: ProfileConf
             "pruned_ms": result.candidate.median, "host_busy": busy}
 
 
+def measure_afresh(reference_onnx: str, candidate: str, config: ProfileConfig, runs: int, times: int) -> dict:
+    """`times` fresh measurements of a candidate already measured once, pooled into one figure. Each
+    measurement's own error misses the session-to-session spread (~1.7x it here): with several fresh
+    figures their scatter counts too."""
+    fresh = [measure_against(reference_onnx, candidate, config, runs) for _ in range(times)]
+    pooled = {key: sum(m[key] for m in fresh) / times for key in ("ratio", "reference_ms", "pruned_ms")}
+    spread = statistics.stdev(m["ratio"] for m in fresh) / math.sqrt(times) if times > 1 else 0.0
+    return pooled | {"ratio_se": max(math.sqrt(sum(m["ratio_se"] ** 2 for m in fresh)) / times, spread),
+                     "host_busy": max(m["host_busy"] for m in fresh)}
+
+
 def meets_budget(measured: dict, budget: float) -> bool:
     """A budget is a ceiling: met when the measured ratio is within one standard error above it."""
     return bool(measured["ratio"] <= budget + measured.get("ratio_se", 0.0))
@@ -281,15 +292,8 @@ class _Trials:
         """Measure `attempt`'s plan `request.confirm` more times; the fresh figures replace the one it was
         chosen on (kept in its row as `first_ratio`)."""
         self.write(attempt.decision)
-        fresh = [measure_against(self.onnx_path, str(self.stage_dir), self.config, self.request.measure_runs)
-                 for _ in range(self.request.confirm)]
-        first, n = attempt.measured, len(fresh)
-        pooled = {key: sum(m[key] for m in fresh) / n for key in ("ratio", "reference_ms", "pruned_ms")}
-        # Each measurement's own error misses the session-to-session spread (~1.7x it here): with several
-        # fresh figures their scatter counts too.
-        spread = statistics.stdev(m["ratio"] for m in fresh) / math.sqrt(n) if n > 1 else 0.0
-        pooled |= {"ratio_se": max(math.sqrt(sum(m["ratio_se"] ** 2 for m in fresh)) / n, spread),
-                   "host_busy": max(m["host_busy"] for m in fresh)}
+        first, n = attempt.measured, self.request.confirm
+        pooled = measure_afresh(self.onnx_path, str(self.stage_dir), self.config, self.request.measure_runs, n)
         attempt.measured = pooled
         attempt.row.update(pooled, first_ratio=first["ratio"], first_ratio_se=first["ratio_se"], confirmed=n)
         met = meets_budget(pooled, self.budget)
