@@ -7,12 +7,17 @@
 # (pip install -e ".[gpu]") are used when present, and their checks SKIP with the reason when absent.
 # Without a GPU every check SKIPs and the script exits 0, so it runs anywhere.
 # Exit code: 0 when nothing FAILed, 1 otherwise. Output of each check: $WORK/<check>.log and .err
+# PYTHON=/path/to/python3 picks the interpreter (default: python); a symlink to a venv's python leaves the
+# venv behind, so point PYTHON at the venv's own binary. Every step runs under a timeout, the GPU probe too:
+# on a lent H200 an un-timed probe (import torch, onnx, onnxruntime, then the first CUDA call) once hung a
+# whole 10-minute run without a line of output.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 WORK=${WORK:-$(mktemp -d "${TMPDIR:-/tmp}/gpu_check.XXXXXX")}
 mkdir -p "$WORK"
-COMPRESS=(python -m toolchain.cli)
+PYTHON=${PYTHON:-python}
+COMPRESS=("$PYTHON" -m toolchain.cli)
 FAILED=0
 
 say() { printf '%-28s %s\n' "$1" "$2"; }
@@ -25,7 +30,7 @@ run() {
   if timeout "$limit" "$@" >"$WORK/$name.log" 2>"$WORK/$name.err"; then return 0; fi
   return 1
 }
-has() { python - "$1" <<'PY' >/dev/null 2>&1
+has() { timeout 120 "$PYTHON" - "$1" <<'PY' >/dev/null 2>&1
 import sys
 what = sys.argv[1]
 if what == "cuda":
@@ -37,8 +42,17 @@ if what == "ort-gpu":
 PY
 }
 
-echo "compress GPU check (work dir $WORK)"
-GPU=$(python -c "import torch; print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')" 2>/dev/null)
+echo "compress GPU check (work dir $WORK, $("$PYTHON" --version 2>&1))"
+# the probe in two timed steps, so a hang names its step: importing torch, then initialising CUDA
+if ! timeout 180 "$PYTHON" -c "import torch" >"$WORK/probe.log" 2>"$WORK/probe.err"; then
+  fail probe "import torch failed or took over 180 s with $PYTHON"
+  exit 1
+fi
+GPU=$(timeout 180 "$PYTHON" -c "import torch; print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')" 2>>"$WORK/probe.err")
+if [[ $? -eq 124 ]]; then
+  fail probe "torch's first CUDA call (torch.cuda.is_available / get_device_name) hung for 180 s"
+  exit 1
+fi
 if [[ -z "$GPU" ]]; then
   for c in torch-cuda-table pytest-gpu ort-cuda-table tensorrt-build-fp32 tensorrt-build-fp16 tensorrt-build-int8 tensorrt-fp16-table; do
     skip "$c" "no CUDA GPU visible to torch"
@@ -57,14 +71,14 @@ fi
 # 1. the torch backend on CUDA: a latency table of the Plan-applied module, timed with CUDA events
 if run torch-cuda-table 240 "${COMPRESS[@]}" profile "$WORK/r20.onnx" --backend torch --provider cuda \
     --runs 10 --points 2 --store "$WORK/torch.sqlite" --json && \
-    python -c "import json,sys; t=json.load(open('$WORK/torch-cuda-table.log')); sys.exit(0 if t['groups'] and t['blocks'] and t['base_ms'] > 0 else 1)" 2>/dev/null; then
-  pass torch-cuda-table "$(python -c "import json; t=json.load(open('$WORK/torch-cuda-table.log')); print(f\"{len(t['groups'])} groups, {len(t['blocks'])} blocks, unpruned {t['base_ms']:.3f} ms\")")"
+    "$PYTHON" -c "import json,sys; t=json.load(open('$WORK/torch-cuda-table.log')); sys.exit(0 if t['groups'] and t['blocks'] and t['base_ms'] > 0 else 1)" 2>/dev/null; then
+  pass torch-cuda-table "$("$PYTHON" -c "import json; t=json.load(open('$WORK/torch-cuda-table.log')); print(f\"{len(t['groups'])} groups, {len(t['blocks'])} blocks, unpruned {t['base_ms']:.3f} ms\")")"
 else
   fail torch-cuda-table "compress profile --backend torch --provider cuda"
 fi
 
 # 2. the gpu-marked tests (their TensorRT / onnxruntime-gpu parts skip themselves when absent)
-if run pytest-gpu 300 python -m pytest -q -m gpu -p no:cacheprovider tests/; then
+if run pytest-gpu 300 "$PYTHON" -m pytest -q -m gpu -p no:cacheprovider tests/; then
   pass pytest-gpu "$(tail -n 1 "$WORK/pytest-gpu.log")"
 else
   fail pytest-gpu "$(tail -n 1 "$WORK/pytest-gpu.log")"
@@ -88,7 +102,7 @@ if has tensorrt; then
     extra=(); [[ $p == int8 ]] && extra=(--calib mnist5k)
     if run "tensorrt-build-$p" 240 "${COMPRESS[@]}" build "$WORK/pruned" --backend tensorrt --precision "$p" \
         "${extra[@]}" --val mnist5k --batch 1:4:8 -o "$WORK/r20.$p.engine" --json; then
-      pass "tensorrt-build-$p" "$(python -c "import json; m=json.load(open('$WORK/r20.$p.engine.manifest.json')); print(m['backend']['version'], m['backend']['mode'], 'cosine', round(m['accuracy']['cosine_mean'], 5), 'latency', round(m['latency']['median_ms'], 4), 'ms at batch', m['latency']['batch'])")"
+      pass "tensorrt-build-$p" "$("$PYTHON" -c "import json; m=json.load(open('$WORK/r20.$p.engine.manifest.json')); print(m['backend']['version'], m['backend']['mode'], 'cosine', round(m['accuracy']['cosine_mean'], 5), 'latency', round(m['latency']['median_ms'], 4), 'ms at batch', m['latency']['batch'])")"
     else
       fail "tensorrt-build-$p" "compress build --backend tensorrt --precision $p"
     fi
