@@ -13,6 +13,8 @@ interleaved against the unpruned model):
   loses more than three quarters of its width (`prune --max-prune-ratio 0.75`); `joint-floor-0.5` and
   `joint-floor-0.875` are the same with `--max-prune-ratio 0.5` and `0.875`; `joint-floor-early` is joint-floor
   whose groups at output stride 4 or less keep half their width (`--max-prune-ratio-for 'stride<=4=0.5'`);
+  `joint-at-tp` is joint pruned to the ratio Torch-Pruning's kept plan measured at the same budget and seed
+  (its row must come first): uniform widths can stop short of a budget, and this compares at their latency;
 - `unpruned-ft` is the baseline fine-tuned like every row, not pruned (once per seed, reported at every
   budget): the reference with the same training as the pruned rows;
 - Torch-Pruning 1.6 (MetaPruner, GroupMagnitudeImportance(p=1): L1 group magnitude, one ratio for every
@@ -96,6 +98,9 @@ METHODS = {  # name -> (mode, filter criterion, layer criterion); Torch-Pruning 
     "joint-floor-0.5": ("joint", "sp-lamp", None),
     "joint-floor-0.875": ("joint", "sp-lamp", None),
     "joint-floor-early": ("joint", "sp-lamp", None),
+    # joint at the latency Torch-Pruning's kept plan measured (its row at the same budget and seed): where
+    # uniform widths stop short of the budget, the only comparison at equal measured latency
+    "joint-at-tp": ("joint", "sp-lamp", None),
     # Not pruned, fine-tuned like every row: the pruned rows train for --epochs more than the baseline
     # did, so an under-trained baseline flatters them; this is the reference with the same training.
     "unpruned-ft": None,
@@ -157,6 +162,13 @@ def same_training_elsewhere(records: list[dict], model: str, seed: int, setting:
                  == (model, "unpruned-ft", seed, setting) and "error" not in r), None)
 
 
+def tp_latency(records: list[dict], model: str, budget: float, seed: int, setting: str) -> float | None:
+    """joint-at-tp's target: the ratio Torch-Pruning's kept plan measured for this model, budget and seed."""
+    row = next((r for r in records if (r["model"], r["method"], r["budget"], r["seed"], r["setting"])
+                == (model, "torch-pruning", budget, seed, setting) and "error" not in r), None)
+    return row and row["measured_ratio"]
+
+
 def compress_row(args, base: dict, method: str, budget: float, seed: int, work: Path) -> tuple[torch.nn.Module, dict]:
     mode, criterion, layer_criterion = METHODS[method]
     request = BudgetRequest(budget=budget, mode=mode, criterion=criterion, layer_criterion=layer_criterion,
@@ -175,7 +187,8 @@ def compress_row(args, base: dict, method: str, budget: float, seed: int, work: 
                                      "ratio_when_chosen": lat.get("measured_when_chosen")}
 
 
-def run_one(args, model: str, method: str, budget: float, seed: int, work: Path) -> dict:
+def run_one(args, model: str, method: str, budget: float, seed: int, work: Path, target: float) -> dict:
+    """One row; `target` is the latency ratio compress prunes to (the budget, or joint-at-tp's match)."""
     t0 = time.time()
     base = baseline(args, model, seed, work)
     with tempfile.TemporaryDirectory(dir=work) as tmp:
@@ -185,7 +198,7 @@ def run_one(args, model: str, method: str, budget: float, seed: int, work: Path)
             pruned, info = unpruned_row(base)
         else:
             try:
-                pruned, info = compress_row(args, base, method, budget, seed, Path(tmp))
+                pruned, info = compress_row(args, base, method, target, seed, Path(tmp))
             except InputError as exc:  # e.g. a budget below what this mode reaches: a result, recorded
                 return {"model": model, "method": method, "budget": budget, "seed": seed, "setting": args.setting,
                         "error": str(exc), "baseline_top1": base["top1"], "seconds": time.time() - t0}
@@ -197,7 +210,8 @@ def run_one(args, model: str, method: str, budget: float, seed: int, work: Path)
     after = evaluate(pruned.cpu(), tests, torch.device("cpu"))["top1"]
     return {"model": model, "method": method, "budget": budget, "seed": seed, "setting": args.setting,
             "measured_ratio": info.pop("ratio"), "params": sum(p.numel() for p in pruned.parameters()),
-            "top1_pruned": before, "top1": after, "baseline_top1": base["top1"], "seconds": time.time() - t0, **info}
+            "top1_pruned": before, "top1": after, "baseline_top1": base["top1"], "seconds": time.time() - t0, **info,
+            **({"target_ratio": target} if target != budget else {})}
 
 
 def summary(records: list[dict], args) -> str:
@@ -316,10 +330,16 @@ def main() -> None:
                 for method in args.methods:
                     if (model, method, budget, seed, args.setting) in done or args.report_only:
                         continue
-                    print(f"[{model} / {method} / budget {budget} / seed {seed}]", flush=True)
+                    target = tp_latency(records, model, budget, seed, args.setting) if method == "joint-at-tp" else budget
+                    if target is None:
+                        print(f"[{model} / {method} / budget {budget} / seed {seed}] skipped: no torch-pruning row "
+                              "to match (list torch-pruning before joint-at-tp)", flush=True)
+                        continue
+                    print(f"[{model} / {method} / budget {budget} / seed {seed}]" + (
+                        f" at Torch-Pruning's {target:.3f}" if target != budget else ""), flush=True)
                     same = same_training_elsewhere(records, model, seed, args.setting) if method == "unpruned-ft" else None
                     rec = ({**same, "budget": budget, "same_as_budget": same["budget"], "seconds": 0.0} if same
-                           else run_one(args, model, method, budget, seed, work))
+                           else run_one(args, model, method, budget, seed, work, target))
                     if "error" in rec:
                         print(f"    refused: {rec['error']}", flush=True)
                     else:

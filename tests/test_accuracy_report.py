@@ -85,3 +85,37 @@ def test_fine_tuning_on_more_images_keeps_a_setting_of_its_own(monkeypatch):
     assert more.setting != plain.setting and more.base_setting == plain.base_setting
     records = [{**_rec("unpruned-ft", 0, 79.0, 78.0), "setting": plain.setting}]
     assert bench.same_training_elsewhere(records, "builtin:resnet56", 0, more.setting) is None
+
+
+def test_joint_at_tp_prunes_to_the_latency_torch_pruning_measured(monkeypatch, tmp_path):
+    """joint-at-tp's target is the seed's Torch-Pruning row at the same budget (its measured ratio, not
+    the budget); a seed without one is skipped, nothing recorded, and its row stays under the budget's
+    column, paired against Torch-Pruning's."""
+    bench = _bench()
+    setting = "te3-ft2-n0-t0-sNone"
+    tp = {**_rec("torch-pruning", 0, 82.0, 80.0), "model": "builtin:resnet20", "budget": 0.5,
+          "measured_ratio": 0.537, "met": False, "setting": setting, "seconds": 1.0}
+    jsonl = tmp_path / "rows.jsonl"
+    jsonl.write_text(bench.json.dumps(tp) + "\n")
+    calls = []
+
+    def fake_run_one(args, model, method, budget, seed, work, target):
+        calls.append((method, budget, seed, target))
+        return {"model": model, "method": method, "budget": budget, "seed": seed, "setting": args.setting,
+                "measured_ratio": target - 0.01, "top1_pruned": 70.0, "top1": 83.5, "baseline_top1": 80.0,
+                "seconds": 1.0, "met": True, "target_ratio": target}
+
+    monkeypatch.setattr(bench, "run_one", fake_run_one)
+    monkeypatch.setattr("sys.argv", ["accuracy_at_latency.py", "--models", "builtin:resnet20", "--seeds", "0,1",
+                                     "--budgets", "0.5", "--methods", "joint-at-tp,torch-pruning", "--epochs", "2",
+                                     "--train-epochs", "3", "--work", str(tmp_path / "w"), "--jsonl", str(jsonl),
+                                     "--log", str(tmp_path / "log.md")])
+    bench.main()
+    # seed 1 has no Torch-Pruning row when joint-at-tp's turn comes: skipped; its own row runs after
+    assert calls == [("joint-at-tp", 0.5, 0, 0.537), ("torch-pruning", 0.5, 1, 0.5)]
+    rows = [bench.json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert [r["method"] for r in rows] == ["torch-pruning", "joint-at-tp", "torch-pruning"]
+    assert rows[1]["target_ratio"] == 0.537
+    text = (tmp_path / "log.md").read_text()
+    assert "| joint-at-tp minus | budget 0.5 |" in text
+    assert "| torch-pruning | 1.50 (n=1), ahead in 1 |" in text  # 83.5 - 82.0
