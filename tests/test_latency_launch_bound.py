@@ -84,6 +84,7 @@ def test_joint_reaches_what_layer_reaches_and_widths_promise_nothing(resnet50):
     with pytest.raises(Unreachable) as refused:  # uniform-0.50 measured 1.003: no width plan reaches 0.7
         solve_filter(analysis, table, {g.id: scores[g.id] for g in analysis.groups}, 0.7, round_to=8)
     assert refused.value.smallest > 0.9
+    assert "--mode joint or layer removes whole blocks" in str(refused.value)  # the refusal says what would work
 
 
 def test_a_table_of_anchors_alone_learns_the_per_op_cost(resnet50, store_path):

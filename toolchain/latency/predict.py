@@ -207,7 +207,7 @@ class Predictor:
             if all(b in blocks for b in anchor.removed):
                 rows.append(self._features(anchor.kept, {n for b in anchor.removed for n in blocks[b].nodes}))
                 savings.append(1.0 - anchor.ratio)
-        return np.array(rows).reshape(len(rows), -1), np.array(savings), singles
+        return np.array(rows).reshape(len(rows), len(self.layers.share) + 1), np.array(savings), singles
 
     def _fit(self, blocks: dict[str, Block], ridge: float) -> tuple[np.ndarray, float]:
         x_all, y_all, singles = self._entries(blocks)
