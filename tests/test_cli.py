@@ -162,6 +162,20 @@ def test_impossible_budget_names_the_smallest_reachable(resnet20_onnx, tmp_path)
     assert not (tmp_path / "o").exists()
 
 
+def test_budget_at_a_batch_size_times_everything_at_it(resnet20_onnx, tmp_path):
+    """--batch B: the budget is about batch B, so the table and the plans are timed at it (a GPU deployment
+    at batch 8 is another device than at batch 1), never at the default."""
+    store = tmp_path / "lut.sqlite"
+    result = invoke("prune", resnet20_onnx, "-o", tmp_path / "o", "--store", store, "--budget", "0.8", "--batch", "2",
+                    "--mode", "layer", "--criterion", "l1", "--runs", "3", "--json")
+    assert result.exit_code == 0, result.output
+    with sqlite3.connect(store) as db:
+        assert {r[0] for r in db.execute("SELECT DISTINCT batch FROM measurements")} == {2}
+    assert_bad_input(invoke("prune", resnet20_onnx, "-o", tmp_path / "p", "--store", store, "--budget", "0.8",
+                            "--batch", "0"), "--batch must be >= 1")
+    assert not (tmp_path / "p").exists()
+
+
 @pytest.mark.parametrize("command", ["prune", "finetune", "train", "build"])
 def test_data_options_list_every_data_form_the_parser_accepts(command):
     """--data / --calib help comes from the parser's own list, so a new source (fashion-mnist) shows everywhere."""

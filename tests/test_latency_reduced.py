@@ -148,7 +148,9 @@ def test_device_profile_is_written_read_back_and_lowers_the_count(resnet20_onnx,
     where.update(device=rows[0][0], runtime_version=rows[0][1])
     with Store(shared) as store:
         assert store.profile_rows(where) and not store.profile_rows(where, exclude_model=_sha(resnet20_onnx))
-    config = ProfileConfig(**QUICK, table="reduced", target_error=0.06)
+    # 0.03: since the anchors can earn the per-op term (predict._fit), resnet56 alone met 0.06 after its 4-7
+    # anchors and entries, leaving the prior nothing to save; at 0.03 it took 25 (the cap), helped 6.
+    config = ProfileConfig(**QUICK, table="reduced", target_error=0.03)
     alone = profile(str(resnet56), str(tmp_path / "alone.sqlite"), config)
     helped = profile(str(resnet56), str(shared), config)
     assert helped.prior and not alone.prior

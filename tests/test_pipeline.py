@@ -34,6 +34,8 @@ def write(tmp_path, text, **fmt):
     ("prune: {budget: 0.5, max_prune_ratio: 0}\n", "prune.max_prune_ratio: input should be greater than 0"),
     ("prune: {budget: 0.5, confirm: -1}\n", "prune.confirm: input should be greater than or equal to 0"),
     ("finetune: {epochs: many}\n", "finetune.epochs"),
+    ("profile: {precision: fp8}\n", "profile.precision"),
+    ("profile: {batch: 0}\n", "profile.batch: input should be greater than or equal to 1"),
     ("colour: blue\n", "colour: extra inputs are not permitted"),
 ])
 def test_recipe_errors_name_the_key(tmp_path, extra, fragment):
@@ -42,6 +44,20 @@ def test_recipe_errors_name_the_key(tmp_path, extra, fragment):
     path = write(tmp_path, "\n".join(lines) + "\n" + extra)
     with pytest.raises(InputError, match=fragment.replace("(", r"\(")):
         load_recipe(path)
+
+
+def test_recipe_profile_names_where_the_budget_is_measured(tmp_path):
+    """provider, precision and batch reach the latency config, so a recipe meets its budget on a GPU as
+    `compress prune --backend torch --provider cuda --precision fp16 --batch 8` does."""
+    from toolchain.pipeline import _profile_config
+
+    text = BASE.replace("profile: {{points: 1, runs: 3}}",
+                        "profile: {{backend: torch, provider: cuda, precision: fp16, batch: 8, points: 1, runs: 3}}")
+    config = _profile_config(load_recipe(write(tmp_path, text, out=tmp_path / "o")))
+    assert (config.backend, config.provider, config.precision, config.batch) == ("torch", "cuda", "fp16", 8)
+    assert config.protocol.endswith("-cuda")  # a table timed on the GPU is never mistaken for a CPU one
+    default = _profile_config(load_recipe(write(tmp_path, BASE, out=tmp_path / "o")))
+    assert (default.backend, default.provider, default.precision, default.batch) == ("ort", None, "fp32", 1)
 
 
 def test_cli_recipe_error_exit_2(tmp_path):

@@ -97,6 +97,7 @@ def prune(
     backend: str = typer.Option("ort", help="with --budget: the backend whose latency the budget is about (ort, tensorrt, torch)"),
     provider: Optional[str] = typer.Option(None, help="where the backend runs: ort cpu (default) | cuda | tensorrt (CUDA and TensorRT execution providers need pip install -e '.\\[gpu]'); torch cpu | cuda"),
     precision: str = typer.Option("fp32", help="with --budget: fp32 | fp16 | int8 engines/providers to time"),
+    batch: int = typer.Option(1, help="with --budget: the batch size the budget is about (the table and every plan are timed at it)"),
     store: Path = typer.Option(Path("latency.sqlite"), help="with --budget: the latency store (see `compress profile`)"),
     runs: int = typer.Option(20, help="with --budget: interleaved pairs per table entry"),
     confirm: int = typer.Option(1, "--confirm", help="with --budget: fresh measurements of the kept plan, which decide whether it meets the budget and are the figure reported (0: none). It was kept for measuring well among several plans, so its own figure is biased low; one whose fresh figure misses gives way to the next"),
@@ -121,7 +122,7 @@ def prune(
     _check_prune_request(plan, ratio, budget, round_to, max_prune_ratio, per_group)
     if budget is not None:
         table_mode = dict(table=table, max_measurements=max_measurements, target_error=target_error,
-                          recheck_after_s=recheck_seconds(recheck_after))
+                          recheck_after_s=recheck_seconds(recheck_after), batch=batch)
         summary = _prune_budget(model, output, budget, criterion, mode, solver, layer_criterion, stages, data,
                                 batches, backend, store, runs, round_to, provider, precision, table_mode, normalize,
                                 max_prune_ratio, per_group, confirm)

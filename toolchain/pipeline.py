@@ -128,7 +128,8 @@ def _profile_config(recipe: Recipe):
     from toolchain.latency.config import ProfileConfig
 
     p = recipe.profile
-    return ProfileConfig(backend=p.backend, round_to=p.round_to, points=p.points, runs=p.runs)
+    return ProfileConfig(backend=p.backend, provider=p.provider, precision=p.precision, batch=p.batch,
+                         round_to=p.round_to, points=p.points, runs=p.runs)
 
 
 def _profile(onnx_path: Path, store: Path, config, table_json: Path, progress) -> dict:

@@ -22,7 +22,10 @@ class TrainStage(Strict):
 
 
 class ProfileStage(Strict):
-    backend: str = "ort"
+    backend: str = "ort"  # where the budget is measured: ort, tensorrt, torch (as `compress prune --backend`)
+    provider: Optional[str] = None  # ort: cpu | cuda | tensorrt; torch: cpu | cuda (None: the backend's default)
+    precision: Literal["fp32", "fp16", "int8"] = "fp32"
+    batch: int = Field(1, ge=1)  # the batch size the budget is about
     round_to: Optional[int] = Field(None, ge=1)  # None: the backend's channel block
     points: int = Field(3, ge=1)
     runs: int = Field(20, ge=1)

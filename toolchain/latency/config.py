@@ -67,6 +67,9 @@ TABLE_MODES = ("full", "reduced", "prior")
 
 
 def check_table_mode(config: ProfileConfig) -> None:
+    """The table options and the batch size, checked before any work (a typo must not cost a table build)."""
+    if config.batch < 1:
+        raise InputError(f"--batch must be >= 1, got {config.batch}")
     if config.table not in TABLE_MODES:
         raise InputError(f"unknown table mode {config.table!r}: {', '.join(TABLE_MODES)}")
     if config.max_measurements is not None and config.max_measurements < 1:
