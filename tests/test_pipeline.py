@@ -60,6 +60,19 @@ def test_recipe_profile_names_where_the_budget_is_measured(tmp_path):
     assert (default.backend, default.provider, default.precision, default.batch) == ("ort", None, "fp32", 1)
 
 
+def test_a_backend_this_host_lacks_fails_before_training(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this host has a GPU: the recipe would run")
+    out = tmp_path / "o"
+    text = BASE.replace("profile: {{points: 1, runs: 3}}", "profile: {{backend: torch, provider: cuda}}")
+    text = text.replace("data: digits", "data: digits\ntrain: {{epochs: 50}}")
+    result = CliRunner().invoke(app, ["pipeline", str(write(tmp_path, text, out=out))])
+    assert result.exit_code == 2 and "torch sees no GPU" in result.stderr and "Traceback" not in result.output
+    assert not (out / "baseline.safetensors").exists()  # the 50 training epochs never started
+
+
 def test_cli_recipe_error_exit_2(tmp_path):
     result = CliRunner().invoke(app, ["pipeline", str(write(tmp_path, "model: [1, 2]\n"))])
     assert result.exit_code == 2 and "model" in result.stderr and "Traceback" not in result.output

@@ -40,6 +40,7 @@ class Stages:
 
 def run_pipeline(recipe: Recipe, log: Callable[[str], None] = print, progress=None) -> dict:
     from toolchain.data import dataset_info
+    from toolchain.latency.backends import get_backend
     from toolchain.zoo import default_input_shape
 
     out = Path(recipe.out)
@@ -49,6 +50,10 @@ def run_pipeline(recipe: Recipe, log: Callable[[str], None] = print, progress=No
     num_classes = dataset_info(recipe.data, seed=recipe.seed)["num_classes"] if recipe.train else None
     baseline = out / "baseline.safetensors"
     results: dict = {}
+    config = _profile_config(recipe)
+    # The backend the budget is about is opened now: one this host lacks (CUDA, TensorRT) fails in a second,
+    # not after the training stage.
+    get_backend(config.backend, **config.backend_options())
 
     if recipe.train:
         results["train"] = stages.run("train", recipe.train.model_dump() | {"model": recipe.model, "data": recipe.data,
@@ -60,7 +65,6 @@ def run_pipeline(recipe: Recipe, log: Callable[[str], None] = print, progress=No
                                               "normalize": recipe.normalize},
                                    [onnx_path], lambda: _export(recipe, shape, checkpoint, num_classes, onnx_path, out))
     store = out / "latency.sqlite"
-    config = _profile_config(recipe)
     results["profile"] = stages.run("profile", recipe.profile.model_dump(), [store, out / "table.json"],
                                     lambda: _profile(onnx_path, store, config, out / "table.json", progress))
     pruned = out / "pruned"
