@@ -171,6 +171,9 @@ def test_budget_at_a_batch_size_times_everything_at_it(resnet20_onnx, tmp_path):
     assert result.exit_code == 0, result.output
     with sqlite3.connect(store) as db:
         assert {r[0] for r in db.execute("SELECT DISTINCT batch FROM measurements")} == {2}
+    latency = json.loads((tmp_path / "o" / "summary.json").read_text())["latency"]  # the output says what it is about
+    assert {k: latency[k] for k in ("backend", "provider", "precision", "batch")} == {
+        "backend": "ort", "provider": None, "precision": "fp32", "batch": 2}
     assert_bad_input(invoke("prune", resnet20_onnx, "-o", tmp_path / "p", "--store", store, "--budget", "0.8",
                             "--batch", "0"), "--batch must be >= 1")
     assert not (tmp_path / "p").exists()

@@ -38,7 +38,7 @@ def _summary(measured=0.48, budget=0.5):
             "notes": ["fc input width unchanged"],
             "latency": {"budget": budget, "measured": measured, "predicted": 0.47, "predicted_additive": 0.42,
                         "reference_ms": 4.0, "pruned_ms": 4.0 * measured, "met": measured <= budget * 1.02,
-                        "backend": "ort", "history": history}}
+                        "backend": "ort", "provider": None, "precision": "fp32", "batch": 4, "history": history}}
 
 
 def _plan():
@@ -132,6 +132,7 @@ def test_full_report(full_dir):
     assert "40.55M -> 17.01M (ratio 0.419)" in md
     assert "layer2.2, layer3.1" in md
     assert "budget 0.500 (2.000 ms), predicted 0.470 (1.880 ms), measured 0.480" in md and "**met**" in md
+    assert "**Latency** on `ort, fp32, batch 4`: budget" in md  # what the budget is about
     assert "unpruned 98.02, after pruning 81.50, after fine-tuning 97.31" in md
     assert "sp-lamp" in md and "joint-knapsack" in md and "**mode** joint" in md
     # every figure is followed by its table

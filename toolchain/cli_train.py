@@ -122,9 +122,11 @@ def pipeline(
     if "export" in results:
         lines.append(f"  unpruned top-1 {results['export']['val']['top1']:.2f}")
     if "prune" in results:
+        from toolchain.report import latency_target  # matplotlib: only once a pipeline has run
         lat = results["prune"]["latency"]
         lines.append(f"  latency budget {lat['budget']:.2f}: predicted {lat['predicted']:.3f}, measured {lat['measured']:.3f} "
-                     f"of the unpruned model ({lat['pruned_ms']:.2f} ms vs {lat['reference_ms']:.2f} ms)")
+                     f"of the unpruned model ({lat['pruned_ms']:.2f} ms vs {lat['reference_ms']:.2f} ms; "
+                     f"{latency_target(lat)})")
     if "finetune" in results:
         f = results["finetune"]
         lines.append(f"  pruned top-1 {f['before']['top1']:.2f} -> {f['after']['top1']:.2f} after fine-tuning")

@@ -8,12 +8,10 @@ plan kept would still be more than `tolerance` under B and a wider plan missed i
 between the two are measured (toolchain/solve/between.py). Among the plans that meet the budget the
 least pruned (most parameters kept) is kept, once `confirm` fresh measurements say it meets the budget
 too: it was kept for measuring well among several, so its own figure is biased low (a single measurement
-spreads ~1.7x the standard error it reports). A plan that would end the loop is confirmed before it does,
-and a fresh figure that misses re-solves tighter; at the end a kept plan whose fresh figure misses gives
-way to the next one. Multi-stage schedules (SP-LAMP section 3.3) prune in k
-steps of equal latency reduction, re-profiling and re-scoring the current model each time, with a hook
-between stages (`finetune_between_stages`).
-"""
+spreads ~1.7x the standard error it reports). A plan that would end the loop is confirmed before it does, and
+a fresh figure that misses re-solves tighter; at the end a kept plan whose fresh figure misses gives way to the
+next. Multi-stage schedules (SP-LAMP 3.3) prune in k steps of equal latency reduction, re-profiling and
+re-scoring the current model each time, with a hook between stages (`finetune_between_stages`)."""
 from __future__ import annotations
 
 import math
@@ -222,8 +220,10 @@ def _run_stages(onnx_path, out_dir, request, store, config, progress, workspace:
                "measured_when_chosen": row.get("first_ratio", best.measured["ratio"]),
                "predicted": row["predicted"], "predicted_additive": row["predicted_additive"],
                "reference_ms": row["reference_ms"], "pruned_ms": row["pruned_ms"],
-               "met": meets_budget(best.measured, request.budget), "stages": request.stages,
-               "backend": config.backend, "history": history}
+               "met": meets_budget(best.measured, request.budget), "stages": request.stages, "history": history,
+               # what the budget is about: a ratio on one backend, provider, precision and batch size
+               "backend": config.backend, "provider": config.provider, "precision": config.precision,
+               "batch": config.batch}
     summary = {**summary, "latency": latency}
     with atomic_dir(out_dir, start_from=stage_dir) as tmp:  # DIR appears once, complete, with its latency
         write_json(summary, tmp / "summary.json")

@@ -13,7 +13,7 @@ from graphs.atomic import write_text
 from graphs.errors import InputError
 
 
-from toolchain.report.document import MAX_ROWS, Doc, fmt_count, load_json, fmt_num, fmt_ratio
+from toolchain.report.document import MAX_ROWS, Doc, fmt_count, latency_target, load_json, fmt_num, fmt_ratio
 from toolchain.report.figures import fig_channels, fig_importance, fig_latency, fig_table, fig_training
 from toolchain.report.pareto import fig_pareto
 
@@ -40,7 +40,7 @@ def _headline(directory: Path, summary: dict, plan: dict | None, train: dict | N
         pred_ms = f" ({latency['predicted'] * ref:.3f} ms)" if ref and latency.get("predicted") is not None else ""
         bud_ms = f" ({budget * ref:.3f} ms)" if ref and budget else ""
         met = latency.get("met")
-        items.append(f"**Latency** on `{latency.get('backend', '?')}`: budget {fmt_num(budget)}{bud_ms}, "
+        items.append(f"**Latency** on `{latency_target(latency)}`: budget {fmt_num(budget)}{bud_ms}, "
                      f"predicted {fmt_num(latency.get('predicted'))}{pred_ms}, measured {fmt_num(latency.get('measured'))} "
                      f"({fmt_num(pr)} ms vs {fmt_num(ref)} ms unpruned): "
                      + ("**met**" if met else "**not met**" if met is not None else "met: unknown"))
@@ -112,3 +112,4 @@ def write_report(directory, results: str | None = None, out: str | None = None) 
     write_text(md, doc.markdown())
     write_text(page, doc.html(f"compress report: {summary.get('spec') or directory.name}"))
     return {"markdown": str(md), "html": str(page), "figures": figures, "skipped": skipped}
+

@@ -139,3 +139,9 @@ def _inline(text: str) -> str:
     return s
 
 
+def latency_target(latency: dict) -> str:
+    """What a budget was measured on, e.g. 'torch cuda, fp32, batch 8' (summaries older than these keys: the backend)."""
+    where = " ".join(str(latency[k]) for k in ("backend", "provider") if latency.get(k))
+    extras = [str(latency["precision"])] if latency.get("precision") else []
+    extras += [f"batch {latency['batch']}"] if latency.get("batch") else []
+    return ", ".join([where or "?", *extras])
