@@ -6,7 +6,7 @@ one standard error of that measurement. A plan that misses, or that lands more t
 below B (pruned more than asked), is re-solved with a moved target (at most `refine` times). Where the
 plan kept would still be more than `tolerance` under B and a wider plan missed it, up to `fill` plans
 between the two are measured (toolchain/solve/between.py). Among the plans that meet the budget the
-least pruned (most parameters kept) is kept, once `confirm` fresh measurements say it meets the budget
+least pruned (the most importance kept, toolchain/solve/value.py) is kept, once `confirm` fresh measurements say it meets the budget
 too: it was kept for measuring well among several, so its own figure is biased low (a single measurement
 spreads ~1.7x the standard error it reports). A plan that would end the loop is confirmed before it does, and
 a fresh figure that misses re-solves tighter; at the end a kept plan whose fresh figure misses gives way to the
@@ -35,11 +35,13 @@ from toolchain.latency.measure import interleaved_ratio
 from toolchain.onnx_only import initializer_module
 from toolchain.prune import prune_to_dir
 from toolchain.pruned_dir import load_pruned_module
+from toolchain.refine_choice import Attempt, choose_attempt, meets_budget
 from toolchain.refine_targets import next_target
 from toolchain.latency.predict import Predictor
 from toolchain.solve.between import path_between, plan_on_path
 from toolchain.refine_checks import check_onnx_only, check_request, make_width_floor
 from toolchain.solve.budget import Decision, Unreachable, solve_filter, solve_joint, solve_layer, WidthFloor
+from toolchain.solve.value import kept_value
 from toolchain.torch_source import torch_module_for
 
 # A budget this close below the predicted floor is not refused on the prediction: the fastest plan is
@@ -95,28 +97,6 @@ def measure_afresh(reference_onnx: str, candidate: str, config: ProfileConfig, r
     spread = statistics.stdev(m["ratio"] for m in fresh) / math.sqrt(times) if times > 1 else 0.0
     return pooled | {"ratio_se": max(math.sqrt(sum(m["ratio_se"] ** 2 for m in fresh)) / times, spread),
                      "host_busy": max(m["host_busy"] for m in fresh)}
-
-
-def meets_budget(measured: dict, budget: float) -> bool:
-    """A budget is a ceiling: met when the measured ratio is within one standard error above it."""
-    return bool(measured["ratio"] <= budget + measured.get("ratio_se", 0.0))
-
-
-@dataclass
-class Attempt:
-    decision: Decision
-    measured: dict  # ratio (of the original model's latency), ratio_se, reference_ms, pruned_ms
-    params: int  # parameters kept: the least pruned plan keeps the most
-    row: dict  # its history row
-
-
-def choose_attempt(attempts: list[Attempt], budget: float) -> Attempt:
-    """The least-pruned attempt (most parameters kept, then the slower) that meets the budget, else the
-    fastest one. Parameters, not the measured ratio, rank "least pruned": a ratio carries its noise."""
-    meeting = [a for a in attempts if meets_budget(a.measured, budget)]
-    if meeting:
-        return max(meeting, key=lambda a: (a.params, a.measured["ratio"]))
-    return min(attempts, key=lambda a: a.measured["ratio"])
 
 
 def finetune_between_stages(data: str, epochs: int = 1, log: Callable[[str], None] = lambda m: None,
@@ -255,6 +235,7 @@ class _Trials:
     analysis: object
     request: BudgetRequest
     config: ProfileConfig
+    value_of: Callable[[Decision], float]  # the importance a plan keeps (toolchain/solve/value.py)
     attempts: list[Attempt] = field(default_factory=list)
     written: tuple | None = None  # (decision, its summary): what stage_dir holds now
 
@@ -280,8 +261,8 @@ class _Trials:
         row = {"stage": self.stage, "attempt": len(self.attempts), "target": target, "budget": self.budget,
                "predicted": decision.predicted.corrected * achieved,
                "predicted_additive": decision.predicted.additive * achieved,
-               "params": summary["params"]["after"], **measured}
-        attempt = Attempt(decision, measured, summary["params"]["after"], row)
+               "params": summary["params"]["after"], "value": self.value_of(decision), **measured}
+        attempt = Attempt(decision, measured, summary["params"]["after"], row, row["value"])
         self.attempts.append(attempt)
         self.request.log(f"  {label}: predicted {row['predicted']:.3f}, measured {measured['ratio']:.3f} "
                          f"+- {measured['ratio_se']:.3f} of the original (budget {self.budget:.3f})"
@@ -337,7 +318,8 @@ def _run_stage(onnx_path, stage, stage_budget, stage_dir: Path, state: _Stage, r
     else:
         module = state.module if state.module is not None else torch_module_for(model)[0]
     group, layer = _scores(request, module, analysis, blocks)
-    trials = _Trials(onnx_path, stage, stage_budget, stage_dir, state, model, analysis, request, config)
+    trials = _Trials(onnx_path, stage, stage_budget, stage_dir, state, model, analysis, request, config,
+                     lambda d: kept_value(d, analysis, blocks, group, layer if request.mode == "layer" else None))
     target = min(1.0, stage_budget / state.achieved)
     tried: list[tuple[float, float]] = []  # (solver target, measured ratio of the original)
     below_floor = None  # the refusal to give if even the fastest plan measures over the budget
@@ -374,7 +356,7 @@ def _fill_between(trials: _Trials, table, scores, blocks) -> None:
     low = choose_attempt(attempts, budget)
     if not request.fill or not meets_budget(low.measured, budget) or _would_stop(low.measured, budget, request):
         return
-    missed = [a for a in attempts if not meets_budget(a.measured, budget) and a.params > low.params]
+    missed = [a for a in attempts if not meets_budget(a.measured, budget) and a.value > low.value]
     if not missed:
         return
     high = min(missed, key=lambda a: a.measured["ratio"])

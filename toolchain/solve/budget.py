@@ -253,7 +253,7 @@ def outside_share(block: Block, groups: list[Group], scores: dict[str, np.ndarra
                for g in groups if g.widths)
 
 
-def _inner_groups(groups: list[Group], blocks: list[Block]) -> dict[str, list[Group]]:
+def inner_groups(groups: list[Group], blocks: list[Block]) -> dict[str, list[Group]]:
     """Block id -> the prunable groups that live wholly inside it (each group in its first such block)."""
     inner: dict[str, list[Group]] = {}
     owned: set[str] = set()
@@ -288,7 +288,7 @@ def solve_joint(analysis: Analysis, table: Table, blocks: list[Block], scores: d
     bounds how narrow a group may go; a removable block may still go whole."""
     check_budget(budget)
     groups = [g for g in analysis.groups if g.prunable]
-    inner = _inner_groups(groups, blocks)
+    inner = inner_groups(groups, blocks)
     owned = {g.id for members in inner.values() for g in members}
     options = {g.id: width_options(g, round_to, width_floor) for g in groups}
     # Per group and width option: the value of its top-k units and its table delta, looked up once.
