@@ -281,3 +281,36 @@ def test_a_cliff_between_two_targets_is_filled_with_plans_between_them(resnet20_
     without = replace(request, fill=0)
     lat = prune_to_budget(str(resnet20_onnx), str(tmp_path / "w"), without, store, CONFIG)["latency"]
     assert len(calls) == 2 and lat["measured"] == 0.45
+
+
+def test_a_cliff_one_block_wide_is_filled_by_widening_the_met_plan(resnet20_onnx, tmp_path, store, monkeypatch):
+    """ResNet-20 at 0.5 (seed 1 of bench/results/accuracy_at_latency_resnet20_ft10_value_choice.log) kept 0.450:
+    the plan measured 0.443 and the one measured 0.511 differed by one block. With no plan between them, the
+    met plan's narrowed groups are widened instead (its blocks still removed), bisected by measurement."""
+    from graphs.blocks import removable_blocks
+    from graphs.deps import analyze
+    from graphs.onnx_io import load_model
+    from tables import mac_table
+    from toolchain.solve import between
+
+    def table(onnx_path, *args, **kwargs):
+        analysis = analyze(load_model(onnx_path))
+        return mac_table(analysis, removable_blocks(analysis.model, analysis.shapes))
+    monkeypatch.setattr(refine, "profile", table)
+    real = between.path_between
+    monkeypatch.setattr(refine, "path_between", lambda *args: replace(real(*args), changes=real(*args).changes[:1]))
+    script = {0: 0.45, 1: 0.65, 2: 0.55, 3: 0.62, 4: 0.59}  # met far under, missed; then halfway, 3/4, 5/8
+    calls = scripted(monkeypatch, lambda i, m: (script[i], 0.005))
+    lines = []
+    request = BudgetRequest(budget=0.6, mode="filter", criterion="l1", refine=1, fill=3, measure_runs=10, confirm=0,
+                            log=lines.append)
+    out = tmp_path / "o"
+    lat = prune_to_budget(str(resnet20_onnx), str(out), request, store, CONFIG)["latency"]
+    assert len(calls) == 5 and lat["measured"] == 0.59 and lat["met"]
+    said = [line for line in lines if "no plan between" in line]
+    assert len(said) == 1 and "they differ by one change (group" in said[0] and "widening the first's" in said[0]
+    widened = [line for line in lines if "widening the plan measured 0.450" in line]
+    assert len(widened) == 3 and all("toward the full width" in line for line in widened)
+    rows = [row for row in lat["history"] if row["attempt"] != "chosen"]
+    assert rows[0]["value"] < rows[2]["value"] < rows[4]["value"] < rows[3]["value"]  # widening the met plan
+

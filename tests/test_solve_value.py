@@ -67,3 +67,23 @@ def test_layer_mode_values_the_blocks_it_keeps(setup):
     plans = [solve_layer(analysis, table, blocks, layer, t) for t in (0.6, 0.8, 1.0)]
     values = [kept_value(p, analysis, blocks, scores, layer) for p in plans]
     assert values == sorted(values) and values[-1] == 0.0 and values[0] == -sum(layer[b.id] for b in plans[0].removed)
+
+
+def test_the_widening_path_keeps_the_met_plans_blocks_removed_and_ends_at_full_width(setup):
+    # The cliff between a met and a missed plan can be one block wide; the budget left then goes back into
+    # the met plan's narrowed groups, best value per latency first, without restoring the block.
+    from toolchain.solve.between import widening_path
+
+    analysis, blocks, table, scores = setup
+    low = solve_joint(analysis, table, blocks, scores, 0.65)
+    assert low.removed and low.kept
+    predictor = Predictor(table, analysis, blocks)
+    path = widening_path(low, predictor, analysis, table, scores)
+    assert path.changes and all(c.block is None for c in path.changes)
+    plans = [plan_on_path(low, path, k, predictor, scores, 0.7) for k in range(len(path.changes) + 1)]
+    assert plans[0].kept == low.kept and not plans[-1].kept  # from the met plan to every group at full width
+    assert all([b.id for b in p.removed] == [b.id for b in low.removed] for p in plans)
+    values = [kept_value(p, analysis, blocks, scores) for p in plans]
+    assert values == sorted(values) and len(set(values)) == len(values)
+    additive = [p.predicted.additive for p in plans]
+    assert additive == sorted(additive)

@@ -38,7 +38,7 @@ from toolchain.pruned_dir import load_pruned_module
 from toolchain.refine_choice import Attempt, choose_attempt, meets_budget
 from toolchain.refine_targets import next_target
 from toolchain.latency.predict import Predictor
-from toolchain.solve.between import path_between, plan_on_path
+from toolchain.solve.between import path_between, plan_on_path, widening_path
 from toolchain.refine_checks import check_onnx_only, check_request, make_width_floor
 from toolchain.solve.budget import Decision, Unreachable, solve_filter, solve_joint, solve_layer, WidthFloor
 from toolchain.solve.value import kept_value
@@ -362,18 +362,22 @@ def _fill_between(trials: _Trials, table, scores, blocks) -> None:
     high = min(missed, key=lambda a: a.measured["ratio"])
     path = path_between(low.decision, high.decision, trials.analysis, table, scores)
     predictor = Predictor(table, trials.analysis, None if request.mode == "filter" else blocks)  # as the solver's
-    lo, hi = 0, len(path.changes)  # the path's start (faster than `low`) and its end (`high`)
-    if hi <= 1:  # say why the budget stays unspent: the cliff is one change wide (a whole block, or one group)
-        request.log(f"  no plan between the plans measured {low.measured['ratio']:.3f} and "
-                    f"{high.measured['ratio']:.3f}: they differ by "
-                    + (f"one change ({path.changes[0].describe()})" if hi else "no change the path can take"))
+    toward = f"between the plans measured {low.measured['ratio']:.3f} and {high.measured['ratio']:.3f}"
+    if len(path.changes) <= 1:  # say why the budget stays unspent there: the cliff is one change wide
+        why = f"one change ({path.changes[0].describe()})" if path.changes else "no change the path can take"
+        path = widening_path(low.decision, predictor, trials.analysis, table, scores)
+        request.log(f"  no plan {toward}: they differ by {why}"
+                    + (f"; widening the first's narrowed groups, its blocks still removed ({len(path.changes)} "
+                       f"steps)" if len(path.changes) > 1 else ""))
+        toward = f"widening the plan measured {low.measured['ratio']:.3f}"
+    lo, hi = 0, len(path.changes)  # the path's start (faster than `low`) and its end (`high`, or `low` widened)
     for _ in range(request.fill):
         if hi - lo <= 1:
             break
         k = (lo + hi) // 2
         decision = plan_on_path(low.decision, path, k, predictor, scores, budget)
-        trial = trials.measure(decision, None, f"between the plans measured {low.measured['ratio']:.3f} and "
-                               f"{high.measured['ratio']:.3f}, {k} of {len(path.changes)} changes toward the second")
+        trial = trials.measure(decision, None, f"{toward}, {k} of {len(path.changes)} changes toward the "
+                               + ("second" if toward.startswith("between") else "full width"))
         if not meets_budget(trial.measured, budget):
             hi = k
         elif _would_stop(trial.measured, budget, request):
