@@ -87,3 +87,22 @@ def test_the_widening_path_keeps_the_met_plans_blocks_removed_and_ends_at_full_w
     assert values == sorted(values) and len(set(values)) == len(values)
     additive = [p.predicted.additive for p in plans]
     assert additive == sorted(additive)
+
+
+def test_the_widening_bisection_ends_at_the_first_plan_predicted_over_the_budget(setup):
+    # The widening path runs to full width, far past the budget; refine ends its bisection one step after the
+    # first plan predicted over the budget, the predictions scaled by what the met plan measured against its own.
+    from toolchain.refine import Attempt, _first_predicted_over
+    from toolchain.solve.between import widening_path
+
+    analysis, blocks, table, scores = setup
+    low = solve_joint(analysis, table, blocks, scores, 0.65)
+    predictor = Predictor(table, analysis, blocks)
+    path = widening_path(low, predictor, analysis, table, scores)
+    predicted = [plan_on_path(low, path, k, predictor, scores, 0.7).predicted.corrected
+                 for k in range(1, len(path.changes) + 1)]
+    assert len(predicted) >= 6 and predicted == sorted(predicted)
+    met = Attempt(low, {"ratio": 0.9 * low.predicted.corrected, "ratio_se": 0.005}, 0, {}, 0.0)  # measured 10% fast
+    budget = 0.9 * (predicted[2] + predicted[3]) / 2  # between the 3rd and 4th plans, as measured at `low`
+    assert _first_predicted_over(met, path, predictor, scores, budget) == 4
+    assert _first_predicted_over(met, path, predictor, scores, 0.99 * predicted[-1]) == len(path.changes)
