@@ -6,8 +6,8 @@ one standard error of that measurement. A plan that misses, or that lands more t
 below B (pruned more than asked), is re-solved with a moved target (at most `refine` times). Where the
 plan kept would still be more than `tolerance` under B and a wider plan missed it, up to `fill` plans
 between the two are measured (toolchain/solve/between.py). Among the plans that meet the budget the
-least pruned (the most importance kept, toolchain/solve/value.py) is kept, once `confirm` fresh measurements say it meets the budget
-too: it was kept for measuring well among several, so its own figure is biased low (a single measurement
+least pruned (the most importance kept, toolchain/solve/value.py) is kept, once `confirm` fresh measurements
+say it meets the budget too: it was kept for measuring well among several, so its own figure is biased low (a single measurement
 spreads ~1.7x the standard error it reports). A plan that would end the loop is confirmed before it does, and
 a fresh figure that misses re-solves tighter; at the end a kept plan whose fresh figure misses gives way to the
 next. Multi-stage schedules (SP-LAMP 3.3) prune in k steps of equal latency reduction, re-profiling and
@@ -363,7 +363,8 @@ def _fill_between(trials: _Trials, table, scores, blocks) -> None:
     path = path_between(low.decision, high.decision, trials.analysis, table, scores)
     predictor = Predictor(table, trials.analysis, None if request.mode == "filter" else blocks)  # as the solver's
     toward = f"between the plans measured {low.measured['ratio']:.3f} and {high.measured['ratio']:.3f}"
-    if len(path.changes) <= 1:  # say why the budget stays unspent there: the cliff is one change wide
+    widening = len(path.changes) <= 1  # the cliff is one change wide: no plan lies between the two
+    if widening:
         why = f"one change ({path.changes[0].describe()})" if path.changes else "no change the path can take"
         path = widening_path(low.decision, predictor, trials.analysis, table, scores)
         request.log(f"  no plan {toward}: they differ by {why}"
@@ -371,15 +372,15 @@ def _fill_between(trials: _Trials, table, scores, blocks) -> None:
                        f"steps)" if len(path.changes) > 1 else ""))
         toward = f"widening the plan measured {low.measured['ratio']:.3f}"
     lo, hi = 0, len(path.changes)  # the path's start (faster than `low`) and its end (`high`, or `low` widened)
-    if not toward.startswith("between"):  # that path runs far past the budget: end it one step after the first
-        hi = min(hi, _first_predicted_over(low, path, predictor, scores, budget) + 1)  # plan predicted over it
+    if widening:  # that path runs far past the budget: end it one step after the first plan predicted over it
+        hi = min(hi, _first_predicted_over(low, path, predictor, scores, budget) + 1)
     for _ in range(request.fill):
         if hi - lo <= 1:
             break
         k = (lo + hi) // 2
         decision = plan_on_path(low.decision, path, k, predictor, scores, budget)
         trial = trials.measure(decision, None, f"{toward}, {k} of {len(path.changes)} changes toward the "
-                               + ("second" if toward.startswith("between") else "full width"))
+                               + ("full width" if widening else "second"))
         if not meets_budget(trial.measured, budget):
             hi = k
         elif _would_stop(trial.measured, budget, request):
@@ -397,4 +398,3 @@ def _first_predicted_over(low: Attempt, path, predictor: Predictor, scores, budg
         if plan_on_path(low.decision, path, k, predictor, scores, budget).predicted.corrected * scale > budget:
             return k
     return len(path.changes)
-

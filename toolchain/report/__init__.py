@@ -112,4 +112,3 @@ def write_report(directory, results: str | None = None, out: str | None = None) 
     write_text(md, doc.markdown())
     write_text(page, doc.html(f"compress report: {summary.get('spec') or directory.name}"))
     return {"markdown": str(md), "html": str(page), "figures": figures, "skipped": skipped}
-
