@@ -76,8 +76,6 @@ def measure_pair(backend, reference_runner, candidate_model, config: ProfileConf
 def profile(onnx_path: str, store_path: str, config: ProfileConfig, progress=None, fresh: bool = False,
             ray_address: str | None = None, ray_resource: str | None = None) -> Table:
     """Measure what the store lacks for this model/backend/device, then return the full table."""
-    if config.batch < 1:
-        raise InputError(f"--batch must be >= 1, got {config.batch}")
     check_table_mode(config)
     model = load_model(onnx_path)
     sha = model_sha256(model)

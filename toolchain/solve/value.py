@@ -15,7 +15,7 @@ import numpy as np
 
 from graphs.blocks import Block
 from graphs.deps import Analysis
-from toolchain.solve.budget import Decision, inner_groups, outside_share, top_values
+from toolchain.solve.budget import Decision, inner_groups, outside_share
 
 
 def kept_value(decision: Decision, analysis: Analysis, blocks: list[Block], scores: dict[str, np.ndarray],
@@ -31,12 +31,8 @@ def kept_value(decision: Decision, analysis: Analysis, blocks: list[Block], scor
     for g in groups:
         if g.id in gone:
             continue
-        entry = decision.plan.channels.get(g.id)
-        if entry is None:
-            value += float(np.sum(scores[g.id]))
-        elif "keep" in entry:  # the units the plan really keeps (alignment can keep others than the top k)
-            value += float(np.sum(np.asarray(scores[g.id], dtype=np.float64)[entry["keep"]]))
-        else:
-            value += float(top_values(scores[g.id], np.array([entry["count"]]))[0])
+        entry = decision.plan.channels.get(g.id)  # a solver's plan lists the units it keeps (decision_from)
+        kept = scores[g.id] if entry is None else np.asarray(scores[g.id], dtype=np.float64)[entry["keep"]]
+        value += float(np.sum(kept))  # the units really kept: alignment can keep others than the top k
     free = [g for g in groups if g.id not in owned]
     return value - sum(outside_share(b, free, scores) for b in decision.removed)
