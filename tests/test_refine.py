@@ -185,7 +185,11 @@ def test_cli_stages_fine_tune_between_stages(resnet20_onnx, tmp_path, store):
     assert result.exit_code == 0, result.output
     assert "stage 1: fine-tuned 1 epoch(s) on digits" in result.stderr
     assert "stage 2:" not in result.stderr.split("stage 2/2")[1].split("wrote")[0]  # never after the last stage
-    assert (out / "model.onnx").is_file() and json.loads((out / "summary.json").read_text())["latency"]["stages"] == 2
+    summary = json.loads((out / "summary.json").read_text())
+    assert (out / "model.onnx").is_file() and summary["latency"]["stages"] == 2
+    # the kept plan's BatchNorm statistics re-estimated on 16 batches of 32 (prune --bn-batches' default)
+    assert summary["batchnorm"] == {"recalibrated": True, "images": 512, "norms": summary["batchnorm"]["norms"]}
+    assert summary["batchnorm"]["norms"] > 0 and "BatchNorm statistics re-estimated on 512" in result.stdout
 
 
 def test_budget_just_below_the_predicted_floor_is_decided_by_measurement(resnet20_onnx, tmp_path, store, monkeypatch):

@@ -93,6 +93,7 @@ def prune(
     max_prune_ratio_for: list[str] = typer.Option([], "--max-prune-ratio-for", help="PATTERN=R, repeatable: channel groups whose id matches the glob PATTERN (the ids `compress analyze` lists) lose at most R of their width instead of --max-prune-ratio; R=0 keeps them whole (Torch-Pruning's pruning_ratio_dict). PATTERN may instead select by output stride (input side / the group's feature-map side, the stride column of `compress analyze`): 'stride<=4=0.5' keeps half of every group at 1/2 and 1/4 of the input's resolution, in any CNN (also <, >=, >, ==). Where patterns overlap the smallest R holds. Example: --max-prune-ratio-for 'conv_stem=0' --max-prune-ratio-for 'blocks.1.*=0.5'"),
     data: Optional[str] = typer.Option(None, help=f"data for data-dependent criteria: {DATA_FORMS}"),
     batches: int = typer.Option(8, help="batches of --data the criterion may use"),
+    bn_batches: int = typer.Option(16, "--bn-batches", help="with --data: batches of it (32 images each) that re-estimate the pruned model's BatchNorm statistics, in its weights and model.onnx alike (0: keep the unpruned model's; pruned layers then see other statistics and the model scores near chance until fine-tuned)"),
     normalize: Normalize = "auto",
     backend: str = typer.Option("ort", help="with --budget: the backend whose latency the budget is about (ort, tensorrt, torch)"),
     provider: Optional[str] = typer.Option(None, help="where the backend runs: ort cpu (default) | cuda | tensorrt (CUDA and TensorRT execution providers need pip install -e '.\\[gpu]'); torch cpu | cuda"),
@@ -119,20 +120,22 @@ def prune(
     from toolchain.latency.config import recheck_seconds
 
     per_group = _parse_max_prune_for(max_prune_ratio_for)
-    _check_prune_request(plan, ratio, budget, round_to, max_prune_ratio, per_group)
+    _check_prune_request(plan, ratio, budget, round_to, max_prune_ratio, per_group, bn_batches)
     if budget is not None:
         table_mode = dict(table=table, max_measurements=max_measurements, target_error=target_error,
                           recheck_after_s=recheck_seconds(recheck_after), batch=batch)
         summary = _prune_budget(model, output, budget, criterion, mode, solver, layer_criterion, stages, data,
                                 batches, backend, store, runs, round_to, provider, precision, table_mode, normalize,
-                                max_prune_ratio, per_group, confirm)
+                                max_prune_ratio, per_group, confirm, bn_batches)
         return print_json(summary) if as_json else _print_budget_summary(summary, output)
-    summary = _prune_to_plan(model, output, plan, ratio, round_to, spec, seed)
+    loader = _train_loader(model, data, normalize) if data is not None and bn_batches > 0 else None  # refused first
+    summary = _prune_to_plan(model, output, plan, ratio, round_to, spec, seed, loader, bn_batches)
     return print_json(summary) if as_json else _print_prune_summary(summary, output)
 
 
-def _prune_to_plan(model, output, plan, ratio, round_to, spec, seed) -> dict:
-    """`prune --plan P` or `--ratio R` (a uniform L1 plan): no table, no measurement."""
+def _prune_to_plan(model, output, plan, ratio, round_to, spec, seed, loader=None, bn_batches: int = 0) -> dict:
+    """`prune --plan P` or `--ratio R` (a uniform L1 plan): no table, no measurement; with a loader (--data),
+    the pruned model's BatchNorm statistics re-estimated on `bn_batches` of its batches."""
     from graphs.deps import analyze
     from graphs.onnx_io import load_model
     from graphs.plan import load_plan
@@ -146,7 +149,13 @@ def _prune_to_plan(model, output, plan, ratio, round_to, spec, seed) -> dict:
     if plan is None:
         the_plan = uniform_plan(analysis, ratio, round_to or 1)
     with err.status("pruning..."):
-        return prune_to_dir(str(model), str(output), the_plan, spec=spec, seed=seed, analysis=analysis)
+        summary = prune_to_dir(str(model), str(output), the_plan, spec=spec, seed=seed, analysis=analysis)
+    if loader is not None:
+        from toolchain.batchnorm import recalibrate_pruned_dir
+
+        with err.status("re-estimating BatchNorm statistics..."):
+            summary["batchnorm"] = recalibrate_pruned_dir(output, loader, bn_batches)
+    return summary
 
 
 def _parse_max_prune_for(items: list[str]) -> dict[str, float]:
@@ -164,12 +173,14 @@ def _parse_max_prune_for(items: list[str]) -> dict[str, float]:
     return per_group
 
 
-def _check_prune_request(plan, ratio, budget, round_to, max_prune_ratio, per_group) -> None:
+def _check_prune_request(plan, ratio, budget, round_to, max_prune_ratio, per_group, bn_batches: int = 0) -> None:
     chosen = [name for name, value in (("--plan", plan), ("--ratio", ratio), ("--budget", budget)) if value is not None]
     if len(chosen) != 1:
         raise InputError("give exactly one of --plan, --ratio or --budget")
     if round_to is not None and round_to < 1:
         raise InputError(f"--round-to must be >= 1, got {round_to}")
+    if bn_batches < 0:
+        raise InputError(f"--bn-batches must be >= 0, got {bn_batches}")
     for name, given in (("--max-prune-ratio", max_prune_ratio != 1.0), ("--max-prune-ratio-for", bool(per_group))):
         if given and budget is None:
             raise InputError(f"{name} bounds the budget solver: it needs --budget (a --ratio is already uniform)")
@@ -184,6 +195,15 @@ def _print_budget_summary(summary: dict, output: Path) -> None:
               f"{lat['measured']:.3f} +- {lat.get('measured_se', 0.0):.3f} (one standard error){how} of the unpruned "
               f"latency ({lat['pruned_ms']:.2f} ms vs {lat['reference_ms']:.2f} ms) {status} (met: <= budget + one "
               "standard error)")
+    _print_batchnorm(summary)
+
+
+def _print_batchnorm(summary: dict) -> None:
+    record = summary.get("batchnorm") or {}
+    if record.get("recalibrated"):
+        out.print(f"BatchNorm statistics re-estimated on {record['images']:,} training images ({record['norms']} norms)")
+    elif record.get("why") not in (None, "no data given", "switched off (0 batches)"):
+        err.print(f"[yellow]note:[/yellow] BatchNorm statistics kept as unpruned: {record['why']}", highlight=False)
 
 
 def _print_prune_summary(summary: dict, output: Path) -> None:
@@ -191,6 +211,7 @@ def _print_prune_summary(summary: dict, output: Path) -> None:
     out.print(f"wrote {output}/: params {p['before']:,} -> {p['after']:,} ({p['after'] / p['before']:.1%}), "
               f"MACs {m['before']:,} -> {m['after']:,} ({m['after'] / max(1, m['before']):.1%}), "
               f"{len(summary['removed'])} blocks removed")
+    _print_batchnorm(summary)
     for note in summary["notes"]:
         err.print(f"[yellow]note:[/yellow] {note}", highlight=False)
 
@@ -198,10 +219,11 @@ def _print_prune_summary(summary: dict, output: Path) -> None:
 def _prune_budget(model, output, budget, criterion, mode, solver, layer_criterion, stages, data, batches, backend,
                   store, runs, round_to, provider=None, precision="fp32", table_mode: dict | None = None,
                   normalize: str = "auto", max_prune_ratio: float = 1.0, max_prune_for: dict | None = None,
-                  confirm: int = 1) -> dict:
+                  confirm: int = 1, bn_batches: int = 16) -> dict:
     from graphs.onnx_io import load_model
     from toolchain.latency.config import ProfileConfig, check_table_mode
-    from toolchain.refine import BudgetRequest, finetune_between_stages, prune_to_budget
+    from toolchain.finetune import finetune_between_stages
+    from toolchain.refine import BudgetRequest, prune_to_budget
     from toolchain.data_transforms import check_normalize
     from toolchain.solve.budget import check_budget
     from toolchain.solve.width_floor import check_max_prune
@@ -212,26 +234,28 @@ def _prune_budget(model, output, budget, criterion, mode, solver, layer_criterio
     config = ProfileConfig(backend=backend, round_to=round_to, runs=runs, provider=provider, precision=precision,
                            **(table_mode or {}))
     check_table_mode(config)
-    loader = None
-    if data is not None:
-        from toolchain.data import make_loader
-        from graphs.onnx_io import require_input_shape
-
-        shape = require_input_shape(load_model(model), str(model))
-        loader = make_loader(data, tuple(shape), "train", batch_size=32, seed=0, shuffle=False,  # repeatable scores
-                             normalize=normalize)
+    loader = _train_loader(model, data, normalize) if data is not None else None
     log = lambda message: err.print(message, highlight=False, markup=False)  # noqa: E731
     # Between stages the pruned model recovers for an epoch on --data before the next stage scores it.
     hook = finetune_between_stages(data, log=log, normalize=normalize) if stages > 1 and data is not None else None
     request = BudgetRequest(budget=budget, mode=mode, criterion=criterion, layer_criterion=layer_criterion,
                             solver=solver, round_to=round_to, stages=stages, loader=loader, batches=batches,
                             between_stages=hook, log=log, max_prune=max_prune_ratio, max_prune_for=max_prune_for or {},
-                            confirm=confirm)
+                            confirm=confirm, bn_batches=bn_batches)
     progress = TableProgress()
     try:
         return prune_to_budget(str(model), str(output), request, str(store), config, progress=progress)
     finally:
         progress.stop()
+
+
+def _train_loader(model: Path, data: str, normalize: str):
+    """--data's train split in a fixed order (repeatable scores and statistics), 32 images a batch."""
+    from graphs.onnx_io import load_model, require_input_shape
+    from toolchain.data import make_loader
+
+    shape = require_input_shape(load_model(model), str(model))
+    return make_loader(data, tuple(shape), "train", batch_size=32, seed=0, shuffle=False, normalize=normalize)
 
 
 @command

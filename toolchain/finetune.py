@@ -144,3 +144,14 @@ def _with_weights(model: onnx.ModelProto, module: torch.nn.Module, shape) -> onn
     if not result.parity.ok:
         raise ParityLost(f"fine-tuned weights break parity: max abs diff {result.parity.max_diff:.3g}")
     return model
+
+
+def finetune_between_stages(data: str, epochs: int = 1, log: Callable[[str], None] = lambda m: None,
+                            normalize: str = "auto"):
+    """A between-stages hook: fine-tune the stage's pruned model briefly (toolchain/train.py) so the
+    next stage scores and prunes a model that has recovered, as SP-LAMP's multi-stage schedule does."""
+    def hook(stage: int, stage_dir: Path) -> None:
+        result = finetune_dir(stage_dir, data, TrainConfig(epochs=epochs), normalize=normalize)
+        log(f"  stage {stage}: fine-tuned {epochs} epoch(s) on {data}: top-1 "
+            f"{result['before']['top1']:.2f} -> {result['after']['top1']:.2f}")
+    return hook

@@ -154,7 +154,8 @@ def _profile(onnx_path: Path, store: Path, config, table_json: Path, progress) -
 def _prune(recipe: Recipe, onnx_path: Path, pruned: Path, store: Path, config, shape, out: Path, progress, log) -> dict:
     import shutil
 
-    from toolchain.refine import BudgetRequest, finetune_between_stages, prune_to_budget
+    from toolchain.finetune import finetune_between_stages
+    from toolchain.refine import BudgetRequest, prune_to_budget
     from toolchain.criteria import layer_scores
     from toolchain.data import make_loader
     from toolchain.torch_source import torch_module_for
@@ -165,6 +166,7 @@ def _prune(recipe: Recipe, onnx_path: Path, pruned: Path, store: Path, config, s
     request = BudgetRequest(budget=p.budget, mode=p.mode, criterion=p.criterion, layer_criterion=p.layer_criterion,
                             solver=p.solver, round_to=recipe.profile.round_to, stages=p.stages, loader=loader, log=log,
                             max_prune=p.max_prune_ratio, max_prune_for=p.max_prune_ratio_for, confirm=p.confirm,
+                            bn_batches=p.bn_batches,
                             # as `prune --stages K --data`: the model recovers for an epoch before the next stage
                             between_stages=finetune_between_stages(recipe.data, log=log, normalize=recipe.normalize)
                             if p.stages > 1 else None)
@@ -176,7 +178,8 @@ def _prune(recipe: Recipe, onnx_path: Path, pruned: Path, store: Path, config, s
     scores = {name: layer_scores(name, module, analysis, blocks, loader=loader) for name in p.scores}
     write_json({"criteria": scores, "blocks": [b.id for b in blocks]}, pruned / "scores.json")
     shutil.copy(out / "table.json", pruned / "table.json")
-    return {"latency": {k: v for k, v in summary["latency"].items() if k != "history"}, "params": summary["params"]}
+    return {"latency": {k: v for k, v in summary["latency"].items() if k != "history"}, "params": summary["params"],
+            "batchnorm": summary.get("batchnorm")}
 
 
 def _finetune(recipe: Recipe, pruned: Path, log) -> dict:

@@ -11,7 +11,7 @@ say it meets the budget too: it was kept for measuring well among several, so it
 spreads ~1.7x the standard error it reports). A plan that would end the loop is confirmed before it does, and
 a fresh figure that misses re-solves tighter; at the end a kept plan whose fresh figure misses gives way to the
 next. Multi-stage schedules (SP-LAMP 3.3) prune in k steps of equal latency reduction, re-profiling and
-re-scoring the current model each time, with a hook between stages (`finetune_between_stages`)."""
+re-scoring the current model each time, with a hook between stages (`toolchain.finetune.finetune_between_stages`)."""
 from __future__ import annotations
 
 import math
@@ -27,6 +27,7 @@ from graphs.deps import analyze
 from graphs.atomic import atomic_dir, check_out_dir, write_json
 from graphs.errors import InputError
 from graphs.onnx_io import load_model, model_metadata
+from toolchain.batchnorm import recalibrate_dir
 from toolchain.latency.backends import get_backend
 from toolchain.latency.config import ProfileConfig, resolve_round_to
 from toolchain.latency.host_load import LoadGuard, busy_note
@@ -65,6 +66,7 @@ class BudgetRequest:
     stages: int = 1
     loader: object | None = None  # data for data-dependent criteria
     batches: int = 8
+    bn_batches: int = 16  # batches of `loader` that re-estimate the kept plan's BatchNorm statistics (0: none)
     tolerance: float = 0.03  # a met plan this far below the budget is re-solved looser (it pruned too much)
     refine: int = 6  # re-solves after the first plan: near a budget neighbouring targets can give plans far apart
     fill: int = 3  # plans measured between a kept plan far under the budget and a wider one that missed it
@@ -97,20 +99,6 @@ def measure_afresh(reference_onnx: str, candidate: str, config: ProfileConfig, r
     spread = statistics.stdev(m["ratio"] for m in fresh) / math.sqrt(times) if times > 1 else 0.0
     return pooled | {"ratio_se": max(math.sqrt(sum(m["ratio_se"] ** 2 for m in fresh)) / times, spread),
                      "host_busy": max(m["host_busy"] for m in fresh)}
-
-
-def finetune_between_stages(data: str, epochs: int = 1, log: Callable[[str], None] = lambda m: None,
-                            normalize: str = "auto"):
-    """A between-stages hook: fine-tune the stage's pruned model briefly (toolchain/train.py) so the
-    next stage scores and prunes a model that has recovered, as SP-LAMP's multi-stage schedule does."""
-    from toolchain.finetune import finetune_dir
-    from toolchain.train import TrainConfig
-
-    def hook(stage: int, stage_dir: Path) -> None:
-        result = finetune_dir(stage_dir, data, TrainConfig(epochs=epochs), normalize=normalize)
-        log(f"  stage {stage}: fine-tuned {epochs} epoch(s) on {data}: top-1 "
-            f"{result['before']['top1']:.2f} -> {result['after']['top1']:.2f}")
-    return hook
 
 
 def _scores(request: BudgetRequest, module: torch.nn.Module, analysis, blocks):
@@ -204,8 +192,8 @@ def _run_stages(onnx_path, out_dir, request, store, config, progress, workspace:
                # what the budget is about: a ratio on one backend, provider, precision and batch size
                "backend": config.backend, "provider": config.provider, "precision": config.precision,
                "batch": config.batch}
-    summary = {**summary, "latency": latency}
     with atomic_dir(out_dir, start_from=stage_dir) as tmp:  # DIR appears once, complete, with its latency
+        summary = {**summary, "latency": latency, "batchnorm": recalibrate_dir(tmp, request.loader, request.bn_batches)}
         write_json(summary, tmp / "summary.json")
     return summary
 

@@ -11,6 +11,7 @@ import torch
 from graphs.onnx_io import load_model, require_input_shape
 from graphs.plan import load_plan
 from graphs.parity import Parity, parity
+from toolchain.batchnorm import onnx_with_stats, recalibrate
 from toolchain.latency.backends import OnnxSource, get_backend
 from toolchain.onnx_only import is_onnx_only, verify_onnx_only
 from toolchain.outputs import flatten_outputs
@@ -50,21 +51,8 @@ def _compare(module, model, x) -> Parity:
 
 
 def _with_recalibrated_bn(module, model, x) -> onnx.ModelProto:
-    norms = [m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average over the calibration batches
-        m.train()  # only the norms: the model's own train mode may change its graph (aux heads, dropout)
-    with torch.no_grad():
-        for chunk in x.split(1):
-            module(torch.cat([chunk, chunk]))  # BN in train mode needs more than one value per channel
-    module.eval()
-    state = module.state_dict()
-    model = onnx.ModelProto.FromString(model.SerializeToString())
-    for init in model.graph.initializer:
-        if init.name in state and (init.name.endswith("running_mean") or init.name.endswith("running_var")):
-            init.CopyFrom(onnx.numpy_helper.from_array(state[init.name].numpy(), init.name))
-    return model
+    recalibrate(module, x.split(1))  # one input at a time (each doubled): as verification always has
+    return onnx_with_stats(module, model)[0]
 
 
 def verify_dir(directory: str | Path, batch: int = 2, seed: int = 0) -> VerifyResult:
