@@ -158,6 +158,19 @@ def test_full_report(full_dir):
     assert not list(out.glob("*.tmp")) and not list(out.glob(".*"))
 
 
+@pytest.mark.parametrize("record, says", [
+    ({"recalibrated": True, "images": 512, "norms": 21}, "after pruning 81.50 (BatchNorm statistics re-estimated on 512 images)"),
+    ({"recalibrated": False, "why": "no data given"}, "after pruning 81.50 (the unpruned model's BatchNorm statistics)"),
+])
+def test_the_top1_after_pruning_says_which_batchnorm_statistics_it_ran_with(tmp_path, record, says):
+    d = tmp_path / "out"
+    _write(d / "summary.json", {**_summary(), "batchnorm": record})
+    _write(d / "plan.json", _plan())
+    _write(d / "train.json", _train())
+    write_report(d, out=str(tmp_path / "rep"))
+    assert says in (tmp_path / "rep" / "report.md").read_text()
+
+
 def test_optional_files_missing(tmp_path):
     d = tmp_path / "bare"
     s = _summary()

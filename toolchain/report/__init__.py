@@ -51,9 +51,12 @@ def _headline(directory: Path, summary: dict, plan: dict | None, train: dict | N
     after_ft = ((train or {}).get("after") or {}).get("top1")
     unpruned = (((train or {}).get("teacher") or {}).get("top1") or (train or {}).get("baseline_top1")
                 or summary.get("baseline_top1") or ((summary.get("accuracy") or {}).get("top1")))
+    norms = summary.get("batchnorm") or {}  # what "after pruning" means: re-estimated statistics or the unpruned ones
+    stats = (f" (BatchNorm statistics re-estimated on {norms['images']} images)" if norms.get("recalibrated")
+             else " (the unpruned model's BatchNorm statistics)" if norms else "")
     if train:
         items.append(f"**Top-1** (%, {train.get('data', '?')}): unpruned {fmt_num(unpruned, '{:.2f}')}, "
-                     f"after pruning {fmt_num(before_ft, '{:.2f}')}, after fine-tuning {fmt_num(after_ft, '{:.2f}')}")
+                     f"after pruning {fmt_num(before_ft, '{:.2f}')}{stats}, after fine-tuning {fmt_num(after_ft, '{:.2f}')}")
     else:
         items.append("**Top-1**: not fine-tuned yet (no train.json)")
     items.append(f"**Criterion** {prov.get('criterion', 'n/a')}, **solver** {prov.get('solver', 'n/a')}, "
