@@ -15,6 +15,9 @@ interleaved against the unpruned model):
   whose groups at output stride 4 or less keep half their width (`--max-prune-ratio-for 'stride<=4=0.5'`);
   `joint-at-tp` is joint pruned to the ratio Torch-Pruning's kept plan measured at the same budget and seed
   (its row must come first): uniform widths can stop short of a budget, and this compares at their latency;
+- `auto` is `prune --mode auto`: joint (sp-lamp), layer (imprinting) and filter (sp-lamp) each pruned to the
+  budget, each kept plan's BatchNorm statistics re-estimated, the one scoring best on 2,048 images of the
+  train split's held-out part kept (toolchain/refine_modes.py);
 - `unpruned-ft` is the baseline fine-tuned like every row, not pruned (once per seed, reported at every
   budget): the reference with the same training as the pruned rows;
 - Torch-Pruning 1.6 (MetaPruner, GroupMagnitudeImportance(p=1): L1 group magnitude, one ratio for every
@@ -106,6 +109,9 @@ METHODS = {  # name -> (mode, filter criterion, layer criterion); Torch-Pruning 
     "unpruned-ft": None,
     "filter": ("filter", "l1", None),
     "layer": ("layer", "l1", "imprinting"),
+    # `prune --mode auto`: joint (sp-lamp), layer (imprinting) and filter (sp-lamp) each to the budget, the one
+    # scoring best on 2,048 held-out train-split images (BatchNorm statistics re-estimated) kept
+    "auto": ("auto", "sp-lamp", "imprinting"),
     **dict.fromkeys(TP_ROUND_TO),
 }
 
@@ -177,14 +183,21 @@ def compress_row(args, base: dict, method: str, budget: float, seed: int, work: 
                             max_prune_for=MAX_PRUNE_FOR.get(method, {}),
                             measure_runs=args.measure_runs, log=lambda m: print("    " + m, flush=True))
     out = work / f"{method}-{budget}"
-    summary = prune_to_budget(base["onnx"], str(out), request, base["store"], args.profile)
+    if mode == "auto":
+        from toolchain.refine_modes import held_out, prune_best_mode
+
+        val = held_out(load_dataset(DATA, base["shape"], split="val", seed=seed))
+        summary = prune_best_mode(base["onnx"], str(out), request, base["store"], args.profile, val)
+    else:
+        summary = prune_to_budget(base["onnx"], str(out), request, base["store"], args.profile)
     lat = summary["latency"]
     # What was cut, so a row that collapses can be read afterwards (the pruned directory is temporary).
     narrowed = {g["id"]: [g["after"], g["before"]] for g in summary["groups"] if g["after"] != g["before"]}
     return load_pruned_module(out), {"ratio": lat["measured"], "met": lat.get("met"), "predicted": lat.get("predicted"),
                                      "removed_blocks": len(summary["removed"]), "narrowed": narrowed,
                                      "removed": [b["id"] for b in summary["removed"]], "confirmed": lat.get("confirmed"),
-                                     "ratio_when_chosen": lat.get("measured_when_chosen")}
+                                     "ratio_when_chosen": lat.get("measured_when_chosen"),
+                                     **({"mode_choice": summary["mode_choice"]} if "mode_choice" in summary else {})}
 
 
 def run_one(args, model: str, method: str, budget: float, seed: int, work: Path, target: float) -> dict:

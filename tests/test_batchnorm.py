@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from toolchain.cli import app
 from toolchain.data import make_loader
 from toolchain.pruned_dir import load_pruned_module
-from toolchain.train import TrainConfig, evaluate
+from toolchain.train import evaluate
 
 SHAPE = (1, 3, 28, 28)
 
@@ -62,16 +62,11 @@ def test_switched_off_or_without_data_the_unpruned_statistics_stay(resnet20_onnx
     assert not (tmp_path / "n").exists()
 
 
-def test_a_trained_model_pruned_scores_far_above_chance_only_with_them(tmp_path, one_thread):
+def test_a_trained_model_pruned_scores_far_above_chance_only_with_them(digits_resnet20, tmp_path, one_thread):
     """ResNet-20 trained on digits (89% val), 12.5% of every layer's channels removed: 14.8% with the
     unpruned model's statistics, 61.8% with re-estimated ones (seeded; both measured here)."""
-    from toolchain.baseline import train_baseline
-    from toolchain.export import export_spec
-
-    weights, model = tmp_path / "w.safetensors", tmp_path / "m.onnx"
-    trained = train_baseline("builtin:resnet20", "digits", str(weights), TrainConfig(epochs=2, lr=0.05, batch_size=64))
-    assert trained["val"]["top1"] > 70
-    export_spec("builtin:resnet20", str(model), SHAPE, checkpoint=str(weights), num_classes=10)
+    model, trained_top1 = digits_resnet20
+    assert trained_top1 > 70
     val = make_loader("digits", SHAPE, "val", 256)
     top1 = {}
     for name, extra in (("kept", []), ("re-estimated", ["--data", "digits"])):

@@ -133,3 +133,29 @@ def test_recipe_stages_fine_tune_between_stages(tmp_path, monkeypatch, stages):
     else:
         hook = request.between_stages
         assert callable(hook) and hook.__qualname__.startswith("finetune_between_stages")
+
+
+def test_recipe_mode_auto_hands_every_mode_the_held_out_split(tmp_path, monkeypatch):
+    """prune.mode auto: the pipeline calls toolchain.refine_modes with the recipe's request and its data's
+    held-out (val) split as the score, as `prune --mode auto --data` does."""
+    import toolchain.refine_modes
+    from toolchain.data import make_loader
+    from toolchain.pipeline import _prune
+
+    recipe = load_recipe(write(tmp_path, BASE.replace("mode: layer", "mode: auto, bn_batches: 4"), out=tmp_path / "o"))
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def capture(onnx_path, out_dir, request, store, config, score_loader, progress=None):
+        seen.update(request=request, scores=score_loader)
+        raise Stop
+
+    monkeypatch.setattr(toolchain.refine_modes, "prune_best_mode", capture)
+    with pytest.raises(Stop):
+        _prune(recipe, tmp_path / "m.onnx", tmp_path / "pruned", tmp_path / "s.sqlite", None, (1, 3, 32, 32),
+               tmp_path, None, lambda m: None)
+    assert seen["request"].bn_batches == 4 and seen["request"].loader is not None
+    val = make_loader("digits", (1, 3, 32, 32), "val", 256, seed=recipe.seed).dataset
+    assert len(seen["scores"].dataset) == len(val)  # digits' val split is under 2,048 images: all of it

@@ -22,7 +22,7 @@ def prune(
     spec: Optional[str] = typer.Option(None, help="torch model spec, if the ONNX does not record one"),
     seed: int = typer.Option(0, help="seed for layers re-created after a layer removal"),
     criterion: str = typer.Option("sp-lamp", help="filter importance with --budget: l1, l2, taylor, taylor-fm, bn-gamma, halp, sp-lamp, lamp, taylor-lamp, random"),
-    mode: str = typer.Option("joint", help="with --budget: filter (widths), layer (blocks), joint (both)"),
+    mode: str = typer.Option("joint", help="with --budget: filter (widths), layer (blocks), joint (both), or auto: each of the three meets the budget, and the one whose pruned model scores best on --data's held-out split (BatchNorm statistics re-estimated) is kept"),
     solver: str = typer.Option("group-knapsack", help="filter mode: group-knapsack (SP-LAMP) or halp (0-1 knapsack)"),
     layer_criterion: Optional[str] = typer.Option(None, help="layer mode: mean:<criterion> (default), imprinting, ensemble:a,b"),
     stages: int = typer.Option(1, help="prune in K stages of equal latency reduction (SP-LAMP 3.3)"),
@@ -133,6 +133,12 @@ def _print_budget_summary(summary: dict, output: Path) -> None:
               f"latency ({lat['pruned_ms']:.2f} ms vs {lat['reference_ms']:.2f} ms) {status} (met: <= budget + one "
               "standard error)")
     _print_batchnorm(summary)
+    choice = summary.get("mode_choice")
+    for c in (choice or {}).get("candidates", []):
+        mark = " <- kept" if c["mode"] == choice["chosen"] else ""
+        out.print(f"  mode {c['mode']}: " + (f"refused ({c['refused']})" if "refused" in c else
+                  f"measured {c['measured']:.3f} ({'met' if c['met'] else 'missed'}), held-out top-1 {c['val_top1']:.2f}{mark}"),
+                  highlight=False, markup=False)
 
 
 def _print_batchnorm(summary: dict) -> None:
@@ -181,15 +187,20 @@ def _prune_budget(model, output, budget, criterion, mode, solver, layer_criterio
                             confirm=confirm, bn_batches=bn_batches)
     progress = TableProgress()
     try:
+        if mode == "auto":
+            from toolchain.refine_modes import held_out, prune_best_mode
+
+            scores = held_out(_train_loader(model, data, normalize, "val").dataset) if data is not None else None
+            return prune_best_mode(str(model), str(output), request, str(store), config, scores, progress=progress)
         return prune_to_budget(str(model), str(output), request, str(store), config, progress=progress)
     finally:
         progress.stop()
 
 
-def _train_loader(model: Path, data: str, normalize: str):
-    """--data's train split in a fixed order (repeatable scores and statistics), 32 images a batch."""
+def _train_loader(model: Path, data: str, normalize: str, split: str = "train"):
+    """A split of --data (train by default) in a fixed order (repeatable scores and statistics), 32 images a batch."""
     from graphs.onnx_io import load_model, require_input_shape
     from toolchain.data import make_loader
 
     shape = require_input_shape(load_model(model), str(model))
-    return make_loader(data, tuple(shape), "train", batch_size=32, seed=0, shuffle=False, normalize=normalize)
+    return make_loader(data, tuple(shape), split, batch_size=32, seed=0, shuffle=False, normalize=normalize)

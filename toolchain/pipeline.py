@@ -170,7 +170,13 @@ def _prune(recipe: Recipe, onnx_path: Path, pruned: Path, store: Path, config, s
                             # as `prune --stages K --data`: the model recovers for an epoch before the next stage
                             between_stages=finetune_between_stages(recipe.data, log=log, normalize=recipe.normalize)
                             if p.stages > 1 else None)
-    summary = prune_to_budget(str(onnx_path), str(pruned), request, str(store), config, progress=progress)
+    if p.mode == "auto":  # each mode to the budget, the best on the held-out split kept (toolchain/refine_modes.py)
+        from toolchain.refine_modes import held_out, prune_best_mode
+
+        val = make_loader(recipe.data, shape, "val", 256, seed=recipe.seed, normalize=recipe.normalize).dataset
+        summary = prune_best_mode(str(onnx_path), str(pruned), request, str(store), config, held_out(val), progress)
+    else:
+        summary = prune_to_budget(str(onnx_path), str(pruned), request, str(store), config, progress=progress)
     model = load_model(onnx_path)
     analysis = analyze(model)
     blocks = analysis.blocks
@@ -179,7 +185,7 @@ def _prune(recipe: Recipe, onnx_path: Path, pruned: Path, store: Path, config, s
     write_json({"criteria": scores, "blocks": [b.id for b in blocks]}, pruned / "scores.json")
     shutil.copy(out / "table.json", pruned / "table.json")
     return {"latency": {k: v for k, v in summary["latency"].items() if k != "history"}, "params": summary["params"],
-            "batchnorm": summary.get("batchnorm")}
+            "batchnorm": summary.get("batchnorm"), "mode_choice": summary.get("mode_choice")}
 
 
 def _finetune(recipe: Recipe, pruned: Path, log) -> dict:

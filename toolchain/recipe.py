@@ -33,7 +33,7 @@ class ProfileStage(Strict):
 
 class PruneStage(Strict):
     budget: float = Field(..., gt=0, le=1)
-    mode: Literal["filter", "layer", "joint"] = "joint"
+    mode: Literal["filter", "layer", "joint", "auto"] = "joint"  # auto: each, the best on held-out data kept
     criterion: str = "sp-lamp"
     layer_criterion: Optional[str] = None
     solver: Literal["group-knapsack", "halp"] = "group-knapsack"

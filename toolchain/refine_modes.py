@@ -1,0 +1,92 @@
+"""`prune --budget B --mode auto`: joint, layer and filter pruning each meet the same measured budget; each kept
+plan's BatchNorm statistics are re-estimated, and the one that scores best on held-out data is kept.
+
+Why: which mode keeps the most accuracy at a latency differs by model and budget, and no solver's value can
+tell: each mode's value is its own sum of importance scores. On pretrained Lite0 (Fashion-MNIST, 64x64, one
+epoch + two of fine-tuning, seed 0) at 0.7, layer pruning (blocks only, imprinting) scored 86.23 after
+fine-tuning, joint 82.21 and filter 82.49; at 0.35 layer pruning cannot get there and filter pruning
+collapsed to 48.05 (bench/results/accuracy_at_latency_lite0_layer_filter.md). A pruned model's accuracy once
+its BatchNorm statistics are re-estimated ranks candidates much as their fine-tuned accuracy does (EagleEye,
+Li et al., ECCV 2020), at the cost of one forward pass over the held-out images per candidate.
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+from graphs.atomic import atomic_dir, check_out_dir, write_json
+from graphs.errors import InputError
+from toolchain.refine import BudgetRequest, prune_to_budget
+
+MODES = ("joint", "layer", "filter")  # joint first: it profiles every kind of table entry the others read
+SCORE_IMAGES = 2048  # held-out images each candidate is scored on (a top-1 to about +-1 point)
+
+
+def held_out(dataset, images: int = SCORE_IMAGES, batch_size: int = 256):
+    """At most `images` of `dataset`, evenly strided (a folder sorted by class still gives every class)."""
+    from torch.utils.data import DataLoader, Subset
+
+    step = max(1, -(-len(dataset) // images))
+    return DataLoader(Subset(dataset, range(0, len(dataset), step)), batch_size=batch_size)
+
+
+def prune_best_mode(onnx_path: str, out_dir: str, request: BudgetRequest, store: str, config, score_loader,
+                    progress=None) -> dict:
+    """Each mode pruned to `request.budget` (its `mode` is ignored); the kept plan that meets the budget
+    and scores the highest top-1 on `score_loader` (held-out images) is written to `out_dir`, and its
+    summary's `mode_choice` lists every candidate. Where none meets the budget, the fastest is kept."""
+    if request.loader is None or score_loader is None:
+        raise InputError("--mode auto ranks the modes' pruned models on held-out images: it needs --data")
+    if request.bn_batches < 1:
+        raise InputError("--mode auto ranks models whose BatchNorm statistics are re-estimated: --bn-batches must be >= 1")
+    target = check_out_dir(out_dir)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    workspace = Path(tempfile.mkdtemp(prefix=".compress-modes-", dir=target.parent))
+    try:
+        candidates = _candidates(onnx_path, workspace, request, store, config, score_loader, progress)
+        best = _choose(candidates)
+        summary = {**best["summary"], "mode_choice": {"chosen": best["mode"], "candidates": [
+            {k: v for k, v in c.items() if k != "summary"} for c in candidates]}}
+        with atomic_dir(out_dir, start_from=workspace / best["mode"]) as tmp:
+            write_json(summary, tmp / "summary.json")
+        return summary
+    finally:
+        shutil.rmtree(workspace, ignore_errors=True)
+
+
+def _candidates(onnx_path, workspace: Path, request: BudgetRequest, store, config, score_loader, progress) -> list[dict]:
+    from toolchain.pruned_dir import load_pruned_module
+    from toolchain.train import evaluate
+
+    candidates, refusals = [], []
+    for mode in MODES:
+        request.log(f"mode {mode}:")
+        # a width floor bounds narrowing, which layer pruning never does
+        asked = replace(request, mode=mode, **({"max_prune": 1.0, "max_prune_for": {}} if mode == "layer" else {}))
+        try:
+            summary = prune_to_budget(onnx_path, str(workspace / mode), asked, store, config, progress)
+        except InputError as exc:  # below what this mode reaches: the others may still
+            refusals.append(exc)
+            candidates.append({"mode": mode, "refused": str(exc)})
+            request.log(f"  mode {mode} refused: {exc}")
+            continue
+        top1 = evaluate(load_pruned_module(workspace / mode), score_loader)["top1"]
+        lat = summary["latency"]
+        candidates.append({"mode": mode, "measured": lat["measured"], "met": lat["met"], "val_top1": top1,
+                           "params": summary["params"]["after"], "summary": summary})
+        request.log(f"  mode {mode}: measured {lat['measured']:.3f} ({'met' if lat['met'] else 'missed'}), "
+                    f"top-1 {top1:.2f} on the held-out images with re-estimated BatchNorm statistics")
+    if len(refusals) == len(MODES):
+        raise refusals[0]
+    return candidates
+
+
+def _choose(candidates: list[dict]) -> dict:
+    """The met candidate with the highest held-out top-1 (the earlier mode on a tie); the fastest if none met."""
+    pruned = [c for c in candidates if "refused" not in c]
+    met = [c for c in pruned if c["met"]]
+    if not met:
+        return min(pruned, key=lambda c: c["measured"])
+    return max(met, key=lambda c: (c["val_top1"], -MODES.index(c["mode"])))
