@@ -4,9 +4,9 @@ A pruned layer's outputs have another distribution, but its BatchNorm still norm
 unpruned model's running mean and variance: in eval mode the pruned network then computes next to
 nothing. ResNet-20 on Fashion-MNIST (80.17% unpruned), 12.5% of every layer's channels removed (L1):
 14.83% as pruned, 75.28% once 16 batches of 32 training images re-estimated the statistics; 25% removed:
-11.44% -> 59.73% (bench/batchnorm_after_pruning.py). Fine-tuning estimates them again anyway (train mode normalises with batch statistics),
-so this changes what a pruned model scores before fine-tuning, and what `build` gets when nobody
-fine-tunes, not what fine-tuning reaches.
+11.44% -> 59.73% (bench/batchnorm_after_pruning.py). Fine-tuning estimates them again anyway (train mode
+normalises with batch statistics), so this changes what a pruned model scores before fine-tuning, and
+what `build` gets when nobody fine-tunes, not what fine-tuning reaches.
 """
 from __future__ import annotations
 
