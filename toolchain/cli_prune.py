@@ -65,7 +65,7 @@ def prune(
                                 batches, backend, store, runs, round_to, provider, precision, table_mode, normalize,
                                 max_prune_ratio, per_group, confirm, bn_batches)
         return print_json(summary) if as_json else _print_budget_summary(summary, output)
-    loader = _train_loader(model, data, normalize) if data is not None and bn_batches > 0 else None  # refused first
+    loader = _data_loader(model, data, normalize) if data is not None and bn_batches > 0 else None  # refused first
     summary = _prune_to_plan(model, output, plan, ratio, round_to, spec, seed, loader, bn_batches)
     return print_json(summary) if as_json else _print_prune_summary(summary, output)
 
@@ -177,7 +177,7 @@ def _prune_budget(model, output, budget, criterion, mode, solver, layer_criterio
     config = ProfileConfig(backend=backend, round_to=round_to, runs=runs, provider=provider, precision=precision,
                            **(table_mode or {}))
     check_table_mode(config)
-    loader = _train_loader(model, data, normalize) if data is not None else None
+    loader = _data_loader(model, data, normalize) if data is not None else None
     log = lambda message: err.print(message, highlight=False, markup=False)  # noqa: E731
     # Between stages the pruned model recovers for an epoch on --data before the next stage scores it.
     hook = finetune_between_stages(data, log=log, normalize=normalize) if stages > 1 and data is not None else None
@@ -190,15 +190,15 @@ def _prune_budget(model, output, budget, criterion, mode, solver, layer_criterio
         if mode == "auto":
             from toolchain.refine_modes import held_out, prune_best_mode
 
-            scores = held_out(_train_loader(model, data, normalize, "val").dataset) if data is not None else None
+            scores = held_out(_data_loader(model, data, normalize, "val").dataset) if data is not None else None
             return prune_best_mode(str(model), str(output), request, str(store), config, scores, progress=progress)
         return prune_to_budget(str(model), str(output), request, str(store), config, progress=progress)
     finally:
         progress.stop()
 
 
-def _train_loader(model: Path, data: str, normalize: str, split: str = "train"):
-    """A split of --data (train by default) in a fixed order (repeatable scores and statistics), 32 images a batch."""
+def _data_loader(model: Path, data: str, normalize: str, split: str = "train"):
+    """One split of --data (train by default) in a fixed order (repeatable scores and statistics), 32 images a batch."""
     from graphs.onnx_io import load_model, require_input_shape
     from toolchain.data import make_loader
 
