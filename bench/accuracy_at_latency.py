@@ -13,6 +13,10 @@ interleaved against the unpruned model):
   loses more than three quarters of its width (`prune --max-prune-ratio 0.75`); `joint-floor-0.5` and
   `joint-floor-0.875` are the same with `--max-prune-ratio 0.5` and `0.875`; `joint-floor-early` is joint-floor
   whose groups at output stride 4 or less keep half their width (`--max-prune-ratio-for 'stride<=4=0.5'`);
+  `joint-iter` is joint in two stages with fine-tuning between them (`prune --stages 2 --data`): stage 1 prunes
+  to 0.75 of the latency, trains 3 of every 10 fine-tuning epochs on the same images and schedule, stage 2
+  re-scores and prunes the recovered model to the budget, and the rest of the epochs follow, so its training
+  budget is every other row's;
   `joint-at-tp` is joint pruned to the ratio Torch-Pruning's kept plan measured at the same budget and seed
   (its row must come first): uniform widths can stop short of a budget, and this compares at their latency;
 - `auto` is `prune --mode auto`: joint (sp-lamp), layer (imprinting) and filter (sp-lamp) each pruned to the
@@ -75,7 +79,9 @@ from tp_uniform import torch_pruning_row  # noqa: E402
 DATA = "fashion-mnist"
 # Torch-Pruning rows -> their round_to: 8 as issue 12 asks; 16, onnxruntime's channel block here.
 TP_ROUND_TO = {"torch-pruning": 8, "torch-pruning-16": 16}
-STAGES = {"joint-2stage": 2}  # compress rows pruned in more than one stage
+STAGES = {"joint-2stage": 2, "joint-iter": 2}  # compress rows pruned in more than one stage
+# compress rows fine-tuned between stages -> the share of --epochs spent there (the rest after the last stage)
+BETWEEN_SHARE = {"joint-iter": 0.3}
 # compress rows with a width floor (`prune --max-prune-ratio`): joint-floor keeps a quarter of every group;
 # the -0.5 and -0.875 rows test a tighter floor (half) and a looser one (an eighth), which reaches deeper budgets
 MAX_PRUNE = {"joint-floor": 0.75, "joint-floor-0.5": 0.5, "joint-floor-0.875": 0.875, "joint-floor-early": 0.75}
@@ -95,6 +101,9 @@ METHODS = {  # name -> (mode, filter criterion, layer criterion); Torch-Pruning 
     # is profiled on the first stage's pruned model, so its costs are those of the operating point (a
     # single Lite0 table, timed around the unpruned model, predicted deep plans 18-46% slow).
     "joint-2stage": ("joint", "sp-lamp", None),
+    # joint in two stages with part of the fine-tuning budget between them (SP-LAMP's iterative schedule):
+    # the second stage scores a model that has recovered from the first cut
+    "joint-iter": ("joint", "sp-lamp", None),
     # joint whose groups keep at least a quarter of their width: the table's single-group costs, timed
     # around the unpruned model, led the knapsack to cut single expansion convs to 16 of 144-240 channels
     "joint-floor": ("joint", "sp-lamp", None),
@@ -181,7 +190,9 @@ def compress_row(args, base: dict, method: str, budget: float, seed: int, work: 
                             round_to=args.round_to, loader=loader(base["shape"], "train", seed, 512, 64, False), batches=8,
                             stages=STAGES.get(method, 1), max_prune=MAX_PRUNE.get(method, 1.0),
                             max_prune_for=MAX_PRUNE_FOR.get(method, {}),
-                            measure_runs=args.measure_runs, log=lambda m: print("    " + m, flush=True))
+                            measure_runs=args.measure_runs, log=lambda m: print("    " + m, flush=True),
+                            between_stages=finetune_between(args, base, seed, between_epochs(args, method))
+                            if method in BETWEEN_SHARE else None)
     out = work / f"{method}-{budget}"
     if mode == "auto":
         from toolchain.refine_modes import held_out, prune_best_mode
@@ -198,6 +209,27 @@ def compress_row(args, base: dict, method: str, budget: float, seed: int, work: 
                                      "removed": [b["id"] for b in summary["removed"]], "confirmed": lat.get("confirmed"),
                                      "ratio_when_chosen": lat.get("measured_when_chosen"),
                                      **({"mode_choice": summary["mode_choice"]} if "mode_choice" in summary else {})}
+
+
+def between_epochs(args, method: str) -> int:
+    """Fine-tuning epochs a row spends between its pruning stages (out of --epochs; 0 for one-shot rows)."""
+    share = BETWEEN_SHARE.get(method)
+    return min(args.epochs - 1, max(1, round(args.epochs * share))) if share else 0
+
+
+def finetune_between(args, base: dict, seed: int, epochs: int):
+    """The between-stages hook: the stage's pruned model trained as the final fine-tune is (same images,
+    lr and schedule, distilled when every row is), its values written back before the next stage scores it."""
+    from toolchain.finetune import save_module_weights
+
+    def hook(stage: int, stage_dir: Path) -> None:
+        module = load_pruned_module(stage_dir)
+        teacher = unpruned_row(base)[0] if args.distill else None
+        train(module, loader(base["shape"], "train", seed, args.finetune_subset, 128, True), None,
+              TrainConfig(epochs=epochs, lr=0.01, batch_size=128, seed=seed, distill=args.distill), teacher=teacher)
+        save_module_weights(stage_dir, module)
+        print(f"    stage {stage}: fine-tuned {epochs} epoch(s) before the next stage", flush=True)
+    return hook
 
 
 def run_one(args, model: str, method: str, budget: float, seed: int, work: Path, target: float) -> dict:
@@ -219,7 +251,7 @@ def run_one(args, model: str, method: str, budget: float, seed: int, work: Path,
     before = evaluate(pruned, tests, torch.device("cpu"))["top1"]
     teacher = unpruned_row(base)[0] if args.distill else None  # a copy of its own: unpruned-ft trains `pruned`
     train(pruned, loader(base["shape"], "train", seed, args.finetune_subset, 128, True), None,
-          TrainConfig(epochs=args.epochs, lr=0.01, batch_size=128, seed=seed, distill=args.distill), teacher=teacher)
+          TrainConfig(epochs=args.epochs - between_epochs(args, method), lr=0.01, batch_size=128, seed=seed, distill=args.distill), teacher=teacher)
     after = evaluate(pruned.cpu(), tests, torch.device("cpu"))["top1"]
     return {"model": model, "method": method, "budget": budget, "seed": seed, "setting": args.setting,
             "measured_ratio": info.pop("ratio"), "params": sum(p.numel() for p in pruned.parameters()),

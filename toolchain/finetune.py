@@ -123,6 +123,20 @@ def finetune_dir(directory: str | Path, data: str, config: TrainConfig, distill:
     return {**result, "history": history}
 
 
+def save_module_weights(directory: str | Path, module: torch.nn.Module) -> None:
+    """Put a trained module's values into a torch-sourced pruned DIR (model.onnx and weights.safetensors, by
+    name, parity checked), in one directory swap; for training done outside `finetune_dir`, such as a
+    benchmark's own schedule between pruning stages."""
+    directory = Path(directory)
+    plan = load_plan(directory / "plan.json")
+    model = load_model(directory / "model.onnx")
+    shape = tuple(plan.model.get("input_shape") or require_input_shape(model, str(directory / "model.onnx")))
+    model = _with_weights(model, module.cpu().eval(), shape)
+    with atomic_dir(directory, start_from=directory) as tmp:
+        save_file(_state(module), str(tmp / "weights.safetensors"), metadata={"finetuned": "1"})
+        save_model(model, tmp / "model.onnx")
+
+
 def _scorer(teacher: torch.nn.Module, val_loader) -> Callable[[torch.nn.Module], dict]:
     """Without labels, a model's score is its distance to the teacher on the val split (lower is better)."""
     def score(module: torch.nn.Module) -> dict:
