@@ -31,6 +31,7 @@ def prune(
     data: Optional[str] = typer.Option(None, help=f"data for data-dependent criteria: {DATA_FORMS}"),
     batches: int = typer.Option(8, help="batches of --data the criterion may use"),
     bn_batches: int = typer.Option(16, "--bn-batches", help="with --data: batches of it (32 images each) that re-estimate the pruned model's BatchNorm statistics, in its weights and model.onnx alike (0: keep the unpruned model's; pruned layers then see other statistics and the model scores near chance until fine-tuned)"),
+    auto_tune_batches: int = typer.Option(0, "--auto-tune-batches", help="with --mode auto: rank the modes' pruned models after a short fine-tune of each on N batches (64 images each) of --data's train split, the same images for every mode (NetAdapt's short-term fine-tune; slower, and safer where the modes differ in kind: the score before fine-tuning favours shallow plans, the one after it capacity). The model written is the untuned one. 0: rank on the score before fine-tuning"),
     normalize: Normalize = "auto",
     backend: str = typer.Option("ort", help="with --budget: the backend whose latency the budget is about (ort, tensorrt, torch)"),
     provider: Optional[str] = typer.Option(None, help="where the backend runs: ort cpu (default) | cuda | tensorrt (CUDA and TensorRT execution providers need pip install -e '.\\[gpu]'); torch cpu | cuda"),
@@ -58,12 +59,15 @@ def prune(
 
     per_group = _parse_max_prune_for(max_prune_ratio_for)
     _check_prune_request(plan, ratio, budget, round_to, max_prune_ratio, per_group, bn_batches)
+    if auto_tune_batches and mode != "auto" or auto_tune_batches < 0:
+        raise InputError(f"--auto-tune-batches must be >= 0 and applies to --mode auto, got {auto_tune_batches} "
+                         f"with --mode {mode}")
     if budget is not None:
         table_mode = dict(table=table, max_measurements=max_measurements, target_error=target_error,
                           recheck_after_s=recheck_seconds(recheck_after), batch=batch)
         summary = _prune_budget(model, output, budget, criterion, mode, solver, layer_criterion, stages, data,
                                 batches, backend, store, runs, round_to, provider, precision, table_mode, normalize,
-                                max_prune_ratio, per_group, confirm, bn_batches)
+                                max_prune_ratio, per_group, confirm, bn_batches, auto_tune_batches)
         return print_json(summary) if as_json else _print_budget_summary(summary, output)
     loader = _data_loader(model, data, normalize) if data is not None and bn_batches > 0 else None  # refused first
     summary = _prune_to_plan(model, output, plan, ratio, round_to, spec, seed, loader, bn_batches)
@@ -137,7 +141,8 @@ def _print_budget_summary(summary: dict, output: Path) -> None:
     for c in (choice or {}).get("candidates", []):
         mark = " <- kept" if c["mode"] == choice["chosen"] else ""
         out.print(f"  mode {c['mode']}: " + (f"refused ({c['refused']})" if "refused" in c else
-                  f"measured {c['measured']:.3f} ({'met' if c['met'] else 'missed'}), held-out top-1 {c['val_top1']:.2f}{mark}"),
+                  f"measured {c['measured']:.3f} ({'met' if c['met'] else 'missed'}), held-out top-1 {c['val_top1']:.2f}"
+                  + (f", {c['tuned_top1']:.2f} after the short fine-tune" if "tuned_top1" in c else "") + mark),
                   highlight=False, markup=False)
 
 
@@ -162,7 +167,7 @@ def _print_prune_summary(summary: dict, output: Path) -> None:
 def _prune_budget(model, output, budget, criterion, mode, solver, layer_criterion, stages, data, batches, backend,
                   store, runs, round_to, provider=None, precision="fp32", table_mode: dict | None = None,
                   normalize: str = "auto", max_prune_ratio: float = 1.0, max_prune_for: dict | None = None,
-                  confirm: int = 1, bn_batches: int = 16) -> dict:
+                  confirm: int = 1, bn_batches: int = 16, auto_tune_batches: int = 0) -> dict:
     from graphs.onnx_io import load_model
     from toolchain.latency.config import ProfileConfig, check_table_mode
     from toolchain.finetune import finetune_between_stages
@@ -191,16 +196,20 @@ def _prune_budget(model, output, budget, criterion, mode, solver, layer_criterio
             from toolchain.refine_modes import held_out, prune_best_mode
 
             scores = held_out(_data_loader(model, data, normalize, "val").dataset) if data is not None else None
-            return prune_best_mode(str(model), str(output), request, str(store), config, scores, progress=progress)
+            tune = _data_loader(model, data, normalize, augment=True) if data is not None and auto_tune_batches else None
+            return prune_best_mode(str(model), str(output), request, str(store), config, scores, progress=progress,
+                                   tune_loader=tune, tune_batches=auto_tune_batches)
         return prune_to_budget(str(model), str(output), request, str(store), config, progress=progress)
     finally:
         progress.stop()
 
 
-def _data_loader(model: Path, data: str, normalize: str, split: str = "train"):
-    """One split of --data (train by default) in a fixed order (repeatable scores and statistics), 32 images a batch."""
+def _data_loader(model: Path, data: str, normalize: str, split: str = "train", augment: bool = False):
+    """One split of --data (train by default) in a fixed order (repeatable scores and statistics), 32 images a
+    batch; with `augment`, the train-time transform and 64 a batch (a short fine-tune's data)."""
     from graphs.onnx_io import load_model, require_input_shape
     from toolchain.data import make_loader
 
     shape = require_input_shape(load_model(model), str(model))
-    return make_loader(data, tuple(shape), split, batch_size=32, seed=0, shuffle=False, normalize=normalize)
+    return make_loader(data, tuple(shape), split, batch_size=64 if augment else 32, seed=0, shuffle=False,
+                       normalize=normalize, augment=augment)

@@ -174,7 +174,9 @@ def _prune(recipe: Recipe, onnx_path: Path, pruned: Path, store: Path, config, s
         from toolchain.refine_modes import held_out, prune_best_mode
 
         val = make_loader(recipe.data, shape, "val", 256, seed=recipe.seed, normalize=recipe.normalize).dataset
-        summary = prune_best_mode(str(onnx_path), str(pruned), request, str(store), config, held_out(val), progress)
+        tune = make_loader(recipe.data, shape, "train", 64, seed=recipe.seed, augment=True, normalize=recipe.normalize)
+        summary = prune_best_mode(str(onnx_path), str(pruned), request, str(store), config, held_out(val), progress,
+                                  tune_loader=tune, tune_batches=p.auto_tune_batches)
     else:
         summary = prune_to_budget(str(onnx_path), str(pruned), request, str(store), config, progress=progress)
     model = load_model(onnx_path)

@@ -42,6 +42,7 @@ class PruneStage(Strict):
     max_prune_ratio_for: dict[str, float] = {}  # group id glob or stride<=N -> its own max_prune_ratio (0: whole)
     confirm: int = Field(1, ge=0)  # fresh measurements of the kept plan (prune --confirm)
     bn_batches: int = Field(16, ge=0)  # batches of the data that re-estimate BatchNorm statistics (prune --bn-batches)
+    auto_tune_batches: int = Field(0, ge=0)  # mode auto: rank after a short fine-tune (prune --auto-tune-batches)
     scores: list[str] = ["mean:l2", "mean:bn-gamma", "imprinting"]  # layer criteria shown in the report
 
 

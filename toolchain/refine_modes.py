@@ -12,9 +12,13 @@ fine-tuned accuracy does (EagleEye, Li et al., ECCV 2020), for one forward pass 
 Not always: on ResNet-20 at 0.5 (ten fine-tuning epochs) it ranked layer plans above joint's on 5 of 5 seeds,
 and they fine-tuned 2.03 +- 0.57 points lower (bench/results/accuracy_at_latency_resnet20_ft10_head.md): a
 shallower plan keeps more of the unpruned function, a narrower one more capacity. Hence a mode to ask for.
+With `tune_batches` each candidate is first fine-tuned briefly on the same train images in the same order
+(NetAdapt's short-term fine-tune, Yang et al., ECCV 2018) and ranked on what it scores then; the written model
+is the untuned one, fine-tuned afterwards as any pruned model is.
 """
 from __future__ import annotations
 
+import copy
 import shutil
 import tempfile
 from dataclasses import replace
@@ -26,6 +30,7 @@ from toolchain.refine import BudgetRequest, prune_to_budget
 
 MODES = ("joint", "layer", "filter")  # joint first: it profiles every kind of table entry the others read
 SCORE_IMAGES = 2048  # held-out images each candidate is scored on (a top-1 to about +-1 point)
+TUNE_LR = 0.01  # the short fine-tune's starting lr (the recipes' fine-tuning lr), decayed within its batches
 
 
 def held_out(dataset, images: int = SCORE_IMAGES, batch_size: int = 256):
@@ -36,20 +41,40 @@ def held_out(dataset, images: int = SCORE_IMAGES, batch_size: int = 256):
     return DataLoader(Subset(dataset, range(0, len(dataset), step)), batch_size=batch_size)
 
 
+def short_tune(module, loader, batches: int, lr: float = TUNE_LR, seed: int = 0) -> None:
+    """Train `module` in place on the first `batches` batches of a seeded shuffle of `loader`'s dataset (at
+    most one pass), the lr decayed within them as every fine-tune here is: the same images, in the same
+    order, for every candidate."""
+    import torch
+    from torch.utils.data import DataLoader, Subset
+
+    from toolchain.train import TrainConfig, train
+
+    order = torch.randperm(len(loader.dataset), generator=torch.Generator().manual_seed(seed))
+    images = order[:batches * loader.batch_size].tolist()
+    subset = DataLoader(Subset(loader.dataset, images), batch_size=loader.batch_size, shuffle=False)
+    train(module, subset, None, TrainConfig(epochs=1, lr=lr, batch_size=loader.batch_size, seed=seed))
+    module.cpu().eval()
+
+
 def prune_best_mode(onnx_path: str, out_dir: str, request: BudgetRequest, store: str, config, score_loader,
-                    progress=None) -> dict:
+                    progress=None, tune_loader=None, tune_batches: int = 0) -> dict:
     """Each mode pruned to `request.budget` (its `mode` is ignored); the kept plan that meets the budget
     and scores the highest top-1 on `score_loader` (held-out images) is written to `out_dir`, and its
-    summary's `mode_choice` lists every candidate. Where none meets the budget, the fastest is kept."""
+    summary's `mode_choice` lists every candidate. Where none meets the budget, the fastest is kept.
+    With `tune_batches` > 0 the score is taken after a short fine-tune on that many of `tune_loader`'s batches."""
     if request.loader is None or score_loader is None:
         raise InputError("--mode auto ranks the modes' pruned models on held-out images: it needs --data")
     if request.bn_batches < 1:
         raise InputError("--mode auto ranks models whose BatchNorm statistics are re-estimated: --bn-batches must be >= 1")
+    if tune_batches < 0 or (tune_batches and tune_loader is None):
+        raise InputError(f"--auto-tune-batches must be >= 0 and needs --data, got {tune_batches}")
+    tune = (lambda module: short_tune(module, tune_loader, tune_batches)) if tune_batches else None
     target = check_out_dir(out_dir)
     target.parent.mkdir(parents=True, exist_ok=True)
     workspace = Path(tempfile.mkdtemp(prefix=".compress-modes-", dir=target.parent))
     try:
-        candidates = _candidates(onnx_path, workspace, request, store, config, score_loader, progress)
+        candidates = _candidates(onnx_path, workspace, request, store, config, score_loader, progress, tune)
         best = _choose(candidates)
         summary = {**best["summary"], "mode_choice": {"chosen": best["mode"], "candidates": [
             {k: v for k, v in c.items() if k != "summary"} for c in candidates]}}
@@ -60,7 +85,8 @@ def prune_best_mode(onnx_path: str, out_dir: str, request: BudgetRequest, store:
         shutil.rmtree(workspace, ignore_errors=True)
 
 
-def _candidates(onnx_path, workspace: Path, request: BudgetRequest, store, config, score_loader, progress) -> list[dict]:
+def _candidates(onnx_path, workspace: Path, request: BudgetRequest, store, config, score_loader, progress,
+                tune=None) -> list[dict]:
     from toolchain.pruned_dir import load_pruned_module
     from toolchain.train import evaluate
 
@@ -76,21 +102,29 @@ def _candidates(onnx_path, workspace: Path, request: BudgetRequest, store, confi
             candidates.append({"mode": mode, "refused": str(exc)})
             request.log(f"  mode {mode} refused: {exc}")
             continue
-        top1 = evaluate(load_pruned_module(workspace / mode), score_loader)["top1"]
+        module = load_pruned_module(workspace / mode)
+        top1 = evaluate(module, score_loader)["top1"]
         lat = summary["latency"]
-        candidates.append({"mode": mode, "measured": lat["measured"], "met": lat["met"], "val_top1": top1,
-                           "params": summary["params"]["after"], "summary": summary})
+        candidate = {"mode": mode, "measured": lat["measured"], "met": lat["met"], "val_top1": top1,
+                     "params": summary["params"]["after"], "summary": summary}
         request.log(f"  mode {mode}: measured {lat['measured']:.3f} ({'met' if lat['met'] else 'missed'}), "
                     f"top-1 {top1:.2f} on the held-out images with re-estimated BatchNorm statistics")
+        if tune is not None:  # a copy: the directory keeps the untuned weights
+            tuned = copy.deepcopy(module)
+            tune(tuned)
+            candidate["tuned_top1"] = evaluate(tuned, score_loader)["top1"]
+            request.log(f"  mode {mode}: top-1 {candidate['tuned_top1']:.2f} after the short fine-tune")
+        candidates.append(candidate)
     if len(refusals) == len(MODES):
         raise refusals[0]
     return candidates
 
 
 def _choose(candidates: list[dict]) -> dict:
-    """The met candidate with the highest held-out top-1 (the earlier mode on a tie); the fastest if none met."""
+    """The met candidate with the highest held-out top-1 (after the short fine-tune where there was one; the
+    earlier mode on a tie); the fastest if none met."""
     pruned = [c for c in candidates if "refused" not in c]
     met = [c for c in pruned if c["met"]]
     if not met:
         return min(pruned, key=lambda c: c["measured"])
-    return max(met, key=lambda c: (c["val_top1"], -MODES.index(c["mode"])))
+    return max(met, key=lambda c: (c.get("tuned_top1", c["val_top1"]), -MODES.index(c["mode"])))
