@@ -142,14 +142,15 @@ def test_recipe_mode_auto_hands_every_mode_the_held_out_split(tmp_path, monkeypa
     from toolchain.data import make_loader
     from toolchain.pipeline import _prune
 
-    recipe = load_recipe(write(tmp_path, BASE.replace("mode: layer", "mode: auto, bn_batches: 4"), out=tmp_path / "o"))
+    recipe = load_recipe(write(tmp_path, BASE.replace("mode: layer", "mode: auto, bn_batches: 4, auto_tune_batches: 5"), out=tmp_path / "o"))
     seen = {}
 
     class Stop(Exception):
         pass
 
-    def capture(onnx_path, out_dir, request, store, config, score_loader, progress=None):
-        seen.update(request=request, scores=score_loader)
+    def capture(onnx_path, out_dir, request, store, config, score_loader, progress=None, tune_loader=None,
+                tune_batches=0):
+        seen.update(request=request, scores=score_loader, tune=tune_loader, tune_batches=tune_batches)
         raise Stop
 
     monkeypatch.setattr(toolchain.refine_modes, "prune_best_mode", capture)
@@ -159,3 +160,5 @@ def test_recipe_mode_auto_hands_every_mode_the_held_out_split(tmp_path, monkeypa
     assert seen["request"].bn_batches == 4 and seen["request"].loader is not None
     val = make_loader("digits", (1, 3, 32, 32), "val", 256, seed=recipe.seed).dataset
     assert len(seen["scores"].dataset) == len(val)  # digits' val split is under 2,048 images: all of it
+    # the short fine-tune's data: the train split, augmented as training is
+    assert seen["tune_batches"] == 5 and seen["tune"].dataset.augment
