@@ -9,6 +9,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from graphs.errors import InputError
 
+# `--mode auto`'s short fine-tune of each candidate before ranking (toolchain/refine_modes.py): 100 batches of 64
+# images (6,400), the images bench/results/accuracy_at_latency_resnet20_ft10_auto_tuned.md ran
+AUTO_TUNE_BATCHES = 100
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -42,7 +46,7 @@ class PruneStage(Strict):
     max_prune_ratio_for: dict[str, float] = {}  # group id glob or stride<=N -> its own max_prune_ratio (0: whole)
     confirm: int = Field(1, ge=0)  # fresh measurements of the kept plan (prune --confirm)
     bn_batches: int = Field(16, ge=0)  # batches of the data that re-estimate BatchNorm statistics (prune --bn-batches)
-    auto_tune_batches: int = Field(0, ge=0)  # mode auto: rank after a short fine-tune (prune --auto-tune-batches)
+    auto_tune_batches: int = Field(AUTO_TUNE_BATCHES, ge=0)  # mode auto: rank after a short fine-tune (prune --auto-tune-batches)
     scores: list[str] = ["mean:l2", "mean:bn-gamma", "imprinting"]  # layer criteria shown in the report
 
 

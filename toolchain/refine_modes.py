@@ -12,9 +12,11 @@ fine-tuned accuracy does (EagleEye, Li et al., ECCV 2020), for one forward pass 
 Not always: on ResNet-20 at 0.5 (ten fine-tuning epochs) it ranked layer plans above joint's on 5 of 5 seeds,
 and they fine-tuned 2.03 +- 0.57 points lower (bench/results/accuracy_at_latency_resnet20_ft10_head.md): a
 shallower plan keeps more of the unpruned function, a narrower one more capacity. Hence a mode to ask for.
-With `tune_batches` each candidate is first fine-tuned briefly on the same train images in the same order
-(NetAdapt's short-term fine-tune, Yang et al., ECCV 2018) and ranked on what it scores then; the written model
-is the untuned one, fine-tuned afterwards as any pruned model is.
+With `tune_batches` (the CLI's and recipes' default) each candidate is first fine-tuned briefly on the same train
+images in the same order (NetAdapt's short-term fine-tune, Yang et al., ECCV 2018) and ranked on what it scores
+then; the written model is the untuned one, fine-tuned afterwards as any pruned model is. With 6,400 images
+(bench/results/accuracy_at_latency_resnet20_ft10_auto_tuned.md) it kept joint on 4 of 5 ResNet-20 seeds at 0.5
+(83.91 +- 0.92 after fine-tuning, against 82.32 ranked before it), and still layer on every Lite0 seed at 0.7.
 """
 from __future__ import annotations
 
