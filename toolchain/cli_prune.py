@@ -59,17 +59,14 @@ def prune(
     from toolchain.latency.config import recheck_seconds
 
     per_group = _parse_max_prune_for(max_prune_ratio_for)
-    _check_prune_request(plan, ratio, budget, round_to, max_prune_ratio, per_group, bn_batches)
-    if auto_tune_batches is not None and (mode != "auto" or auto_tune_batches < 0):
-        raise InputError(f"--auto-tune-batches must be >= 0 and applies to --mode auto, got {auto_tune_batches} "
-                         f"with --mode {mode}")
-    auto_tune_batches = AUTO_TUNE_BATCHES if auto_tune_batches is None else auto_tune_batches
+    _check_prune_request(plan, ratio, budget, round_to, max_prune_ratio, per_group, bn_batches, mode, auto_tune_batches)
     if budget is not None:
         table_mode = dict(table=table, max_measurements=max_measurements, target_error=target_error,
                           recheck_after_s=recheck_seconds(recheck_after), batch=batch)
         summary = _prune_budget(model, output, budget, criterion, mode, solver, layer_criterion, stages, data,
                                 batches, backend, store, runs, round_to, provider, precision, table_mode, normalize,
-                                max_prune_ratio, per_group, confirm, bn_batches, auto_tune_batches)
+                                max_prune_ratio, per_group, confirm, bn_batches,
+                                AUTO_TUNE_BATCHES if auto_tune_batches is None else auto_tune_batches)
         return print_json(summary) if as_json else _print_budget_summary(summary, output)
     loader = _data_loader(model, data, normalize) if data is not None and bn_batches > 0 else None  # refused first
     summary = _prune_to_plan(model, output, plan, ratio, round_to, spec, seed, loader, bn_batches)
@@ -116,7 +113,8 @@ def _parse_max_prune_for(items: list[str]) -> dict[str, float]:
     return per_group
 
 
-def _check_prune_request(plan, ratio, budget, round_to, max_prune_ratio, per_group, bn_batches: int = 0) -> None:
+def _check_prune_request(plan, ratio, budget, round_to, max_prune_ratio, per_group, bn_batches: int = 0,
+                         mode: str = "joint", auto_tune_batches: int | None = None) -> None:
     chosen = [name for name, value in (("--plan", plan), ("--ratio", ratio), ("--budget", budget)) if value is not None]
     if len(chosen) != 1:
         raise InputError("give exactly one of --plan, --ratio or --budget")
@@ -124,6 +122,9 @@ def _check_prune_request(plan, ratio, budget, round_to, max_prune_ratio, per_gro
         raise InputError(f"--round-to must be >= 1, got {round_to}")
     if bn_batches < 0:
         raise InputError(f"--bn-batches must be >= 0, got {bn_batches}")
+    if auto_tune_batches is not None and (mode != "auto" or auto_tune_batches < 0):
+        raise InputError(f"--auto-tune-batches must be >= 0 and applies to --mode auto, got {auto_tune_batches} "
+                         f"with --mode {mode}")
     for name, given in (("--max-prune-ratio", max_prune_ratio != 1.0), ("--max-prune-ratio-for", bool(per_group))):
         if given and budget is None:
             raise InputError(f"{name} bounds the budget solver: it needs --budget (a --ratio is already uniform)")
