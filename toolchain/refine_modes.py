@@ -16,7 +16,7 @@ With `tune_batches` (the CLI's and recipes' default) each candidate is first fin
 images in the same order (NetAdapt's short-term fine-tune, Yang et al., ECCV 2018) and ranked on what it scores
 then; the written model is the untuned one, fine-tuned afterwards as any pruned model is. With 6,400 images
 (bench/results/accuracy_at_latency_resnet20_ft10_auto_tuned.md) it kept joint on 4 of 5 ResNet-20 seeds at 0.5
-(83.91 +- 0.92 after fine-tuning, against 82.32 ranked before it), and still layer on every Lite0 seed at 0.7.
+(83.91 +- 0.97 after fine-tuning, against 82.32 ranked before it), and still layer on every Lite0 seed at 0.7.
 """
 from __future__ import annotations
 
