@@ -232,12 +232,18 @@ def finetune_between(args, base: dict, seed: int, epochs: int):
 
     def hook(stage: int, stage_dir: Path) -> None:
         module = load_pruned_module(stage_dir)
-        teacher = unpruned_row(base)[0] if args.distill else None
-        train(module, loader(base["shape"], "train", seed, args.finetune_subset, 128, True), None,
-              TrainConfig(epochs=epochs, lr=0.01, batch_size=128, seed=seed, distill=args.distill), teacher=teacher)
+        finetune(args, base, seed, module, epochs)
         save_module_weights(stage_dir, module)
         print(f"    stage {stage}: fine-tuned {epochs} epoch(s) before the next stage", flush=True)
     return hook
+
+
+def finetune(args, base: dict, seed: int, module: torch.nn.Module, epochs: int) -> None:
+    """Every row's fine-tune: the baseline's images, lr 0.01 decayed within the run, batch 128, distilled from
+    the unpruned baseline with --distill (a copy of its own: unpruned-ft trains the baseline's module)."""
+    teacher = unpruned_row(base)[0] if args.distill else None
+    train(module, loader(base["shape"], "train", seed, args.finetune_subset, 128, True), None,
+          TrainConfig(epochs=epochs, lr=0.01, batch_size=128, seed=seed, distill=args.distill), teacher=teacher)
 
 
 def run_one(args, model: str, method: str, budget: float, seed: int, work: Path, target: float) -> dict:
@@ -257,9 +263,7 @@ def run_one(args, model: str, method: str, budget: float, seed: int, work: Path,
                         "error": str(exc), "baseline_top1": base["top1"], "seconds": time.time() - t0}
     tests = test_loader(args, base["shape"])
     before = evaluate(pruned, tests, torch.device("cpu"))["top1"]
-    teacher = unpruned_row(base)[0] if args.distill else None  # a copy of its own: unpruned-ft trains `pruned`
-    train(pruned, loader(base["shape"], "train", seed, args.finetune_subset, 128, True), None,
-          TrainConfig(epochs=args.epochs - between_epochs(args, method), lr=0.01, batch_size=128, seed=seed, distill=args.distill), teacher=teacher)
+    finetune(args, base, seed, pruned, args.epochs - between_epochs(args, method))
     after = evaluate(pruned.cpu(), tests, torch.device("cpu"))["top1"]
     return {"model": model, "method": method, "budget": budget, "seed": seed, "setting": args.setting,
             "measured_ratio": info.pop("ratio"), "params": sum(p.numel() for p in pruned.parameters()),
