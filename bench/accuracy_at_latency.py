@@ -19,8 +19,8 @@ interleaved against the unpruned model):
   budget is every other row's;
   `joint-at-tp` is joint pruned to the ratio Torch-Pruning's kept plan measured at the same budget and seed
   (its row must come first): uniform widths can stop short of a budget, and this compares at their latency;
-- `auto` is `prune --mode auto --auto-tune-batches 0`: joint (sp-lamp), layer (imprinting) and filter (sp-lamp) each pruned to the
-  budget, each kept plan's BatchNorm statistics re-estimated, the one scoring best on 2,048 images of the
+- `auto` is `prune --mode auto --auto-tune-batches 0`: joint (sp-lamp), joint (taylor; since the ResNet-20
+  Taylor rows), layer (imprinting) and filter (sp-lamp) each pruned to the budget, each kept plan's BatchNorm statistics re-estimated, the one scoring best on 2,048 images of the
   train split's held-out part kept (toolchain/refine_modes.py); `auto-tuned` ranks them after a short fine-tune
   of each (50 batches of 128 of the row's fine-tuning images, the same for every candidate; NetAdapt's
   short-term fine-tune): the written model is the untuned one, fine-tuned as every row is;
@@ -121,7 +121,7 @@ METHODS = {  # name -> (mode, filter criterion, layer criterion); Torch-Pruning 
     "unpruned-ft": None,
     "filter": ("filter", "l1", None),
     "layer": ("layer", "l1", "imprinting"),
-    # `prune --mode auto`: joint (sp-lamp), layer (imprinting) and filter (sp-lamp) each to the budget, the one
+    # `prune --mode auto`: joint (sp-lamp and taylor), layer (imprinting) and filter (sp-lamp) each to the budget, the one
     # scoring best on 2,048 held-out train-split images (BatchNorm statistics re-estimated) kept
     "auto": ("auto", "sp-lamp", "imprinting"),
     # the same, each candidate ranked after a short fine-tune (ResNet-20 at 0.5: the score before it kept layer

@@ -14,7 +14,8 @@ from toolchain import refine
 from toolchain.cli import app
 from toolchain.data import make_loader
 from toolchain.pruned_dir import load_pruned_module
-from toolchain.refine_modes import MODES, _choose, held_out, short_tune
+from toolchain.refine import BudgetRequest
+from toolchain.refine_modes import CANDIDATES, _choose, _requests, held_out, short_tune
 from toolchain.train import evaluate
 
 
@@ -30,6 +31,19 @@ def test_the_met_mode_with_the_best_held_out_top1_is_kept():
     assert _choose([c[0], {**c[1], "val_top1": 70.0}])["mode"] == "joint"  # a tie: the earlier mode
     refused = {"mode": "layer", "refused": "budget 0.300 is below ..."}
     assert _choose([{**c[0], "met": False}, refused, c[2]])["mode"] == "joint"  # none met: the fastest
+
+
+def test_joint_competes_with_the_asked_criterion_and_with_taylor_scores():
+    asked = BudgetRequest(budget=0.5, criterion="sp-lamp", layer_criterion="imprinting", max_prune=0.75)
+    requests = _requests(asked)
+    assert list(requests) == ["joint", "joint-taylor", "layer", "filter"]
+    assert (requests["joint"].mode, requests["joint"].criterion, requests["joint"].layer_criterion) == (
+        "joint", "sp-lamp", "imprinting")
+    # Taylor for blocks too (mean:taylor): one currency for a narrowed layer and a removed block
+    assert (requests["joint-taylor"].mode, requests["joint-taylor"].criterion, requests["joint-taylor"].layer_criterion) == (
+        "joint", "taylor", None)
+    assert requests["joint-taylor"].max_prune == 0.75 and requests["layer"].max_prune == 1.0  # no floor on depth
+    assert list(_requests(BudgetRequest(budget=0.5, criterion="taylor"))) == ["joint", "layer", "filter"]  # asked already
 
 
 def test_after_a_short_fine_tune_its_score_ranks():
@@ -81,7 +95,7 @@ def test_auto_mode_keeps_the_best_scoring_mode_and_records_every_one(digits_resn
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text())
     choice = summary["mode_choice"]
-    assert [c["mode"] for c in choice["candidates"]] == list(MODES)
+    assert [c["mode"] for c in choice["candidates"]] == list(CANDIDATES)
     scored = [c for c in choice["candidates"] if "refused" not in c]
     assert scored and all(c["met"] for c in scored)
     assert all(("tuned_top1" in c) == bool(tune) for c in scored)

@@ -23,7 +23,7 @@ def prune(
     spec: Optional[str] = typer.Option(None, help="torch model spec, if the ONNX does not record one"),
     seed: int = typer.Option(0, help="seed for layers re-created after a layer removal"),
     criterion: str = typer.Option("sp-lamp", help="filter importance with --budget: l1, l2, taylor, taylor-fm, bn-gamma, halp, sp-lamp, lamp, taylor-lamp, random"),
-    mode: str = typer.Option("joint", help="with --budget: filter (widths), layer (blocks), joint (both), or auto: each of the three meets the budget, and the one whose pruned model scores best on --data's held-out split (BatchNorm statistics re-estimated, after a short fine-tune: --auto-tune-batches) is kept"),
+    mode: str = typer.Option("joint", help="with --budget: filter (widths), layer (blocks), joint (both), or auto: joint (with --criterion and with taylor), layer and filter each meet the budget, and the one whose pruned model scores best on --data's held-out split (BatchNorm statistics re-estimated, after a short fine-tune: --auto-tune-batches) is kept"),
     solver: str = typer.Option("group-knapsack", help="filter mode: group-knapsack (SP-LAMP) or halp (0-1 knapsack)"),
     layer_criterion: Optional[str] = typer.Option(None, help="layer mode: mean:<criterion> (default), imprinting, ensemble:a,b"),
     stages: int = typer.Option(1, help="prune in K stages of equal latency reduction (SP-LAMP 3.3)"),

@@ -1,5 +1,6 @@
-"""`prune --budget B --mode auto`: joint, layer and filter pruning each meet the same measured budget; each kept
-plan's BatchNorm statistics are re-estimated, and the one that scores best on held-out data is kept.
+"""`prune --budget B --mode auto`: joint, layer and filter pruning each meet the same measured budget, joint twice
+(with the asked criterion and with Taylor scores); each kept plan's BatchNorm statistics are re-estimated, and the
+one that scores best on held-out data is kept.
 
 Why: which mode keeps the most accuracy at a latency differs by model and budget, and no solver's value can
 tell: each mode's value is its own sum of importance scores. Pretrained Lite0 on Fashion-MNIST (64x64, one
@@ -19,6 +20,10 @@ then; the written model is the untuned one, fine-tuned afterwards as any pruned 
 (83.91 +- 0.97 after fine-tuning, against 82.32 ranked before it), and still layer on every Lite0 seed at 0.7.
 On ResNet-56 at 0.5 layer plans won before and after the tune and fine-tuned 1.00 +- 0.16 below joint's
 (bench/results/accuracy_at_latency_resnet56_ft10_auto_tuned.md): joint stays the default mode.
+Which criterion prices joint's knapsack best differs by model too: Taylor scores (first-order loss change, one
+currency for a narrowed layer and a removed block) fine-tuned highest on ResNet-20 at 0.5 and 0.35 (5 of 5 seeds
+ahead of Torch-Pruning at 0.5; bench/results/accuracy_at_latency_resnet20_ft10_taylor.md) and lost Lite0's head
+(38% at 0.7, bench/results/accuracy_at_latency_lite0_avx512_unpruned_ft.md): held-out data tells those apart.
 """
 from __future__ import annotations
 
@@ -32,7 +37,10 @@ from graphs.atomic import atomic_dir, check_out_dir, write_json
 from graphs.errors import InputError
 from toolchain.refine import BudgetRequest, prune_to_budget
 
-MODES = ("joint", "layer", "filter")  # joint first: it profiles every kind of table entry the others read
+# candidate name -> (mode, criterion in place of the asked one); joint first: it profiles every kind of table
+# entry the others read. joint-taylor prices blocks in Taylor scores too (its layer criterion is mean:taylor).
+CANDIDATES = {"joint": ("joint", None), "joint-taylor": ("joint", "taylor"), "layer": ("layer", None),
+              "filter": ("filter", None)}
 SCORE_IMAGES = 2048  # held-out images each candidate is scored on (a top-1 to about +-1 point)
 TUNE_LR = 0.01  # the short fine-tune's starting lr (the recipes' fine-tuning lr), decayed within its batches
 
@@ -95,10 +103,8 @@ def _candidates(onnx_path, workspace: Path, request: BudgetRequest, store, confi
     from toolchain.train import evaluate
 
     candidates, refusals = [], []
-    for mode in MODES:
+    for mode, asked in _requests(request).items():
         request.log(f"mode {mode}:")
-        # a width floor bounds narrowing, which layer pruning never does
-        asked = replace(request, mode=mode, **({"max_prune": 1.0, "max_prune_for": {}} if mode == "layer" else {}))
         try:
             summary = prune_to_budget(onnx_path, str(workspace / mode), asked, store, config, progress)
         except InputError as exc:  # below what this mode reaches: the others may still
@@ -119,9 +125,22 @@ def _candidates(onnx_path, workspace: Path, request: BudgetRequest, store, confi
             candidate["tuned_top1"] = evaluate(tuned, score_loader)["top1"]
             request.log(f"  mode {mode}: top-1 {candidate['tuned_top1']:.2f} after the short fine-tune")
         candidates.append(candidate)
-    if len(refusals) == len(MODES):
+    if len(refusals) == len(candidates):
         raise refusals[0]
     return candidates
+
+
+def _requests(request: BudgetRequest) -> dict[str, BudgetRequest]:
+    """Each candidate's request; joint-taylor only where the asked criterion is not Taylor already."""
+    asked = {}
+    for name, (mode, criterion) in CANDIDATES.items():
+        if criterion is not None and criterion == request.criterion:
+            continue
+        # a width floor bounds narrowing, which layer pruning never does
+        floor = {"max_prune": 1.0, "max_prune_for": {}} if mode == "layer" else {}
+        other = {"criterion": criterion, "layer_criterion": None} if criterion else {}
+        asked[name] = replace(request, mode=mode, **floor, **other)
+    return asked
 
 
 def _choose(candidates: list[dict]) -> dict:
@@ -131,4 +150,5 @@ def _choose(candidates: list[dict]) -> dict:
     met = [c for c in pruned if c["met"]]
     if not met:
         return min(pruned, key=lambda c: c["measured"])
-    return max(met, key=lambda c: (c.get("tuned_top1", c["val_top1"]), -MODES.index(c["mode"])))
+    order = list(CANDIDATES)
+    return max(met, key=lambda c: (c.get("tuned_top1", c["val_top1"]), -order.index(c["mode"])))
