@@ -22,7 +22,7 @@ def prune(
     round_to: Optional[int] = typer.Option(None, "--round-to", help="keep channel counts multiples of N; default with --budget: the backend's channel block (16 for ORT on an AVX-512 CPU, 8 on AVX2 and TensorRT FP16, 32 for INT8), else 1"),
     spec: Optional[str] = typer.Option(None, help="torch model spec, if the ONNX does not record one"),
     seed: int = typer.Option(0, help="seed for layers re-created after a layer removal"),
-    criterion: str = typer.Option("sp-lamp", help="filter importance with --budget: l1, l2, taylor, taylor-fm, bn-gamma, halp, sp-lamp, lamp, taylor-lamp, random"),
+    criterion: str = typer.Option("sp-lamp", help="filter importance with --budget: l1, l2, taylor, taylor-fm, bn-gamma, halp, sp-lamp, lamp, taylor-lamp, random. Which prices joint best depends on the model (Fashion-MNIST: taylor on ResNet-20, sp-lamp on Lite0, whose head taylor removes): --mode auto tries joint with both"),
     mode: str = typer.Option("joint", help="with --budget: filter (widths), layer (blocks), joint (both), or auto: joint (with --criterion and with taylor), layer and filter each meet the budget, and the one whose pruned model scores best on --data's held-out split (BatchNorm statistics re-estimated, after a short fine-tune: --auto-tune-batches) is kept"),
     solver: str = typer.Option("group-knapsack", help="filter mode: group-knapsack (SP-LAMP) or halp (0-1 knapsack)"),
     layer_criterion: Optional[str] = typer.Option(None, help="layer mode: mean:<criterion> (default), imprinting, ensemble:a,b"),
