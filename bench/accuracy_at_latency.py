@@ -19,8 +19,9 @@ interleaved against the unpruned model):
   budget is every other row's;
   `joint-at-tp` is joint pruned to the ratio Torch-Pruning's kept plan measured at the same budget and seed
   (its row must come first): uniform widths can stop short of a budget, and this compares at their latency;
-- `auto` is `prune --mode auto --auto-tune-batches 0`: joint (sp-lamp), joint (taylor; since the ResNet-20
-  Taylor rows), layer (imprinting) and filter (sp-lamp) each pruned to the budget, each kept plan's BatchNorm statistics re-estimated, the one scoring best on 2,048 images of the
+- `auto` is `prune --mode auto --auto-tune-batches 0`: joint (sp-lamp), joint (taylor; since commit
+  a0ac16a: the `*_auto_taylor` files), layer (imprinting) and filter (sp-lamp) each pruned to the budget, each kept
+  plan's BatchNorm statistics re-estimated, the one scoring best on 2,048 images of the
   train split's held-out part kept (toolchain/refine_modes.py); `auto-tuned` ranks them after a short fine-tune
   of each (50 batches of 128 of the row's fine-tuning images, the same for every candidate; NetAdapt's
   short-term fine-tune): the written model is the untuned one, fine-tuned as every row is;
