@@ -10,6 +10,7 @@ import importlib.util
 from pathlib import Path
 
 import pytest
+import torch
 
 from toolchain.export import export_spec
 from toolchain.latency.config import ProfileConfig
@@ -43,6 +44,27 @@ def test_torch_pruning_grows_back_past_its_cliff(resnet20):
     params = {r: sum(p.numel() for p in bench.tp_prune(module, SHAPE, r, 8).parameters()) for r in (0.0, 0.75, 0.92)}
     assert params[0.75] < params[0.0] / 4
     assert params[0.92] == params[0.0]  # every group left whole: "pruned" at 0.92 is the unpruned model
+
+
+
+def test_unrounded_torch_pruning_goes_narrower_than_round_to_8(resnet20):
+    """The bench's `torch-pruning-1` row: with no rounding (Torch-Pruning's default) the same ratio keeps fewer
+    channels, and it has no cliff at 0.92, so it reaches budgets that round_to 8 stops short of (0.35 on the
+    CIFAR ResNets)."""
+    from graphs.onnx_io import load_model
+    from toolchain.torch_source import torch_module_for
+
+    bench = _bench()
+    module, _ = torch_module_for(load_model(resnet20))
+    unpruned = sum(p.numel() for p in module.parameters())
+
+    def params(ratio, round_to):
+        return sum(p.numel() for p in bench.tp_prune(module, SHAPE, ratio, round_to).parameters())
+
+    assert params(0.75, 1) < params(0.75, 8)
+    assert params(0.92, 1) < params(0.75, 1) < unpruned / 10
+    first = next(m for m in bench.tp_prune(module, SHAPE, 0.83, 1).modules() if isinstance(m, torch.nn.Conv2d))
+    assert first.out_channels == 2  # of 16: narrower than any round_to 8 plan keeps (8)
 
 
 def test_search_times_no_ratio_past_the_cliff(resnet20, tmp_path):
