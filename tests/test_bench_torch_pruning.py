@@ -46,7 +46,6 @@ def test_torch_pruning_grows_back_past_its_cliff(resnet20):
     assert params[0.92] == params[0.0]  # every group left whole: "pruned" at 0.92 is the unpruned model
 
 
-
 def test_unrounded_torch_pruning_goes_narrower_than_round_to_8(resnet20):
     """The bench's `torch-pruning-1` row: with no rounding (Torch-Pruning's default) the same ratio keeps fewer
     channels, and it has no cliff at 0.92, so it reaches budgets that round_to 8 stops short of (0.35 on the
